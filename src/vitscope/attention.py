@@ -1,0 +1,125 @@
+"""Attention metrics (protocols.md, section 3), on torch tensors of any device.
+
+Notation: N images, L blocks, H heads, P prefix tokens (CLS first, then any
+registers), G = gh * gw spatial tokens, T = P + G. Attention ``attn`` is
+post-softmax, rows summing to 1, with shape (..., T, T).
+
+Grid units: token (row, col) sits at (col, row) / (max(gh, gw) - 1), which is
+the study's (col, row) / (g - 1) on a square grid and keeps distances
+isotropic on a non-square one. Multiply by (max(gh, gw) - 1) * patch for pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+
+Grid = tuple[int, int]
+
+
+def spatial_attention(attn: torch.Tensor, prefix: int = 1) -> torch.Tensor:
+    """(..., T, T) -> (..., G, G): drop prefix queries and keys, renormalise rows."""
+    spatial = attn[..., prefix:, prefix:]
+    if prefix == 0:
+        return spatial
+    return spatial / spatial.sum(dim=-1, keepdim=True)
+
+
+def token_coordinates(grid: Grid, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+    """(G, 2) coordinates (x = col, y = row) of the spatial tokens in grid units."""
+    gh, gw = grid
+    scale = max(max(gh, gw) - 1, 1)
+    rows = torch.arange(gh, dtype=dtype, device=device).repeat_interleave(gw)
+    cols = torch.arange(gw, dtype=dtype, device=device).repeat(gh)
+    return torch.stack([cols, rows], dim=-1) / scale
+
+
+def distance_matrix(grid: Grid, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+    """(G, G) Euclidean distances between spatial tokens, in grid units."""
+    xy = token_coordinates(grid, dtype, device)
+    return torch.cdist(xy, xy)
+
+
+def attention_distance(attn: torch.Tensor, grid: Grid, prefix: int = 1) -> torch.Tensor:
+    """Mean attended distance per head (Raghu et al.; ViT paper).
+
+    attn: (..., T, T). Returns (...,) in grid units: for every spatial query
+    the attention-weighted distance to the spatial keys (prefix tokens dropped,
+    rows renormalised), averaged over queries. Computed in float64.
+    """
+    spatial = spatial_attention(attn.to(torch.float64), prefix)
+    dist = distance_matrix(grid, device=attn.device)
+    return (spatial * dist).sum(dim=-1).mean(dim=-1)
+
+
+def canvas_index(grid: Grid, device=None) -> torch.Tensor:
+    """(G * G,) flat index into the (2gh-1) x (2gw-1) aligned canvas.
+
+    Entry q * G + k is where key k lands when query q is put at the centre
+    (gh-1, gw-1): key (r, c) of query (i, j) goes to (r - i + gh - 1, c - j + gw - 1).
+    """
+    gh, gw = grid
+    rows = torch.arange(gh, device=device).repeat_interleave(gw)
+    cols = torch.arange(gw, device=device).repeat(gh)
+    dr = rows[None, :] - rows[:, None] + gh - 1
+    dc = cols[None, :] - cols[:, None] + gw - 1
+    return (dr * (2 * gw - 1) + dc).reshape(-1)
+
+
+def align(spatial: torch.Tensor, grid: Grid) -> torch.Tensor:
+    """(..., G, G) query-by-key maps -> (..., 2gh-1, 2gw-1), summed over queries.
+
+    Each query's key map is shifted so the query sits at the canvas centre;
+    the shifted maps are added. Linear, so it applies to sums over images.
+    """
+    gh, gw = grid
+    g = gh * gw
+    lead = spatial.shape[:-2]
+    flat = spatial.reshape(-1, g * g)
+    out = flat.new_zeros(flat.shape[0], (2 * gh - 1) * (2 * gw - 1))
+    index = canvas_index(grid, device=spatial.device).expand(flat.shape[0], -1)
+    out.scatter_add_(1, index, flat)
+    return out.reshape(*lead, 2 * gh - 1, 2 * gw - 1)
+
+
+def aligned_attention(attn: torch.Tensor, grid: Grid, prefix: int = 1) -> torch.Tensor:
+    """Aligned aggregated attention map of each (image, head): (..., T, T) -> (..., 2gh-1, 2gw-1).
+
+    Prefix tokens dropped, rows renormalised, each query's map centred on the
+    query, averaged over the G queries (float64). Averaging this over images
+    gives the study's AAAM, divided by images x queries as the protocol says.
+    """
+    spatial = spatial_attention(attn.to(torch.float64), prefix)
+    return align(spatial, grid) / spatial.shape[-2]
+
+
+def center_of_mass(aligned: torch.Tensor) -> torch.Tensor:
+    """(..., 2gh-1, 2gw-1) -> (..., 2) centre of mass (cx, cy) in [-1, 1].
+
+    The map is normalised to sum 1; coordinates are v = 2 idx / (n - 1) - 1
+    along each axis (x along columns, y along rows), so one token is
+    1 / (g - 1) on a square grid.
+    """
+    h, w = aligned.shape[-2:]
+    mass = aligned / aligned.sum(dim=(-2, -1), keepdim=True)
+    ys = 2 * torch.arange(h, dtype=mass.dtype, device=mass.device) / (h - 1) - 1
+    xs = 2 * torch.arange(w, dtype=mass.dtype, device=mass.device) / (w - 1) - 1
+    cx = (mass.sum(dim=-2) * xs).sum(dim=-1)
+    cy = (mass.sum(dim=-1) * ys).sum(dim=-1)
+    return torch.stack([cx, cy], dim=-1)
+
+
+def offset(aligned: torch.Tensor) -> torch.Tensor:
+    """(..., 2gh-1, 2gw-1) -> (...,) distance of the centre of mass from the query."""
+    return torch.linalg.vector_norm(center_of_mass(aligned), dim=-1)
+
+
+def cls_map(cls_row: torch.Tensor, grid: Grid, prefix: int = 1, renormalize: bool = False) -> torch.Tensor:
+    """CLS query's attention row (..., T) -> spatial map (..., gh, gw).
+
+    With ``renormalize`` the spatial keys are rescaled to sum 1 (prefix keys
+    removed); otherwise the raw probabilities are kept.
+    """
+    spatial = cls_row[..., prefix:]
+    if renormalize:
+        spatial = spatial / spatial.sum(dim=-1, keepdim=True)
+    return spatial.reshape(*cls_row.shape[:-1], *grid)

@@ -1,0 +1,181 @@
+"""Datasets: index readers, the image dataset, and the study's preprocessing.
+
+An *index* is the ordered list of images one dump covers: a CSV with the
+columns ``path`` (as opened), ``label`` (integer, -1 if unlabelled) and
+``class`` (name, empty if unlabelled). Index order is dump order.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision.transforms import v2 as T
+from torchvision.transforms.functional import InterpolationMode
+
+from .errors import DatasetError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG", ".JPG", ".PNG")
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str
+    label: int
+    cls: str
+
+
+def index_imagefolder(
+    root: str | Path,
+    classes: Sequence[str] | None = None,
+    per_class: int | None = None,
+    key: str = "datasets.?",
+) -> list[Entry]:
+    """Images of an ImageFolder layout ``root/<class>/<image>``.
+
+    ``classes`` selects and orders nothing: labels are the index of each class
+    in the *sorted* class list (ImageNet convention: sorted WNIDs). Within a
+    class, files are taken in sorted name order and the first ``per_class``
+    kept (the study's ImageNet-50 rule: first 100 per class).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{key}.root = '{root}' does not exist or is not a directory")
+    if classes is None:
+        names = sorted(p.name for p in root.iterdir() if p.is_dir())
+        if not names:
+            raise DatasetError(f"{key}.root = '{root}' has no class folders (expected '{root}/<class>/<image>')")
+    else:
+        names = sorted(set(classes))
+        if len(names) != len(classes):
+            raise DatasetError(f"{key}.classes lists a class twice")
+        for name in names:
+            if not (root / name).is_dir():
+                raise DatasetError(f"{key}: class folder '{root / name}' does not exist")
+    entries: list[Entry] = []
+    for label, name in enumerate(names):
+        files = sorted(p.name for p in (root / name).iterdir() if p.suffix in IMAGE_EXTENSIONS)
+        if not files:
+            raise DatasetError(f"{key}: class folder '{root / name}' holds no images ({', '.join(IMAGE_EXTENSIONS[:5])})")
+        if per_class is not None:
+            if len(files) < per_class:
+                raise DatasetError(
+                    f"{key}.per_class = {per_class} but '{root / name}' holds only {len(files)} images"
+                )
+            files = files[:per_class]
+        entries.extend(Entry(str(root / name / f), label, name) for f in files)
+    return entries
+
+
+def index_imagelist(list_file: str | Path, root: str | Path | None = None, key: str = "datasets.?") -> list[Entry]:
+    """Images named one per line in ``list_file`` (relative to ``root``), unlabelled."""
+    list_file = Path(list_file)
+    if not list_file.is_file():
+        raise DatasetError(f"{key}.list = '{list_file}' does not exist")
+    base = Path(root) if root else list_file.parent
+    entries = []
+    for lineno, line in enumerate(list_file.read_text().splitlines(), 1):
+        name = line.strip()
+        if not name or name.startswith("#"):
+            continue
+        path = base / name
+        if not path.is_file():
+            raise DatasetError(f"{key}.list = '{list_file}' line {lineno}: image '{path}' does not exist")
+        entries.append(Entry(str(path), -1, ""))
+    if not entries:
+        raise DatasetError(f"{key}.list = '{list_file}' names no images")
+    return entries
+
+
+def write_index(entries: Sequence[Entry], path: str | Path) -> None:
+    """Write an index CSV atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "class"])
+        for e in entries:
+            writer.writerow([e.path, e.label, e.cls])
+    tmp.replace(path)
+
+
+def read_index(path: str | Path) -> list[Entry]:
+    """Read an index CSV written by :func:`write_index`."""
+    path = Path(path)
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames != ["path", "label", "class"]:
+            raise DatasetError(f"index '{path}' must have the columns path,label,class; found {reader.fieldnames}")
+        return [Entry(row["path"], int(row["label"]), row["class"]) for row in reader]
+
+
+def preprocess(
+    image_size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    interpolation: str = "bicubic",
+) -> T.Compose:
+    """The study's preprocessing: resize the shorter side (bicubic), center crop, normalize.
+
+    For a non-square ``image_size`` (h, w), the image is resized just enough to
+    cover h x w, keeping its aspect ratio, then center-cropped.
+    """
+    h, w = image_size
+    mode = InterpolationMode(interpolation)
+    resize = T.Resize(h, interpolation=mode, antialias=True) if h == w else _Cover((h, w), mode)
+    return T.Compose(
+        [
+            T.ToImage(),
+            resize,
+            T.CenterCrop((h, w)),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(mean=list(mean), std=list(std)),
+        ]
+    )
+
+
+class _Cover(torch.nn.Module):
+    """Resize so the image covers ``size`` (h, w), keeping the aspect ratio."""
+
+    def __init__(self, size: tuple[int, int], mode: InterpolationMode):
+        super().__init__()
+        self.size, self.mode = size, mode
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        ih, iw = img.shape[-2:]
+        scale = max(self.size[0] / ih, self.size[1] / iw)
+        new = (max(self.size[0], round(ih * scale)), max(self.size[1], round(iw * scale)))
+        return T.functional.resize(img, list(new), interpolation=self.mode, antialias=True)
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image as RGB; an unreadable file is a :class:`DatasetError` naming it."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except FileNotFoundError as err:
+        raise DatasetError(f"image '{path}' does not exist") from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DatasetError(f"image '{path}' is corrupt or unreadable: {err}") from err
+
+
+class ImageDataset(Dataset):
+    """Images of an index, in a given order, preprocessed; yields (image, position)."""
+
+    def __init__(self, entries: Sequence[Entry], transform: T.Compose, order: Sequence[int] | None = None):
+        self.entries = list(entries)
+        self.transform = transform
+        self.order = list(range(len(self.entries))) if order is None else [int(i) for i in order]
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        pos = self.order[i]
+        return self.transform(load_image(self.entries[pos].path)), pos

@@ -1,0 +1,352 @@
+"""Model registry: build any timm ViT or BEiT by name, with its weights.
+
+A model is described by a :class:`ModelSpec` (resolved from one entry of the
+config's ``models`` mapping) and built by :func:`build`, which returns the
+network in eval mode and a :class:`LoadReport` saying what was loaded.
+
+Weights come from one of three sources:
+
+``timm``
+    a timm pretrained tag (``arch.tag``); needs the hub, so only online.
+``checkpoint``
+    a local file in one of the registered :data:`FORMATS` (the original
+    release formats of each supervision live in :mod:`vitscope.formats`).
+``random``
+    timm's own initialisation, seeded.
+
+A configured checkpoint that does not exist raises :class:`CheckpointNotFound`;
+vitscope never falls back to random weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from .errors import CheckpointError, CheckpointNotFound, ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+WEIGHT_SOURCES = ("timm", "checkpoint", "random")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to build one model and preprocess its images."""
+
+    alias: str
+    arch: str
+    weights: str = "random"
+    tag: str | None = None
+    checkpoint: str | None = None
+    format: str = "timm"
+    seed: int = 0
+    image_size: tuple[int, int] = (224, 224)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bicubic"
+    model_kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        """Flat, HDF5-attribute friendly description (provenance)."""
+        return {
+            "alias": self.alias,
+            "arch": self.arch,
+            "weights": self.weights,
+            "tag": self.tag or "",
+            "checkpoint": self.checkpoint or "",
+            "format": self.format if self.weights == "checkpoint" else "",
+            "seed": self.seed,
+            "image_size": list(self.image_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "model_kwargs": repr(dict(self.model_kwargs)),
+        }
+
+
+@dataclass
+class LoadReport:
+    """What :func:`build` did to obtain the weights."""
+
+    source: str
+    file: str = ""
+    sha256: str = ""
+    loaded: int = 0
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"source={self.source}"]
+        if self.file:
+            parts.append(f"file={self.file} sha256={self.sha256}")
+        parts.append(f"loaded={self.loaded}")
+        for name in ("missing", "unexpected", "dropped"):
+            keys = getattr(self, name)
+            if keys:
+                parts.append(f"{name}={len(keys)} ({', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''})")
+        parts.extend(self.notes)
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class CheckpointFormat:
+    """A checkpoint file layout and how to map it onto a timm model.
+
+    ``read(path)`` returns the raw object in the file; ``convert(raw, model)``
+    returns ``(state_dict, dropped_keys)`` in timm's key layout for ``model``.
+    ``optional`` lists key prefixes that may stay missing (buffers timm
+    recomputes, heads of models built without a classifier).
+    """
+
+    name: str
+    read: Callable[[Path], Any]
+    convert: Callable[[Any, nn.Module], tuple[dict[str, torch.Tensor], list[str]]]
+    description: str = ""
+    optional: tuple[str, ...] = ()
+
+
+FORMATS: dict[str, CheckpointFormat] = {}
+
+
+def register_format(fmt: CheckpointFormat) -> CheckpointFormat:
+    """Add a checkpoint format to :data:`FORMATS` (one module per format)."""
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pair(value: Any, key: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return (int(value[0]), int(value[1]))
+    raise ConfigError(f"{key} = {value!r} must be an integer or [height, width]")
+
+
+def spec_from_config(alias: str, entry: Mapping[str, Any]) -> ModelSpec:
+    """Resolve one ``models.<alias>`` config entry into a :class:`ModelSpec`.
+
+    Families (``family: dino, size: B/16``) are expanded by
+    :func:`vitscope.zoo.expand` before this point when present.
+    """
+    key = f"models.{alias}"
+    if "family" in entry:
+        from . import zoo  # local import: the zoo depends on this module
+
+        entry = zoo.expand(alias, entry)
+    if "arch" not in entry:
+        raise ConfigError(f"{key}.arch is required (a timm model name) unless {key}.family is set")
+    weights = entry.get("weights", "random")
+    if weights not in WEIGHT_SOURCES:
+        raise ConfigError(f"{key}.weights = {weights!r}; expected one of {', '.join(WEIGHT_SOURCES)}")
+    if weights == "timm" and not entry.get("tag"):
+        raise ConfigError(f"{key}.tag is required when {key}.weights = 'timm'")
+    if weights == "checkpoint" and not entry.get("checkpoint"):
+        raise ConfigError(f"{key}.checkpoint is required when {key}.weights = 'checkpoint'")
+    fmt = entry.get("format", "timm")
+    if weights == "checkpoint" and fmt not in FORMATS:
+        _load_formats()
+        if fmt not in FORMATS:
+            raise ConfigError(f"{key}.format = {fmt!r}; known formats: {', '.join(sorted(FORMATS))}")
+    mean = tuple(float(v) for v in entry.get("mean", IMAGENET_MEAN))
+    std = tuple(float(v) for v in entry.get("std", IMAGENET_STD))
+    if len(mean) != 3 or len(std) != 3:
+        raise ConfigError(f"{key}.mean and {key}.std need three values (RGB)")
+    if min(std) <= 0:
+        raise ConfigError(f"{key}.std = {list(std)} must be positive")
+    return ModelSpec(
+        alias=alias,
+        arch=str(entry["arch"]),
+        weights=weights,
+        tag=entry.get("tag"),
+        checkpoint=str(entry["checkpoint"]) if entry.get("checkpoint") else None,
+        format=fmt,
+        seed=int(entry.get("seed", 0)),
+        image_size=_pair(entry.get("image_size", 224), f"{key}.image_size"),
+        mean=mean,  # type: ignore[arg-type]
+        std=std,  # type: ignore[arg-type]
+        interpolation=str(entry.get("interpolation", "bicubic")),
+        model_kwargs=tuple(sorted(dict(entry.get("model_kwargs", {})).items())),
+    )
+
+
+def _load_formats() -> None:
+    """Import :mod:`vitscope.formats` so every format registers itself."""
+    from . import formats  # noqa: F401
+
+
+def create(spec: ModelSpec, pretrained: bool = False) -> nn.Module:
+    """The bare timm network for ``spec`` (no classifier head), in eval mode."""
+    name = f"{spec.arch}.{spec.tag}" if (pretrained and spec.tag) else spec.arch
+    kwargs = dict(spec.model_kwargs)
+    kwargs.setdefault("img_size", spec.image_size)
+    try:
+        model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+    except RuntimeError as err:  # timm: unknown model name
+        raise ConfigError(f"models.{spec.alias}.arch = {spec.arch!r}: {err}") from err
+    return model.eval()
+
+
+def build(spec: ModelSpec) -> tuple[nn.Module, LoadReport]:
+    """Build the network of ``spec`` with its weights; see the module docstring."""
+    if spec.weights == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            model = create(spec)
+        n = len(model.state_dict())
+        return model, LoadReport(source="random", loaded=0, notes=[f"seed={spec.seed}", f"{n} tensors initialised"])
+    if spec.weights == "timm":
+        model = create(spec, pretrained=True)
+        return model, LoadReport(source="timm", file=f"timm:{spec.arch}.{spec.tag}", loaded=len(model.state_dict()))
+    return load_checkpoint(spec)
+
+
+def load_checkpoint(spec: ModelSpec) -> tuple[nn.Module, LoadReport]:
+    """Build ``spec`` and load its local checkpoint file, strictly."""
+    key = f"models.{spec.alias}.checkpoint"
+    path = Path(spec.checkpoint or "")
+    if not path.is_file():
+        raise CheckpointNotFound(f"{key} = '{spec.checkpoint}' does not exist")
+    _load_formats()
+    fmt = FORMATS[spec.format]
+    try:
+        raw = fmt.read(path)
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{key} = '{path}' cannot be read as format {fmt.name!r}: {err}") from err
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        model = create(spec)
+    try:
+        state, dropped = fmt.convert(raw, model)
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
+        raise CheckpointError(
+            f"{key} = '{path}' is not a {fmt.name!r} checkpoint for {spec.arch}: {err}"
+        ) from err
+    report = LoadReport(source="checkpoint", file=str(path), sha256=sha256_file(path), dropped=dropped)
+    assign_state(model, state, report, fmt.optional, context=f"{key} = '{path}' (format {fmt.name!r})")
+    return model.eval(), report
+
+
+def assign_state(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    report: LoadReport,
+    optional: tuple[str, ...] = (),
+    context: str = "checkpoint",
+) -> None:
+    """Copy ``state`` into ``model``; any missing or surplus key is an error.
+
+    Absolute position embeddings of another grid are resampled (and noted in
+    ``report``); any other shape mismatch is an error naming the key.
+    """
+    target = model.state_dict()
+    state = dict(state)
+    if "pos_embed" in state and "pos_embed" in target and state["pos_embed"].shape != target["pos_embed"].shape:
+        state["pos_embed"] = _resample_pos_embed(model, state["pos_embed"], target["pos_embed"])
+        report.notes.append(f"pos_embed resampled to {tuple(target['pos_embed'].shape)}")
+    missing = sorted(k for k in target if k not in state and not k.startswith(optional))
+    unexpected = sorted(k for k in state if k not in target)
+    report.missing, report.unexpected = missing, unexpected
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{context} does not match the model: "
+            + "; ".join(
+                f"{name} {len(keys)} keys ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})"
+                for name, keys in (("missing", missing), ("unexpected", unexpected))
+                if keys
+            )
+        )
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(target[name].shape):
+            raise CheckpointError(
+                f"{context}: {name} has shape {tuple(tensor.shape)}, the model expects {tuple(target[name].shape)}"
+            )
+    model.load_state_dict(state, strict=False)
+    report.loaded = len(state)
+
+
+def _resample_pos_embed(model: nn.Module, pos: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    from timm.layers import resample_abs_pos_embed
+
+    prefix = 0 if getattr(model, "no_embed_class", False) else int(getattr(model, "num_prefix_tokens", 1))
+    grid = tuple(model.patch_embed.grid_size)  # type: ignore[union-attr]
+    out = resample_abs_pos_embed(pos, new_size=list(grid), num_prefix_tokens=prefix)
+    if out.shape != like.shape:
+        raise CheckpointError(f"pos_embed of shape {tuple(pos.shape)} cannot be resampled to {tuple(like.shape)}")
+    return out
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Token layout of a built model: T = prefix + gh * gw tokens."""
+
+    grid: tuple[int, int]
+    patch: tuple[int, int]
+    prefix: int
+    blocks: int
+    heads: int
+    width: int
+
+    @property
+    def tokens(self) -> int:
+        return self.prefix + self.grid[0] * self.grid[1]
+
+
+def geometry(model: nn.Module) -> Geometry:
+    """Grid, patch, prefix-token count, depth, heads and width of a timm ViT/BEiT."""
+    try:
+        patch_embed = model.patch_embed
+        blocks = model.blocks
+    except AttributeError as err:
+        raise ModelError(f"{type(model).__name__} is not a ViT (no patch_embed/blocks)") from err
+    grid = tuple(int(v) for v in patch_embed.grid_size)
+    patch = tuple(int(v) for v in patch_embed.patch_size)
+    heads = int(blocks[0].attn.num_heads)
+    return Geometry(
+        grid=grid,  # type: ignore[arg-type]
+        patch=patch,  # type: ignore[arg-type]
+        prefix=int(getattr(model, "num_prefix_tokens", 1)),
+        blocks=len(blocks),
+        heads=heads,
+        width=int(model.embed_dim),
+    )
+
+
+def set_fused_attention(model: nn.Module, enabled: bool) -> int:
+    """Switch every attention module between timm's fused and explicit path.
+
+    Returns the number of modules switched. The explicit path materialises the
+    post-softmax probabilities (and passes them through ``attn_drop``, where
+    vitscope's hooks read them); the fused path never does.
+    """
+    count = 0
+    for module in model.modules():
+        if hasattr(module, "fused_attn") and hasattr(module, "attn_drop"):
+            module.fused_attn = enabled
+            count += 1
+    return count
