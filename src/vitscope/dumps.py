@@ -1,0 +1,143 @@
+"""The dump: one HDF5 file per (model, dataset) holding everything one forward
+pass per image records. See docs/dumps.md for the layout; readers use plain
+h5py or the helpers here.
+
+Writes go to a temporary name beside the target and are renamed when
+complete, so a dump either exists whole or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .errors import DumpError
+
+FORMAT_VERSION = 1
+
+#: dataset paths inside a dump, by product
+PRODUCT_DATASETS: dict[str, tuple[str, ...]] = {
+    "tokens": ("tokens/cls", "tokens/spatial_mean"),
+    "cls_attention": ("attention/cls",),
+    "distance": ("attention/distance",),
+    "attention_sums": ("attention/cls_sum", "attention/aligned_sum", "attention/spatial_query_sum"),
+    "exemplars": ("exemplars/position", "exemplars/attention"),
+    "gram": ("cka/index",),
+}
+PRODUCTS: tuple[str, ...] = tuple(PRODUCT_DATASETS)
+ATTENTION_PRODUCTS = frozenset({"cls_attention", "distance", "attention_sums", "exemplars"})
+REPRESENTATIONS = ("cls", "spatial", "all")
+
+
+def _attr(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return str(value)  # plain str: numpy cannot store str subclasses (TorchVersion)
+    if isinstance(value, (list, tuple)):
+        if all(isinstance(v, str) for v in value):
+            return np.array(value, dtype=h5py.string_dtype())
+        return np.asarray(value)
+    return value
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    On any exception the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class DumpWriter:
+    """Create the datasets of a dump and fill them batch by batch.
+
+    Per-image datasets are allocated up front for N images (contiguous
+    layout, so writes at scattered positions cost no read-modify-write);
+    ``write`` takes the dataset positions of a batch, in any order.
+    """
+
+    def __init__(self, handle: h5py.File, n: int, shapes: Mapping[str, tuple[tuple[int, ...], Any]]):
+        self.handle = handle
+        self.n = n
+        for name, (shape, dtype) in shapes.items():
+            handle.create_dataset(name, shape=shape, dtype=dtype, track_times=False)
+
+    def write(self, positions: np.ndarray, arrays: Mapping[str, np.ndarray]) -> None:
+        order = np.argsort(positions, kind="stable")
+        sorted_pos = positions[order]
+        contiguous = bool(np.all(np.diff(sorted_pos) == 1))
+        for name, values in arrays.items():
+            values = values[order]
+            if contiguous:
+                self.handle[name][int(sorted_pos[0]) : int(sorted_pos[-1]) + 1] = values
+            else:
+                self.handle[name][sorted_pos] = values
+
+    def put(self, name: str, values: np.ndarray) -> None:
+        self.handle.create_dataset(name, data=values, track_times=False)
+
+    def attrs(self, values: Mapping[str, Any], group: str = "/") -> None:
+        target = self.handle[group] if group != "/" else self.handle
+        for key, value in values.items():
+            target.attrs[key] = _attr(value)
+
+
+def write_images(handle: h5py.File, paths: Sequence[str], labels: Sequence[int], classes: Sequence[str]) -> None:
+    """Store the image list of a dump (``images/path``, ``images/label``, ``images/class``)."""
+    text = h5py.string_dtype()
+    handle.create_dataset("images/path", data=np.array(paths, dtype=object), dtype=text, track_times=False)
+    handle.create_dataset("images/label", data=np.asarray(labels, dtype=np.int64), track_times=False)
+    handle.create_dataset("images/class", data=np.array(classes, dtype=object), dtype=text, track_times=False)
+
+
+def open_dump(path: str | Path) -> h5py.File:
+    """Open a dump read-only, checking it is one."""
+    path = Path(path)
+    if not path.is_file():
+        raise DumpError(f"dump '{path}' does not exist")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as err:
+        raise DumpError(f"dump '{path}' is not a readable HDF5 file: {err}") from err
+    if handle.attrs.get("format_version") != FORMAT_VERSION:
+        handle.close()
+        raise DumpError(f"dump '{path}' has format_version {handle.attrs.get('format_version')!r}, expected {FORMAT_VERSION}")
+    return handle
+
+
+def require(handle: h5py.File, name: str) -> h5py.Dataset:
+    """Dataset ``name`` of a dump, or a :class:`DumpError` saying which product to enable."""
+    if name not in handle:
+        product = next((p for p, names in PRODUCT_DATASETS.items() if name in names), None)
+        hint = f" (enable product '{product}' in extract.products)" if product else ""
+        raise DumpError(f"dump '{handle.filename}' has no '{name}'{hint}")
+    return handle[name]
+
+
+def geometry(handle: h5py.File) -> dict[str, Any]:
+    """Grid, patch, prefix, blocks, heads, width of the model that wrote the dump."""
+    a = handle.attrs
+    return {
+        "grid": tuple(int(v) for v in a["grid"]),
+        "patch": tuple(int(v) for v in a["patch"]),
+        "prefix": int(a["num_prefix_tokens"]),
+        "blocks": int(a["num_blocks"]),
+        "heads": int(a["num_heads"]),
+        "width": int(a["width"]),
+    }

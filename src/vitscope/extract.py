@@ -1,0 +1,401 @@
+"""One forward pass per image, every block recorded (the dump products).
+
+The model runs with explicit attention (timm's fused path never materialises
+the probabilities) and forward hooks on every block read, per batch:
+
+- block outputs (B, T, D)      -> ``tokens``: CLS, mean of spatial tokens, registers;
+                                  ``gram``: per-minibatch Gram matrices (cls/spatial/all)
+- norm1 / norm2 outputs         -> ``gram`` at the 2L LayerNorm points (full-depth CKA)
+- attention probs (B, H, T, T)  -> ``cls_attention``, ``distance``, ``attention_sums``,
+                                  ``exemplars``
+
+Everything is reduced on the device inside the hooks, so memory is bounded by
+one batch; per-image results stream to the HDF5 file and sums over images are
+kept in float64. See docs/dumps.md for the file layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import h5py
+import numpy as np
+import timm
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from . import __version__, attention
+from .data import Entry, ImageDataset
+from .dumps import ATTENTION_PRODUCTS, FORMAT_VERSION, PRODUCTS, REPRESENTATIONS, DumpWriter, write_images
+from .errors import ConfigError, ModelError
+from .models import Geometry, geometry, set_fused_attention
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """Settings of one extraction (the ``extract`` config section)."""
+
+    products: tuple[str, ...] = PRODUCTS
+    batch_size: int = 32
+    cka_batch_size: int = 32
+    order_seed: int = 0
+    exemplars: int = 4
+    parity_tolerance: float = 1e-3
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.products) - set(PRODUCTS))
+        if unknown:
+            raise ConfigError(f"extract.products: unknown {unknown}; choose from {list(PRODUCTS)}")
+        if self.batch_size < 1:
+            raise ConfigError(f"extract.batch_size = {self.batch_size} must be >= 1")
+        if "gram" in self.products:
+            if self.cka_batch_size < 4:
+                raise ConfigError(f"extract.cka_batch_size = {self.cka_batch_size} must be >= 4 (HSIC1 needs n > 3)")
+            if self.batch_size % self.cka_batch_size:
+                raise ConfigError(
+                    f"extract.batch_size = {self.batch_size} must be a multiple of "
+                    f"extract.cka_batch_size = {self.cka_batch_size}"
+                )
+
+    @property
+    def needs_attention(self) -> bool:
+        return bool(ATTENTION_PRODUCTS & set(self.products))
+
+
+def image_order(n: int, options: ExtractOptions) -> np.ndarray:
+    """Order in which images are fed: a seeded permutation when Gram matrices are
+    recorded (CKA minibatches must mix classes, and be the same for every model),
+    else index order."""
+    if "gram" in options.products:
+        return np.random.default_rng(options.order_seed).permutation(n)
+    return np.arange(n)
+
+
+def cka_partition(order: np.ndarray, batch: int) -> np.ndarray:
+    """(M, b) dataset positions of the CKA minibatches: consecutive runs of ``order``.
+
+    The last ``n mod b`` images of the order form no minibatch.
+    """
+    m = len(order) // batch
+    return order[: m * batch].reshape(m, batch)
+
+
+def exemplar_positions(n: int, count: int) -> np.ndarray:
+    """``count`` positions spread evenly over the index (first and last included)."""
+    if count <= 0 or n == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(np.int64))
+
+
+def gram(x: torch.Tensor) -> torch.Tensor:
+    """(n, F) -> (n, n) linear-kernel Gram matrix in float64."""
+    x = x.to(torch.float64)
+    return x @ x.T
+
+
+@dataclass
+class _Batch:
+    positions: torch.Tensor | None = None
+    out: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+
+    def add(self, name: str, value: torch.Tensor) -> None:
+        self.out.setdefault(name, []).append(value)
+
+
+class Recorder:
+    """Forward hooks that reduce every block's outputs and attention on the fly."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        geom: Geometry,
+        products: Sequence[str],
+        exemplars: np.ndarray,
+        cka_batch: int,
+        device: torch.device,
+    ):
+        self.model, self.geom, self.products = model, geom, frozenset(products)
+        self.cka_batch = cka_batch
+        self.exemplars = torch.as_tensor(exemplars, device=device)
+        self.active = True
+        self.batch = _Batch()
+        self.handles: list[Any] = []
+        L, H, T = geom.blocks, geom.heads, geom.tokens  # noqa: N806
+        g = geom.grid[0] * geom.grid[1]
+        self.cls_sum = torch.zeros(L, H, T, dtype=torch.float64, device=device)
+        self.spatial_sum = torch.zeros(L, H, g, g, dtype=torch.float64, device=device)
+        self.dist = attention.distance_matrix(geom.grid, device=device)
+        self.attn_calls = [0] * L
+        self.exemplar_maps: dict[int, list[torch.Tensor]] = {}
+
+    # ----------------------------------------------------------------- hooks
+    def attach(self) -> None:
+        for index, block in enumerate(self.model.blocks):
+            self.handles.append(block.register_forward_hook(self._block_hook(index)))
+            if self.products & ATTENTION_PRODUCTS:
+                self.handles.append(block.attn.attn_drop.register_forward_hook(self._attn_hook(index)))
+            if "gram" in self.products:
+                for which, norm in enumerate((block.norm1, block.norm2)):
+                    self.handles.append(norm.register_forward_hook(self._norm_hook(2 * index + which)))
+
+    def detach(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    def _block_hook(self, index: int):
+        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+            if self.active:
+                self._on_tokens(index, output, point="block")
+
+        return hook
+
+    def _norm_hook(self, point: int):
+        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+            if self.active:
+                self._on_tokens(point, output, point="norm")
+
+        return hook
+
+    def _attn_hook(self, index: int):
+        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+            if self.active:
+                self._on_attention(index, output)
+
+        return hook
+
+    # ------------------------------------------------------------ reductions
+    def _representations(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        p = self.geom.prefix
+        spatial = x[:, p:]
+        cls = x[:, 0] if p > 0 else spatial.mean(dim=1)
+        return {"cls": cls, "spatial": spatial.flatten(1), "all": x.flatten(1)}
+
+    def _grams(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        reps = self._representations(x)
+        b = self.cka_batch
+        chunks = x.shape[0] // b
+        return {
+            name: torch.stack([gram(rep[c * b : (c + 1) * b]) for c in range(chunks)])
+            for name, rep in reps.items()
+        }
+
+    def _on_tokens(self, index: int, x: torch.Tensor, point: str) -> None:
+        p = self.geom.prefix
+        if point == "block" and "tokens" in self.products:
+            spatial_mean = x[:, p:].mean(dim=1)
+            self.batch.add("tokens/cls", (x[:, 0] if p > 0 else spatial_mean).float())
+            self.batch.add("tokens/spatial_mean", spatial_mean.float())
+            if p > 1:
+                self.batch.add("tokens/registers", x[:, 1:p].float())
+        if "gram" in self.products:
+            group = "blocks" if point == "block" else "norms"
+            for name, value in self._grams(x).items():
+                self.batch.add(f"cka/{group}/{name}", value)
+
+    def _on_attention(self, index: int, attn: torch.Tensor) -> None:
+        self.attn_calls[index] += 1
+        p = self.geom.prefix
+        if "cls_attention" in self.products:
+            self.batch.add("attention/cls", attn[:, :, 0, :].float())
+        if {"distance", "attention_sums"} & self.products:
+            spatial = attention.spatial_attention(attn.to(torch.float64), p)
+            if "distance" in self.products:
+                self.batch.add("attention/distance", (spatial * self.dist).sum(dim=-1).mean(dim=-1))
+            if "attention_sums" in self.products:
+                self.spatial_sum[index] += spatial.sum(dim=0)
+                self.cls_sum[index] += attn[:, :, 0, :].to(torch.float64).sum(dim=0)
+        if "exemplars" in self.products and self.batch.positions is not None and len(self.exemplars):
+            hit = torch.isin(self.batch.positions, self.exemplars)
+            for row in torch.nonzero(hit).flatten().tolist():
+                pos = int(self.batch.positions[row])
+                self.exemplar_maps.setdefault(pos, []).append(attn[row].float().cpu())
+
+    def take(self) -> dict[str, np.ndarray]:
+        """Per-batch products stacked over blocks: (B, L, ...) numpy arrays; resets the batch."""
+        out = {}
+        for name, values in self.batch.out.items():
+            if name.startswith("cka/"):
+                out[name] = torch.stack(values, dim=1).cpu().numpy()  # (chunks, points, b, b)
+            else:
+                out[name] = torch.stack(values, dim=1).cpu().numpy()
+        self.batch = _Batch()
+        return out
+
+
+def _shapes(n: int, geom: Geometry, products: frozenset[str], m: int, b: int, e: int) -> dict[str, Any]:
+    L, H, T, D = geom.blocks, geom.heads, geom.tokens, geom.width  # noqa: N806
+    shapes: dict[str, Any] = {}
+    if "tokens" in products:
+        shapes["tokens/cls"] = ((n, L, D), np.float32)
+        shapes["tokens/spatial_mean"] = ((n, L, D), np.float32)
+        if geom.prefix > 1:
+            shapes["tokens/registers"] = ((n, L, geom.prefix - 1, D), np.float32)
+    if "cls_attention" in products:
+        shapes["attention/cls"] = ((n, L, H, T), np.float32)
+    if "distance" in products:
+        shapes["attention/distance"] = ((n, L, H), np.float64)
+    if "exemplars" in products:
+        shapes["exemplars/attention"] = ((e, L, H, T, T), np.float32)
+    if "gram" in products:
+        for group, points in (("blocks", L), ("norms", 2 * L)):
+            for rep in REPRESENTATIONS:
+                shapes[f"cka/{group}/{rep}"] = ((m, points, b, b), np.float64)
+    return shapes
+
+
+def run(
+    model: nn.Module,
+    entries: Sequence[Entry],
+    transform: Any,
+    handle: h5py.File,
+    options: ExtractOptions,
+    device: torch.device,
+    meta: dict[str, Any],
+    progress: TextIO | None = None,
+) -> dict[str, Any]:
+    """Extract every product of ``options`` for the images of ``entries`` into ``handle``.
+
+    ``meta`` holds provenance attributes (model, dataset, weights file and its
+    SHA-256, normalisation, ...) stored on the file's root. Returns a summary
+    (images/s, parity) that is also stored as attributes.
+    """
+    n = len(entries)
+    if n == 0:
+        raise ConfigError(f"dataset {meta.get('dataset', '?')!r} has no images")
+    geom = geometry(model)
+    products = frozenset(options.products)
+    if geom.prefix == 0 and products & {"cls_attention", "attention_sums"}:
+        raise ModelError(
+            f"model {meta.get('model', '?')!r} has no CLS token (num_prefix_tokens = 0): "
+            "products cls_attention and attention_sums need one; remove them from extract.products"
+        )
+    model = model.to(device).eval()
+    order = image_order(n, options)
+    partition = cka_partition(order, options.cka_batch_size) if "gram" in products else np.zeros((0, 0), np.int64)
+    exemplars = exemplar_positions(n, options.exemplars) if "exemplars" in products else np.zeros(0, np.int64)
+
+    write_images(handle, [e.path for e in entries], [e.label for e in entries], [e.cls for e in entries])
+    writer = DumpWriter(
+        handle, n, _shapes(n, geom, products, len(partition), options.cka_batch_size, len(exemplars))
+    )
+    loader = DataLoader(
+        ImageDataset(entries, transform, order),
+        batch_size=options.batch_size,
+        shuffle=False,
+        num_workers=options.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    recorder = Recorder(model, geom, options.products, exemplars, options.cka_batch_size, device)
+    set_fused_attention(model, not options.needs_attention)
+    recorder.attach()
+    parity = float("nan")
+    chunk_start = 0
+    start = time.perf_counter()
+    bar = tqdm(total=n, file=progress, unit="img", mininterval=5.0, disable=progress is None)
+    try:
+        with torch.inference_mode():
+            for images, positions in loader:
+                images = images.to(device, non_blocking=True)
+                if options.needs_attention and np.isnan(parity):
+                    parity = _parity(model, recorder, images)
+                    if parity > options.parity_tolerance:
+                        raise ModelError(
+                            f"model {meta.get('model', '?')!r}: explicit attention differs from the fused "
+                            f"forward by {parity:.3g} > extract.parity_tolerance = {options.parity_tolerance}"
+                        )
+                recorder.batch.positions = positions.to(device)
+                model.forward_features(images)
+                _check_hooks(recorder, meta, options)
+                arrays = recorder.take()
+                cka = {k: v for k, v in arrays.items() if k.startswith("cka/")}
+                per_image = {k: v for k, v in arrays.items() if not k.startswith("cka/")}
+                writer.write(positions.numpy(), per_image)
+                if cka:
+                    chunks = next(iter(cka.values())).shape[0]
+                    for name, values in cka.items():
+                        handle[name][chunk_start : chunk_start + chunks] = values
+                    chunk_start += chunks
+                bar.update(len(positions))
+    finally:
+        bar.close()
+        recorder.detach()
+        set_fused_attention(model, True)
+    elapsed = time.perf_counter() - start
+
+    if "attention_sums" in products:
+        writer.put("attention/cls_sum", recorder.cls_sum.cpu().numpy())
+        writer.put("attention/aligned_sum", attention.align(recorder.spatial_sum, geom.grid).cpu().numpy())
+        writer.put("attention/spatial_query_sum", recorder.spatial_sum.sum(dim=-2).cpu().numpy())
+        writer.attrs({"count": n, "queries": geom.grid[0] * geom.grid[1]}, group="attention")
+    if "exemplars" in products:
+        writer.put("exemplars/position", exemplars)
+        for e, pos in enumerate(exemplars.tolist()):
+            handle["exemplars/attention"][e] = torch.stack(recorder.exemplar_maps[pos]).numpy()
+    if "gram" in products:
+        writer.put("cka/index", partition)
+        writer.attrs({"batch_size": options.cka_batch_size, "order_seed": options.order_seed}, group="cka")
+
+    summary = {
+        "images": n,
+        "seconds": elapsed,
+        "images_per_second": n / elapsed if elapsed > 0 else float("nan"),
+        "parity_max_abs_diff": parity,
+    }
+    writer.attrs(
+        {
+            **meta,
+            "format_version": FORMAT_VERSION,
+            "products": sorted(products),
+            "grid": list(geom.grid),
+            "patch": list(geom.patch),
+            "num_prefix_tokens": geom.prefix,
+            "num_blocks": geom.blocks,
+            "num_heads": geom.heads,
+            "width": geom.width,
+            "cls_source": "token 0" if geom.prefix > 0 else "mean of spatial tokens (model has no CLS token)",
+            "explicit_attention": options.needs_attention,
+            "parity_max_abs_diff": parity,
+            "batch_size": options.batch_size,
+            "vitscope_version": __version__,
+            "timm_version": timm.__version__,
+            "torch_version": torch.__version__,
+        }
+    )
+    log.info(
+        "extracted %d images in %.1f s (%.2f images/s); parity max |explicit - fused| = %.3g",
+        n, elapsed, summary["images_per_second"], parity,
+    )
+    return summary
+
+
+def _parity(model: nn.Module, recorder: Recorder, images: torch.Tensor) -> float:
+    """Largest |explicit - fused| over the output tokens of one batch."""
+    recorder.active = False
+    try:
+        set_fused_attention(model, True)
+        fused = model.forward_features(images)
+        set_fused_attention(model, False)
+        explicit = model.forward_features(images)
+    finally:
+        recorder.active = True
+        set_fused_attention(model, False)
+    return float((fused - explicit).abs().max())
+
+
+def _check_hooks(recorder: Recorder, meta: dict[str, Any], options: ExtractOptions) -> None:
+    if options.needs_attention and any(c == 0 for c in recorder.attn_calls):
+        missing = [i + 1 for i, c in enumerate(recorder.attn_calls) if c == 0]
+        raise ModelError(
+            f"model {meta.get('model', '?')!r}: blocks {missing} never exposed attention probabilities "
+            "(their attention module has no explicit path through attn_drop)"
+        )
