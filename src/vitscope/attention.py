@@ -123,3 +123,53 @@ def cls_map(cls_row: torch.Tensor, grid: Grid, prefix: int = 1, renormalize: boo
     if renormalize:
         spatial = spatial / spatial.sum(dim=-1, keepdim=True)
     return spatial.reshape(*cls_row.shape[:-1], *grid)
+
+
+# ------------------------------------------------------------ dump summaries
+
+
+def averaged_maps(
+    cls_sum: torch.Tensor,
+    spatial_query_sum: torch.Tensor,
+    count: int,
+    queries: int,
+    grid: Grid,
+    prefix: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Averaged maps over images from a dump's sums.
+
+    cls_sum: (L, H, T); spatial_query_sum: (L, H, G). Returns the averaged CLS
+    map over spatial keys (L, H, gh, gw) (raw probabilities, so prefix keys'
+    share is what is missing from 1) and the averaged spatial-query map
+    (L, H, gh, gw) (prefix keys removed, rows renormalised; sums to 1).
+    """
+    cls = cls_map(cls_sum / count, grid, prefix)
+    spatial = (spatial_query_sum / (count * queries)).reshape(*spatial_query_sum.shape[:-1], *grid)
+    return cls, spatial
+
+
+def distance_summary(distance: torch.Tensor, grid: Grid, patch: int) -> list[dict[str, float | int]]:
+    """Per-(block, head) mean and std over images of the attention distance.
+
+    distance: (N, L, H) in grid units. Rows carry 1-indexed ``block`` and
+    ``head``, the distance in grid units and in pixels ((max(g) - 1) * patch).
+    """
+    distance = distance.to(torch.float64)
+    mean = distance.mean(dim=0)
+    std = distance.std(dim=0, correction=0)
+    to_px = (max(grid) - 1) * patch
+    rows = []
+    for b in range(mean.shape[0]):
+        for h in range(mean.shape[1]):
+            rows.append(
+                {
+                    "block": b + 1,
+                    "head": h + 1,
+                    "distance_grid": float(mean[b, h]),
+                    "distance_px": float(mean[b, h]) * to_px,
+                    "std_grid": float(std[b, h]),
+                    "std_px": float(std[b, h]) * to_px,
+                    "images": int(distance.shape[0]),
+                }
+            )
+    return rows

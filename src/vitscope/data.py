@@ -179,3 +179,22 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         pos = self.order[i]
         return self.transform(load_image(self.entries[pos].path)), pos
+
+
+def index_dataset(name: str, entry: dict, synthetic_root: Sequence[str] = ()) -> list[Entry]:
+    """The index of ``datasets.<name>`` (config entry ``entry``) by its ``kind``."""
+    key = f"datasets.{name}"
+    kind = entry.get("kind")
+    if kind == "synthetic":
+        if not synthetic_root:
+            raise DatasetError(f"{key}: kind 'synthetic' needs the generated folder as input")
+        return index_imagefolder(Path(synthetic_root[0]) / "images", key=key)
+    if kind == "imagefolder":
+        if "root" not in entry:
+            raise DatasetError(f"{key}.root is required for kind 'imagefolder'")
+        return index_imagefolder(entry["root"], entry.get("classes"), entry.get("per_class"), key=key)
+    if kind == "imagelist":
+        if "list" not in entry:
+            raise DatasetError(f"{key}.list is required for kind 'imagelist'")
+        return index_imagelist(entry["list"], entry.get("root"), key=key)
+    raise DatasetError(f"{key}.kind = {kind!r}; expected imagefolder, imagelist or synthetic")

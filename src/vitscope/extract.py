@@ -181,9 +181,11 @@ class Recorder:
         return {"cls": cls, "spatial": spatial.flatten(1), "all": x.flatten(1)}
 
     def _grams(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        reps = self._representations(x)
         b = self.cka_batch
         chunks = x.shape[0] // b
+        if chunks == 0:  # the tail of the order: fewer than b images form no minibatch
+            return {}
+        reps = self._representations(x)
         return {
             name: torch.stack([gram(rep[c * b : (c + 1) * b]) for c in range(chunks)])
             for name, rep in reps.items()
@@ -222,12 +224,8 @@ class Recorder:
 
     def take(self) -> dict[str, np.ndarray]:
         """Per-batch products stacked over blocks: (B, L, ...) numpy arrays; resets the batch."""
-        out = {}
-        for name, values in self.batch.out.items():
-            if name.startswith("cka/"):
-                out[name] = torch.stack(values, dim=1).cpu().numpy()  # (chunks, points, b, b)
-            else:
-                out[name] = torch.stack(values, dim=1).cpu().numpy()
+        # per-image products: (B, L, ...); Gram matrices: (chunks, points, b, b)
+        out = {name: torch.stack(values, dim=1).cpu().numpy() for name, values in self.batch.out.items()}
         self.batch = _Batch()
         return out
 
@@ -399,3 +397,52 @@ def _check_hooks(recorder: Recorder, meta: dict[str, Any], options: ExtractOptio
             f"model {meta.get('model', '?')!r}: blocks {missing} never exposed attention probabilities "
             "(their attention module has no explicit path through attn_drop)"
         )
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu (logged); anything else as given."""
+    if name == "auto":
+        chosen = "cuda" if torch.cuda.is_available() else "cpu"
+        log.info("device auto -> %s%s", chosen, "" if chosen == "cuda" else " (no CUDA device found)")
+        return torch.device(chosen)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"extract.device = {name!r} but no CUDA device is available (use 'auto' or 'cpu')")
+    return device
+
+
+def extract_dump(
+    model: str,
+    dataset: str,
+    model_entry: dict[str, Any],
+    index: str,
+    output: str,
+    options: ExtractOptions,
+    device: str = "auto",
+    threads: int = 1,
+    progress: TextIO | None = None,
+) -> dict[str, Any]:
+    """Build ``model``, read the index, and write the dump to ``output`` atomically."""
+    from .data import preprocess, read_index
+    from .dumps import atomic_path
+    from .models import build, spec_from_config
+
+    torch.set_num_threads(max(1, threads))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    spec = spec_from_config(model, model_entry)
+    net, report = build(spec)
+    log.info("model %s: %s", model, report.summary())
+    entries = read_index(index)
+    target = resolve_device(device)
+    meta = {
+        "model": model,
+        "dataset": dataset,
+        **{k: v for k, v in spec.describe().items() if k not in ("alias",)},
+        "weights_file": report.file,
+        "weights_sha256": report.sha256,
+        "load_report": report.summary(),
+        "device": str(target),
+    }
+    transform = preprocess(spec.image_size, spec.mean, spec.std, spec.interpolation)
+    with atomic_path(output) as tmp, h5py.File(tmp, "w") as handle:
+        return run(net, entries, transform, handle, options, target, meta, progress)

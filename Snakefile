@@ -1,0 +1,27 @@
+# vitscope: how Vision Transformers trained under different supervision attend,
+# what they represent and what each block is good for.
+# `snakemake --cores all` runs the embedded demo (config.yaml); use
+# `--configfile configs/<name>.yaml` for real models and data.
+
+from snakemake.utils import min_version, validate
+
+min_version("8.20")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/extract.smk"
+include: "rules/attention.smk"
+include: "rules/figures.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,90 @@
+# Helpers shared by every rule file: config look-ups and code versions.
+
+import hashlib
+from pathlib import Path
+
+PACKAGE = Path(workflow.basedir) / "src" / "vitscope"
+
+
+wildcard_constraints:
+    model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+
+
+MODELS = list(config["models"])
+DATASETS = list(config["datasets"])
+
+
+def _check_analysis_datasets():
+    for name, analysis in config["analyses"].items():
+        for dataset in analysis.get("datasets", []):
+            if dataset not in config["datasets"]:
+                raise WorkflowError(
+                    f"analyses.{name}.datasets names '{dataset}', which is not in datasets "
+                    f"({', '.join(DATASETS)})"
+                )
+
+
+_check_analysis_datasets()
+
+
+def code_version(*modules):
+    """Hash of the package modules a rule uses, so editing them reruns the rule.
+
+    Each name is a module of src/vitscope ("attention") or a subpackage
+    ("formats"); the package's __init__ (its version) always counts.
+    """
+    digest = hashlib.sha256()
+    for name in ("__init__",) + modules:
+        path = PACKAGE / name
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
+        if not files or not files[0].is_file():
+            raise WorkflowError(f"code_version: no module vitscope.{name} in {PACKAGE}")
+        for file in files:
+            digest.update(file.relative_to(PACKAGE).as_posix().encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def analysis_datasets(name):
+    return config["analyses"].get(name, {}).get("datasets", [])
+
+
+def model_entry(wildcards):
+    return config["models"][wildcards.model]
+
+
+def dataset_entry(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def products(wildcards):
+    entry = config["datasets"][wildcards.dataset]
+    return entry.get("products", config["extract"]["products"])
+
+
+def checkpoint_input(wildcards):
+    """The model's checkpoint file, as an input so a new file re-extracts."""
+    entry = config["models"][wildcards.model]
+    return [entry["checkpoint"]] if entry.get("weights") == "checkpoint" and "checkpoint" in entry else []
+
+
+def synthetic_spec(wildcards):
+    return config["datasets"][wildcards.dataset].get("synthetic", {})
+
+
+def synthetic_input(wildcards):
+    entry = config["datasets"][wildcards.dataset]
+    return [f"results/synthetic/{wildcards.dataset}"] if entry["kind"] == "synthetic" else []
+
+
+def all_targets():
+    targets = []
+    for dataset in analysis_datasets("cls_maps"):
+        targets += expand("results/figures/cls_maps/{model}/{dataset}.pdf", model=MODELS, dataset=dataset)
+    for dataset in analysis_datasets("attention_distance"):
+        targets += [
+            f"results/figures/attention_distance/{dataset}.pdf",
+            f"results/figures/attention_distance/{dataset}_heads.pdf",
+        ]
+    return targets

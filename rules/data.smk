@@ -1,0 +1,27 @@
+# Datasets: the demo's synthetic images and the index (ordered image list) of every dataset.
+
+
+rule synthetic_dataset:
+    output:
+        directory("results/synthetic/{dataset}"),
+    params:
+        spec=synthetic_spec,
+        code=code_version("synthetic"),
+    log:
+        "logs/synthetic_dataset/{dataset}.log",
+    script:
+        "../workflow/scripts/synthetic_dataset.py"
+
+
+rule index_dataset:
+    input:
+        synthetic_input,
+    output:
+        "results/index/{dataset}.csv",
+    params:
+        entry=dataset_entry,
+        code=code_version("data"),
+    log:
+        "logs/index_dataset/{dataset}.log",
+    script:
+        "../workflow/scripts/index_dataset.py"

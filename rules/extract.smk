@@ -1,0 +1,27 @@
+# One forward pass per image: every block's products into one HDF5 dump.
+
+
+rule extract:
+    input:
+        index="results/index/{dataset}.csv",
+        checkpoint=checkpoint_input,
+    output:
+        dump="results/dumps/{model}/{dataset}.h5",
+    params:
+        model=model_entry,
+        products=products,
+        device=config["extract"]["device"],
+        batch_size=config["extract"]["batch_size"],
+        cka_batch_size=config["extract"]["cka_batch_size"],
+        order_seed=config["extract"]["order_seed"],
+        exemplars=config["extract"]["exemplars"],
+        parity_tolerance=config["extract"]["parity_tolerance"],
+        num_workers=config["extract"]["num_workers"],
+        code=code_version("extract", "models", "formats", "data", "dumps", "attention"),
+    threads: 2
+    log:
+        "logs/extract/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/extract/{model}/{dataset}.tsv"
+    script:
+        "../workflow/scripts/extract.py"

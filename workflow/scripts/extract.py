@@ -1,0 +1,24 @@
+"""Extract one dump: one forward pass per image, every block recorded."""
+
+from vitscope import extract, logs
+
+progress = logs.to_file(snakemake.log[0])
+extract.extract_dump(
+    model=snakemake.wildcards.model,
+    dataset=snakemake.wildcards.dataset,
+    model_entry=snakemake.params.model,
+    index=snakemake.input.index,
+    output=snakemake.output.dump,
+    options=extract.ExtractOptions(
+        products=tuple(snakemake.params.products),
+        batch_size=snakemake.params.batch_size,
+        cka_batch_size=snakemake.params.cka_batch_size,
+        order_seed=snakemake.params.order_seed,
+        exemplars=snakemake.params.exemplars,
+        parity_tolerance=snakemake.params.parity_tolerance,
+        num_workers=snakemake.params.num_workers,
+    ),
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+    progress=progress,
+)
