@@ -14,6 +14,11 @@ configfile: "config.yaml"
 validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
 
 
+wildcard_constraints:
+    model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/extract.smk"

@@ -8,6 +8,8 @@ rule attention_maps:
         maps="results/attention/{model}/{dataset}/maps.npz",
     params:
         code=code_version("attention", "dumps", "tables"),
+    conda:
+        "../envs/vitscope.yaml"
     log:
         "logs/attention_maps/{model}/{dataset}.log",
     script:
@@ -21,6 +23,8 @@ rule attention_distance:
         table="results/attention/{model}/{dataset}/distance.csv",
     params:
         code=code_version("attention", "dumps", "tables"),
+    conda:
+        "../envs/vitscope.yaml"
     log:
         "logs/attention_distance/{model}/{dataset}.log",
     script:

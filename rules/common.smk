@@ -1,14 +1,9 @@
-# Helpers shared by every rule file: config look-ups and code versions.
+# Helpers shared by the rule files (config look-ups, code versions).
 
 import hashlib
 from pathlib import Path
 
 PACKAGE = Path(workflow.basedir) / "src" / "vitscope"
-
-
-wildcard_constraints:
-    model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 MODELS = list(config["models"])

@@ -7,6 +7,8 @@ rule synthetic_dataset:
     params:
         spec=synthetic_spec,
         code=code_version("synthetic"),
+    conda:
+        "../envs/vitscope.yaml"
     log:
         "logs/synthetic_dataset/{dataset}.log",
     script:
@@ -21,6 +23,8 @@ rule index_dataset:
     params:
         entry=dataset_entry,
         code=code_version("data"),
+    conda:
+        "../envs/vitscope.yaml"
     log:
         "logs/index_dataset/{dataset}.log",
     script:

@@ -19,6 +19,8 @@ rule extract:
         num_workers=config["extract"]["num_workers"],
         code=code_version("extract", "models", "formats", "data", "dumps", "attention"),
     threads: 2
+    conda:
+        "../envs/vitscope.yaml"
     log:
         "logs/extract/{model}/{dataset}.log",
     benchmark:

@@ -11,6 +11,8 @@ rule plot_cls_maps:
         cmap=config["analyses"]["cls_maps"]["cmap"],
         dpi=config["figures"]["dpi"],
         code=code_version("plots"),
+    conda:
+        "../envs/plots.yaml"
     log:
         "logs/plot_cls_maps/{model}/{dataset}.log",
     script:
@@ -30,6 +32,8 @@ rule plot_attention_distance:
         units=config["analyses"]["attention_distance"]["units"],
         dpi=config["figures"]["dpi"],
         code=code_version("plots"),
+    conda:
+        "../envs/plots.yaml"
     log:
         "logs/plot_attention_distance/{dataset}.log",
     script:

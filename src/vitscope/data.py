@@ -61,7 +61,9 @@ def index_imagefolder(
     for label, name in enumerate(names):
         files = sorted(p.name for p in (root / name).iterdir() if p.suffix in IMAGE_EXTENSIONS)
         if not files:
-            raise DatasetError(f"{key}: class folder '{root / name}' holds no images ({', '.join(IMAGE_EXTENSIONS[:5])})")
+            raise DatasetError(
+                f"{key}: class folder '{root / name}' holds no images ({', '.join(IMAGE_EXTENSIONS[:5])})"
+            )
         if per_class is not None:
             if len(files) < per_class:
                 raise DatasetError(

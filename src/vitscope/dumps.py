@@ -116,8 +116,9 @@ def open_dump(path: str | Path) -> h5py.File:
     except OSError as err:
         raise DumpError(f"dump '{path}' is not a readable HDF5 file: {err}") from err
     if handle.attrs.get("format_version") != FORMAT_VERSION:
+        version = handle.attrs.get("format_version")
         handle.close()
-        raise DumpError(f"dump '{path}' has format_version {handle.attrs.get('format_version')!r}, expected {FORMAT_VERSION}")
+        raise DumpError(f"dump '{path}' has format_version {version!r}, expected {FORMAT_VERSION}")
     return handle
 
 

@@ -30,8 +30,9 @@ class SyntheticSpec:
     def class_names(self) -> list[str]:
         if not 1 <= self.classes <= len(SHAPES) * len(TEXTURES):
             raise ValueError(f"classes = {self.classes} must be in 1..{len(SHAPES) * len(TEXTURES)}")
-        names = [f"{SHAPES[c % len(SHAPES)]}-{TEXTURES[(c // len(SHAPES) + c) % len(TEXTURES)]}" for c in range(self.classes)]
-        return names
+        return [
+            f"{SHAPES[c % len(SHAPES)]}-{TEXTURES[(c // len(SHAPES) + c) % len(TEXTURES)]}" for c in range(self.classes)
+        ]
 
 
 def shape_mask(shape: str, size: int, cy: float, cx: float, radius: float) -> np.ndarray:

@@ -1,0 +1,94 @@
+"""Dataset readers: ImageFolder subset rules, image lists, preprocessing, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vitscope import data
+from vitscope.errors import DatasetError
+
+
+def make_folder(root: Path, classes: dict[str, int], size=(30, 40)) -> Path:
+    rng = np.random.default_rng(0)
+    for name, count in classes.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(root / name / f"img_{i:03d}.png")
+    return root
+
+
+def test_imagefolder_first_k_sorted_and_labels_by_sorted_class(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "train", {"n02": 4, "n01": 3, "n03": 2})
+    (root / "n01" / "notes.txt").write_text("not an image")
+    entries = data.index_imagefolder(root, classes=["n02", "n01"], per_class=2)
+    assert [(Path(e.path).parent.name, Path(e.path).name, e.label) for e in entries] == [
+        ("n01", "img_000.png", 0),
+        ("n01", "img_001.png", 0),
+        ("n02", "img_000.png", 1),
+        ("n02", "img_001.png", 1),
+    ]
+    assert len(data.index_imagefolder(root)) == 9
+
+
+def test_imagefolder_errors_name_the_path(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "train", {"a": 2})
+    with pytest.raises(DatasetError, match=r"datasets.x.root = '.*missing' does not exist"):
+        data.index_imagefolder(tmp_path / "missing", key="datasets.x")
+    with pytest.raises(DatasetError, match=r"class folder '.*train/b' does not exist"):
+        data.index_imagefolder(root, classes=["a", "b"], key="datasets.x")
+    with pytest.raises(DatasetError, match=r"per_class = 5 but '.*train/a' holds only 2"):
+        data.index_imagefolder(root, per_class=5, key="datasets.x")
+
+
+def test_imagelist_and_index_roundtrip(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "imgs", {"a": 3})
+    listing = tmp_path / "list.txt"
+    listing.write_text("# comment\na/img_002.png\n\na/img_000.png\n")
+    entries = data.index_imagelist(listing, root)
+    assert [Path(e.path).name for e in entries] == ["img_002.png", "img_000.png"]
+    assert all(e.label == -1 for e in entries)
+    data.write_index(entries, tmp_path / "index.csv")
+    assert data.read_index(tmp_path / "index.csv") == entries
+    listing.write_text("a/nope.png\n")
+    with pytest.raises(DatasetError, match="line 1: image '.*nope.png' does not exist"):
+        data.index_imagelist(listing, root)
+
+
+def test_corrupt_image_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(DatasetError, match=r"image '.*bad.jpg' is corrupt or unreadable"):
+        data.load_image(bad)
+    ds = data.ImageDataset([data.Entry(str(bad), 0, "a")], data.preprocess((32, 32), (0.5,) * 3, (0.5,) * 3))
+    with pytest.raises(DatasetError, match="bad.jpg"):
+        ds[0]
+
+
+def test_preprocess_shorter_side_then_center_crop() -> None:
+    # A 40 x 80 image with a left half of 0 and right half of 255: resizing the
+    # shorter side to 20 gives 20 x 40, the center crop keeps columns 10..29.
+    img = np.zeros((40, 80, 3), dtype=np.uint8)
+    img[:, 40:] = 255
+    out = data.preprocess((20, 20), (0.0,) * 3, (1.0,) * 3)(Image.fromarray(img))
+    assert out.shape == (3, 20, 20) and out.dtype == torch.float32
+    assert out[0, 10, 0] < 0.05 and out[0, 10, -1] > 0.95
+    assert abs(out[0].mean().item() - 0.5) < 0.05
+
+
+def test_preprocess_non_square_covers_the_target() -> None:
+    img = Image.fromarray(np.full((50, 50, 3), 128, dtype=np.uint8))
+    out = data.preprocess((24, 40), (0.5,) * 3, (0.5,) * 3)(img)
+    assert out.shape == (3, 24, 40)
+    assert torch.allclose(out, torch.full_like(out, 128 / 255 * 2 - 1), atol=1e-2)
+
+
+def test_index_dataset_dispatches_on_kind(tmp_path: Path) -> None:
+    make_folder(tmp_path / "syn" / "images", {"x": 2})
+    assert len(data.index_dataset("s", {"kind": "synthetic"}, [str(tmp_path / "syn")])) == 2
+    with pytest.raises(DatasetError, match="datasets.f.root is required"):
+        data.index_dataset("f", {"kind": "imagefolder"})

@@ -1,0 +1,154 @@
+"""Snakemake end to end on a tiny config: outputs, incremental reruns, targets, config errors."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.workflow]
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+TINY = {
+    "models": {
+        "tiny_a": {"arch": "test_vit", "weights": "random", "seed": 0, "image_size": 48},
+        "tiny_b": {"arch": "test_vit", "weights": "random", "seed": 1, "image_size": [32, 48]},
+    },
+    "datasets": {"toy": {"kind": "synthetic", "synthetic": {"classes": 2, "per_class": 5, "image_size": 40}}},
+    "extract": {"device": "cpu", "batch_size": 4, "cka_batch_size": 4, "exemplars": 2, "num_workers": 0},
+    "analyses": {"cls_maps": {"datasets": ["toy"]}, "attention_distance": {"datasets": ["toy"]}},
+    "figures": {"dpi": 60},
+}
+
+
+def copy_workflow(dest: Path, config: dict) -> Path:
+    for name in ("Snakefile", "rules", "workflow", "src", "profiles"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dest / name)
+    (dest / "config.yaml").write_text(yaml.safe_dump(config))
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [SNAKEMAKE, "--cores", "2", *args], cwd=workdir, capture_output=True, text=True, timeout=600
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Rule -> job count of a dry run (empty when nothing is to be done)."""
+    proc = snakemake(workdir, "--dry-run", *args)
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M))
+    jobs.pop("total", None)
+    return {rule: int(n) for rule, n in jobs.items()}
+
+
+def edit_config(workdir: Path, change) -> None:
+    path = workdir / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    change(config)
+    path.write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    workdir = copy_workflow(tmp_path_factory.mktemp("wf"), TINY)
+    snakemake(workdir)
+    return workdir
+
+
+def test_outputs_exist_and_hold_sane_values(built: Path) -> None:
+    for model in TINY["models"]:
+        assert (built / f"results/figures/cls_maps/{model}/toy.pdf").stat().st_size > 1000
+        assert (built / f"results/figures/cls_maps/{model}/toy.png").stat().st_size > 1000
+        with h5py.File(built / f"results/dumps/{model}/toy.h5") as dump:
+            assert dump.attrs["model"] == model
+            assert dump["images/path"].shape == (10,)
+            assert sorted(set(dump["images/label"][...])) == [0, 1]
+            distance = dump["attention/distance"][...]
+            assert np.all((distance > 0) & (distance < np.sqrt(2)))
+            assert dump.attrs["parity_max_abs_diff"] < 1e-4
+        maps = np.load(built / f"results/attention/{model}/toy/maps.npz")
+        np.testing.assert_allclose(maps["spatial"].sum(axis=(-2, -1)), 1.0, atol=1e-9)
+        assert np.all(maps["cls"].sum(axis=(-2, -1)) <= 1 + 1e-6)
+    for name in ("toy.pdf", "toy.png", "toy_heads.pdf", "toy_heads.png"):
+        assert (built / "results/figures/attention_distance" / name).stat().st_size > 1000
+    for model in TINY["models"]:
+        assert (built / f"results/benchmarks/extract/{model}/toy.tsv").is_file()
+        assert (built / f"logs/extract/{model}/toy.log").read_text().count("images/s") >= 1
+
+
+def test_second_dry_run_schedules_nothing(built: Path) -> None:
+    assert planned_jobs(built) == {}
+
+
+def test_figure_parameter_reruns_only_that_figure(built: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "copy"
+    shutil.copytree(built, workdir, symlinks=True)
+    edit_config(workdir, lambda c: c["analyses"]["cls_maps"].update(cmap="viridis"))
+    jobs = planned_jobs(workdir)
+    assert jobs == {"plot_cls_maps": 2, "all": 1}
+
+
+def test_extraction_parameter_reextracts(built: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "copy"
+    shutil.copytree(built, workdir, symlinks=True)
+    edit_config(workdir, lambda c: c["extract"].update(exemplars=3))
+    jobs = planned_jobs(workdir)
+    assert jobs.get("extract") == 2
+    assert "index_dataset" not in jobs and "synthetic_dataset" not in jobs
+
+
+def test_package_edit_reruns_the_rules_that_use_it(built: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "copy"
+    shutil.copytree(built, workdir, symlinks=True)
+    with open(workdir / "src/vitscope/plots.py", "a") as handle:
+        handle.write("\n# edited\n")
+    assert planned_jobs(workdir) == {"plot_cls_maps": 2, "plot_attention_distance": 1, "all": 1}
+    with open(workdir / "src/vitscope/attention.py", "a") as handle:
+        handle.write("\n# edited\n")
+    jobs = planned_jobs(workdir)
+    assert jobs["extract"] == 2 and jobs["attention_distance"] == 2 and jobs["attention_maps"] == 2
+
+
+def test_single_figure_target(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path, TINY)
+    jobs = planned_jobs(workdir, "fig_attention_distance")
+    assert "plot_cls_maps" not in jobs and "attention_maps" not in jobs
+    assert jobs["plot_attention_distance"] == 1 and jobs["extract"] == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["extract"].update(batchsize=3), "batchsize"),
+        (lambda c: c["models"]["tiny_a"].update(weights="pretrained"), "pretrained"),
+        (lambda c: c["analyses"]["cls_maps"].update(datasets=["nope"]), "analyses.cls_maps.datasets names 'nope'"),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path: Path, change, message: str) -> None:
+    workdir = copy_workflow(tmp_path, TINY)
+    edit_config(workdir, change)
+    proc = snakemake(workdir, "--dry-run", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not (workdir / "results").exists()
