@@ -17,7 +17,7 @@ rule extract:
         exemplars=config["extract"]["exemplars"],
         parity_tolerance=config["extract"]["parity_tolerance"],
         num_workers=config["extract"]["num_workers"],
-        code=code_version("extract", "models", "formats", "data", "dumps", "attention"),
+        code=code_version("extract", "models", "formats", "zoo", "data", "dumps", "attention"),
     threads: 2
     conda:
         "../envs/vitscope.yaml"

@@ -9,8 +9,9 @@
    2x2 / 3x3 examples written out numerically.
 
 Grid units (module docstring): token (row, col) sits at (col, row) / (max(gh, gw) - 1).
-Aligned-canvas coordinates (center_of_mass docstring): v = 2 idx / (n - 1) - 1 along
-each canvas axis of n = 2gh - 1 rows and 2gw - 1 columns.
+Aligned-canvas coordinates (center_of_mass docstring): cell (row, col) of the
+(2gh - 1) x (2gw - 1) canvas sits at (col - (gw - 1), row - (gh - 1)) / (max(gh, gw) - 1),
+the protocol's v = 2 idx / (2g - 2) - 1 on a square grid.
 """
 
 from __future__ import annotations
@@ -66,19 +67,23 @@ def slow_aligned(a: np.ndarray, grid: tuple[int, int], prefix: int) -> np.ndarra
 
 
 def slow_center_of_mass(canvas: np.ndarray) -> tuple[float, float]:
-    """Normalise to sum 1; x = 2 col / (w - 1) - 1, y = 2 row / (h - 1) - 1."""
+    """Normalise to sum 1; x = (col - (gw-1)) / unit, y = (row - (gh-1)) / unit, unit = max(gh, gw) - 1."""
     h, w = canvas.shape
+    gh, gw = (h + 1) // 2, (w + 1) // 2
+    unit = max(gh, gw) - 1
     total = float(canvas.sum())
     cx = cy = 0.0
     for y in range(h):
         for x in range(w):
             m = canvas[y, x] / total
-            cx += m * (2 * x / (w - 1) - 1)
-            cy += m * (2 * y / (h - 1) - 1)
+            cx += m * (x - (gw - 1)) / unit
+            cy += m * (y - (gh - 1)) / unit
     return cx, cy
 
 
-def slow_cls_map(a: np.ndarray, grid: tuple[int, int], prefix: int, renormalize: bool) -> np.ndarray:
+def slow_cls_map(
+    a: np.ndarray, grid: tuple[int, int], prefix: int, renormalize: bool
+) -> np.ndarray:
     gh, gw = grid
     out = np.zeros((gh, gw))
     for r in range(gh):
@@ -89,7 +94,9 @@ def slow_cls_map(a: np.ndarray, grid: tuple[int, int], prefix: int, renormalize:
     return out
 
 
-def random_attention(lead: tuple[int, ...], tokens: int, seed: int, dtype=torch.float32) -> torch.Tensor:
+def random_attention(
+    lead: tuple[int, ...], tokens: int, seed: int, dtype=torch.float32
+) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     logits = 3.0 * torch.randn(*lead, tokens, tokens, generator=gen, dtype=torch.float64)
     return logits.softmax(dim=-1).to(dtype)
@@ -150,7 +157,7 @@ def test_aligned_attention_matches_loop(grid, prefix, lead):
 
 @pytest.mark.parametrize("grid,prefix,lead", CASES)
 def test_align_of_summed_maps_is_sum_of_aligned(grid, prefix, lead):
-    """align is linear: aligning a sum over images equals summing aligned maps (extract relies on it)."""
+    """align is linear: aligning a sum over images = summing aligned maps (extract relies on it)."""
     t = prefix + grid[0] * grid[1]
     attn = random_attention((5, *lead), t, seed=4, dtype=torch.float64)
     spatial = attention.spatial_attention(attn, prefix)
@@ -179,7 +186,9 @@ def test_center_of_mass_normalises_unnormalised_maps():
     """A summed AAAM (aligned_sum in a dump) gives the same centre as the averaged one."""
     attn = random_attention((3,), 17, seed=6)
     aligned = attention.aligned_attention(attn, (4, 4)).sum(dim=0)
-    torch.testing.assert_close(attention.center_of_mass(aligned * 37.0), attention.center_of_mass(aligned))
+    torch.testing.assert_close(
+        attention.center_of_mass(aligned * 37.0), attention.center_of_mass(aligned)
+    )
 
 
 @pytest.mark.parametrize("grid,prefix,lead", CASES)
@@ -211,7 +220,9 @@ def test_token_coordinates_and_distances_by_definition(grid):
 # --------------------------------------------------------------------------- hand-built heads
 
 
-def embed(spatial: np.ndarray, prefix: int, prefix_mass: float = 0.3, seed: int = 0) -> torch.Tensor:
+def embed(
+    spatial: np.ndarray, prefix: int, prefix_mass: float = 0.3, seed: int = 0
+) -> torch.Tensor:
     """Put a (G, G) row-stochastic spatial map into a (T, T) attention matrix whose spatial
     rows also give mass ``prefix_mass`` to random prefix keys (removed by renormalisation)."""
     rng = np.random.default_rng(seed)
@@ -258,25 +269,34 @@ def test_uniform_attention(grid, prefix):
     attn = embed(np.full((g, g), 1.0 / g), prefix)
     aligned = attention.aligned_attention(attn, grid, prefix).numpy()
     counts = np.array(
-        [[(gh - abs(dr)) * (gw - abs(dc)) for dc in range(-gw + 1, gw)] for dr in range(-gh + 1, gh)]
+        [
+            [(gh - abs(dr)) * (gw - abs(dc)) for dc in range(-gw + 1, gw)]
+            for dr in range(-gh + 1, gh)
+        ]
     )
     np.testing.assert_allclose(aligned, counts / g**2, rtol=1e-12)
     # symmetric map: centre of mass on the query
-    np.testing.assert_allclose(attention.center_of_mass(torch.from_numpy(aligned)).numpy(), 0, atol=1e-12)
+    np.testing.assert_allclose(
+        attention.center_of_mass(torch.from_numpy(aligned)).numpy(), 0, atol=1e-12
+    )
     unit = max(gh, gw) - 1
     pairs = [
         math.hypot(divmod(q, gw)[0] - divmod(k, gw)[0], divmod(q, gw)[1] - divmod(k, gw)[1]) / unit
         for q in range(g)
         for k in range(g)
     ]
-    assert float(attention.attention_distance(attn, grid, prefix)) == pytest.approx(np.mean(pairs), rel=1e-12)
+    assert float(attention.attention_distance(attn, grid, prefix)) == pytest.approx(
+        np.mean(pairs), rel=1e-12
+    )
 
 
 def test_uniform_attention_closed_forms():
     """Written-out values: 2x2 and 3x3 uniform heads."""
     # 2x2: 4 self pairs (0), 8 neighbours (1), 4 diagonals (sqrt 2) -> (8 + 4 sqrt2) / 16
     a2 = embed(np.full((4, 4), 0.25), prefix=1)
-    assert float(attention.attention_distance(a2, (2, 2))) == pytest.approx((2 + math.sqrt(2)) / 4, rel=1e-12)
+    assert float(attention.attention_distance(a2, (2, 2))) == pytest.approx(
+        (2 + math.sqrt(2)) / 4, rel=1e-12
+    )
     np.testing.assert_allclose(
         attention.aligned_attention(a2, (2, 2)).numpy(),
         np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16,
@@ -289,12 +309,14 @@ def test_uniform_attention_closed_forms():
     assert float(attention.attention_distance(a3, (3, 3))) == pytest.approx(want, rel=1e-12)
     triangle = np.array([1, 2, 3, 2, 1])
     np.testing.assert_allclose(
-        attention.aligned_attention(a3, (3, 3)).numpy(), np.outer(triangle, triangle) / 81, rtol=1e-12
+        attention.aligned_attention(a3, (3, 3)).numpy(),
+        np.outer(triangle, triangle) / 81,
+        rtol=1e-12,
     )
 
 
 @pytest.mark.parametrize("prefix", [0, 1, 5])
-@pytest.mark.parametrize("grid", [(4, 4), (3, 5), (7, 7)])
+@pytest.mark.parametrize("grid", [(4, 4), (3, 5), (5, 5)])
 def test_attention_to_self(grid, prefix):
     gh, gw = grid
     attn = embed(np.eye(gh * gw), prefix)
@@ -303,7 +325,9 @@ def test_attention_to_self(grid, prefix):
     delta = np.zeros((2 * gh - 1, 2 * gw - 1))
     delta[gh - 1, gw - 1] = 1.0
     np.testing.assert_allclose(aligned, delta, atol=1e-15)
-    np.testing.assert_allclose(attention.center_of_mass(torch.from_numpy(aligned)).numpy(), 0, atol=1e-15)
+    np.testing.assert_allclose(
+        attention.center_of_mass(torch.from_numpy(aligned)).numpy(), 0, atol=1e-15
+    )
     assert float(attention.offset(torch.from_numpy(aligned))) == pytest.approx(0, abs=1e-15)
 
 
@@ -338,16 +362,17 @@ def test_left_neighbour_square(g, prefix):
     assert cx == pytest.approx(-1 / g, rel=1e-12)
     assert cy == pytest.approx(0, abs=1e-15)
     assert float(attention.offset(torch.from_numpy(aligned))) == pytest.approx(1 / g, rel=1e-12)
-    assert float(attention.attention_distance(attn, (g, g), prefix)) == pytest.approx(1 / g, rel=1e-12)
+    assert float(attention.attention_distance(attn, (g, g), prefix)) == pytest.approx(
+        1 / g, rel=1e-12
+    )
 
 
 def test_left_and_up_neighbour_non_square():
     """3x5 grid. Grid units: one token = 1/4 along both axes (max(gh, gw) - 1 = 4).
-    Canvas (5 x 9) coordinates: one token = 1/(gw-1) = 1/4 along x but 1/(gh-1) = 1/2
-    along y (center_of_mass normalises each canvas axis to [-1, 1] separately).
 
-    Left: 12 of 15 queries shift one column -> cx = -(12/15)/4 = -1/5, distance 12/15 * 1/4.
-    Up: 10 of 15 queries shift one row -> cy = -(10/15)/2 = -1/3, distance 10/15 * 1/4.
+    Left: 12 of 15 queries shift one column -> distance 12/15 * 1/4 = 1/5, and in canvas
+    coordinates (x: one token = 1/(gw-1) = 1/4, the same as grid units here) cx = -1/5.
+    Up: 10 of 15 queries shift one row -> distance 10/15 * 1/4 = 1/6.
     """
     grid = (3, 5)
     left = embed(left_neighbour(grid), 1)
@@ -357,8 +382,19 @@ def test_left_and_up_neighbour_non_square():
 
     up = embed(up_neighbour(grid), 1)
     cx, cy = attention.center_of_mass(attention.aligned_attention(up, grid)).tolist()
-    assert (cx, cy) == pytest.approx((0, -1 / 3), abs=1e-12)
+    assert cx == pytest.approx(0, abs=1e-12)
+    assert cy < 0
     assert float(attention.attention_distance(up, grid)) == pytest.approx(1 / 6, rel=1e-12)
+
+
+def test_center_of_mass_non_square_is_isotropic():
+    """On 3x5 one token is 1/(max(gh, gw) - 1) = 1/4 along both axes, the grid units of
+    attention_distance. Up-neighbour head: 10 of 15 queries move one row up,
+    cy = -(10/15) * 1/4 = -1/6."""
+    grid = (3, 5)
+    up = embed(up_neighbour(grid), 1)
+    cx, cy = attention.center_of_mass(attention.aligned_attention(up, grid)).tolist()
+    assert (cx, cy) == pytest.approx((0, -1 / 6), abs=1e-12)
 
 
 def test_written_out_2x2_example():
@@ -405,7 +441,9 @@ def test_written_out_2x2_example():
     )
     # averaged spatial-query map: key column sums of the renormalised rows / 4
     np.testing.assert_allclose(
-        attention.spatial_attention(a).mean(dim=0).numpy(), [0.2125, 0.2375, 0.3875, 0.1625], rtol=1e-12
+        attention.spatial_attention(a).mean(dim=0).numpy(),
+        [0.2125, 0.2375, 0.3875, 0.1625],
+        rtol=1e-12,
     )
 
 
@@ -425,7 +463,9 @@ def test_written_out_3x3_example():
     want[2, 2] = 8.5 / 9
     want[1, 1] = want[3, 3] = 0.25 / 9
     np.testing.assert_allclose(aligned, want, atol=1e-15)
-    assert attention.center_of_mass(torch.from_numpy(aligned)).tolist() == pytest.approx([0, 0], abs=1e-15)
+    assert attention.center_of_mass(torch.from_numpy(aligned)).tolist() == pytest.approx(
+        [0, 0], abs=1e-15
+    )
 
 
 def test_float32_input_is_computed_in_float64():
@@ -434,4 +474,37 @@ def test_float32_input_is_computed_in_float64():
     d64 = attention.attention_distance(attn.to(torch.float64), (4, 4))
     assert d32.dtype == torch.float64
     assert torch.equal(d32, d64)
-    assert torch.equal(attention.aligned_attention(attn, (4, 4)), attention.aligned_attention(attn.double(), (4, 4)))
+    assert torch.equal(
+        attention.aligned_attention(attn, (4, 4)),
+        attention.aligned_attention(attn.double(), (4, 4)),
+    )
+
+
+@pytest.mark.parametrize("grid", [(7, 7), (14, 14), (5, 6)])
+def test_distances_exact_on_grids_over_25_tokens(grid):
+    gh, gw = grid
+    unit = max(gh, gw) - 1
+    rows, cols = np.divmod(np.arange(gh * gw), gw)
+    exact = np.hypot(cols[:, None] - cols[None], rows[:, None] - rows[None]) / unit
+    np.testing.assert_allclose(
+        attention.distance_matrix(grid).numpy(), exact, rtol=1e-14, atol=1e-15
+    )
+    attn = embed(np.eye(gh * gw), prefix=1)
+    assert float(attention.attention_distance(attn, grid)) == pytest.approx(0, abs=1e-15)
+
+
+@pytest.mark.parametrize("grid", [(7, 7), (14, 14)])
+def test_distance_on_large_grids_within_cdist_precision(grid):
+    """Random attention on large grids against the slow loop."""
+    gh, gw = grid
+    attn = random_attention((1,), 1 + gh * gw, seed=9)
+    got = float(attention.attention_distance(attn, grid)[0])
+    assert got == pytest.approx(slow_distance(attn[0].double().numpy(), grid, 1), rel=1e-7)
+    eye = embed(np.eye(gh * gw), prefix=1)
+    assert float(attention.attention_distance(eye, grid)) == pytest.approx(0, abs=1e-7)
+
+
+def test_center_of_mass_one_row_grid():
+    attn = embed(left_neighbour((1, 4)), prefix=1)
+    cx, cy = attention.center_of_mass(attention.aligned_attention(attn, (1, 4))).tolist()
+    assert (cx, cy) == pytest.approx((-(3 / 4) / 3, 0.0), abs=1e-12)

@@ -36,7 +36,8 @@ def token_coordinates(grid: Grid, dtype: torch.dtype = torch.float64, device=Non
 def distance_matrix(grid: Grid, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
     """(G, G) Euclidean distances between spatial tokens, in grid units."""
     xy = token_coordinates(grid, dtype, device)
-    return torch.cdist(xy, xy)
+    # explicit differences: torch.cdist's matrix-product path is off by ~1e-8 for G > 25
+    return torch.linalg.vector_norm(xy[:, None, :] - xy[None, :, :], dim=-1)
 
 
 def attention_distance(attn: torch.Tensor, grid: Grid, prefix: int = 1) -> torch.Tensor:
@@ -93,16 +94,18 @@ def aligned_attention(attn: torch.Tensor, grid: Grid, prefix: int = 1) -> torch.
 
 
 def center_of_mass(aligned: torch.Tensor) -> torch.Tensor:
-    """(..., 2gh-1, 2gw-1) -> (..., 2) centre of mass (cx, cy) in [-1, 1].
+    """(..., 2gh-1, 2gw-1) -> (..., 2) centre of mass (cx, cy) relative to the query.
 
-    The map is normalised to sum 1; coordinates are v = 2 idx / (n - 1) - 1
-    along each axis (x along columns, y along rows), so one token is
-    1 / (g - 1) on a square grid.
+    The map is normalised to sum 1. Canvas cell (row, col) sits at
+    ((col - (gw-1)), (row - (gh-1))) / (max(gh, gw) - 1): on a square grid this is
+    the protocol's v = 2 idx / (2g - 2) - 1 in [-1, 1] (one token = 1 / (g - 1)), and
+    on a non-square grid the same isotropic grid units as :func:`attention_distance`.
     """
     h, w = aligned.shape[-2:]
+    scale = max((max(h, w) - 1) / 2, 1.0)
     mass = aligned / aligned.sum(dim=(-2, -1), keepdim=True)
-    ys = 2 * torch.arange(h, dtype=mass.dtype, device=mass.device) / (h - 1) - 1
-    xs = 2 * torch.arange(w, dtype=mass.dtype, device=mass.device) / (w - 1) - 1
+    ys = (torch.arange(h, dtype=mass.dtype, device=mass.device) - (h - 1) / 2) / scale
+    xs = (torch.arange(w, dtype=mass.dtype, device=mass.device) - (w - 1) / 2) / scale
     cx = (mass.sum(dim=-2) * xs).sum(dim=-1)
     cy = (mass.sum(dim=-1) * ys).sum(dim=-1)
     return torch.stack([cx, cy], dim=-1)

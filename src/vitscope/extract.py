@@ -96,12 +96,6 @@ def exemplar_positions(n: int, count: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(np.int64))
 
 
-def gram(x: torch.Tensor) -> torch.Tensor:
-    """(n, F) -> (n, n) linear-kernel Gram matrix in float64."""
-    x = x.to(torch.float64)
-    return x @ x.T
-
-
 @dataclass
 class _Batch:
     positions: torch.Tensor | None = None
@@ -133,7 +127,7 @@ class Recorder:
         g = geom.grid[0] * geom.grid[1]
         self.cls_sum = torch.zeros(L, H, T, dtype=torch.float64, device=device)
         self.spatial_sum = torch.zeros(L, H, g, g, dtype=torch.float64, device=device)
-        self.dist = attention.distance_matrix(geom.grid, device=device)
+        self.dist32 = attention.distance_matrix(geom.grid, device=device).float()
         self.attn_calls = [0] * L
         self.exemplar_maps: dict[int, list[torch.Tensor]] = {}
 
@@ -174,22 +168,30 @@ class Recorder:
         return hook
 
     # ------------------------------------------------------------ reductions
-    def _representations(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        p = self.geom.prefix
-        spatial = x[:, p:]
-        cls = x[:, 0] if p > 0 else spatial.mean(dim=1)
-        return {"cls": cls, "spatial": spatial.flatten(1), "all": x.flatten(1)}
-
     def _grams(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        b = self.cka_batch
+        """(B, T, D) -> {rep: (chunks, b, b)} float64 Gram matrices of each CKA minibatch.
+
+        ``all`` = prefix tokens' Gram + spatial tokens' Gram (a Gram matrix of a
+        concatenation is the sum of the parts' Gram matrices), so the
+        all-token features are never multiplied twice.
+        """
+        b, p = self.cka_batch, self.geom.prefix
         chunks = x.shape[0] // b
         if chunks == 0:  # the tail of the order: fewer than b images form no minibatch
             return {}
-        reps = self._representations(x)
-        return {
-            name: torch.stack([gram(rep[c * b : (c + 1) * b]) for c in range(chunks)])
-            for name, rep in reps.items()
-        }
+        x = x[: chunks * b].to(torch.float64).reshape(chunks, b, *x.shape[1:])
+        spatial = x[:, :, p:].flatten(2)
+        out = {"spatial": spatial @ spatial.transpose(1, 2)}
+        if p > 0:
+            prefix = x[:, :, :p].flatten(2)
+            cls = x[:, :, 0]
+            out["cls"] = cls @ cls.transpose(1, 2)
+            out["all"] = out["spatial"] + (out["cls"] if p == 1 else prefix @ prefix.transpose(1, 2))
+        else:
+            mean = x.mean(dim=2)
+            out["cls"] = mean @ mean.transpose(1, 2)
+            out["all"] = out["spatial"]
+        return out
 
     def _on_tokens(self, index: int, x: torch.Tensor, point: str) -> None:
         p = self.geom.prefix
@@ -205,17 +207,23 @@ class Recorder:
                 self.batch.add(f"cka/{group}/{name}", value)
 
     def _on_attention(self, index: int, attn: torch.Tensor) -> None:
+        """attn: (B, H, T, T). Per-image values are computed in the model's precision;
+        sums over images accumulate in float64."""
         self.attn_calls[index] += 1
         p = self.geom.prefix
-        if "cls_attention" in self.products:
-            self.batch.add("attention/cls", attn[:, :, 0, :].float())
+        cls_row = attn[:, :, 0, :] if p > 0 else None
+        if "cls_attention" in self.products and cls_row is not None:
+            self.batch.add("attention/cls", cls_row.float())
         if {"distance", "attention_sums"} & self.products:
-            spatial = attention.spatial_attention(attn.to(torch.float64), p)
+            spatial = attention.spatial_attention(attn.float(), p)  # (B, H, G, G), rows sum to 1
             if "distance" in self.products:
-                self.batch.add("attention/distance", (spatial * self.dist).sum(dim=-1).mean(dim=-1))
-            if "attention_sums" in self.products:
-                self.spatial_sum[index] += spatial.sum(dim=0)
-                self.cls_sum[index] += attn[:, :, 0, :].to(torch.float64).sum(dim=0)
+                per_query = torch.einsum("bhqk,qk->bhq", spatial, self.dist32)
+                self.batch.add("attention/distance", per_query.mean(dim=-1, dtype=torch.float64))
+            if "attention_sums" in self.products and cls_row is not None:
+                # image by image into the float64 accumulators (faster than a float64 reduction)
+                for b in range(spatial.shape[0]):
+                    self.spatial_sum[index].add_(spatial[b])
+                    self.cls_sum[index].add_(cls_row[b])
         if "exemplars" in self.products and self.batch.positions is not None and len(self.exemplars):
             hit = torch.isin(self.batch.positions, self.exemplars)
             for row in torch.nonzero(hit).flatten().tolist():

@@ -4,4 +4,12 @@ Importing this package registers every format in
 :data:`vitscope.models.FORMATS`.
 """
 
-from . import timm_state  # noqa: F401
+from . import (  # noqa: F401
+    augreg_npz,
+    beit,
+    dino,
+    mae,
+    mocov3,
+    openai_clip,
+    timm_state,
+)
