@@ -31,7 +31,7 @@ TINY = {
 
 
 def copy_workflow(dest: Path, config: dict) -> Path:
-    for name in ("Snakefile", "rules", "workflow", "src", "profiles"):
+    for name in ("Snakefile", "rules", "workflow", "src", "profiles", "envs"):
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
