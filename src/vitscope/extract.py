@@ -16,9 +16,13 @@ kept in float64. See docs/dumps.md for the file layout.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
+import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -98,11 +102,15 @@ def exemplar_positions(n: int, count: int) -> np.ndarray:
 
 @dataclass
 class _Batch:
-    positions: torch.Tensor | None = None
+    #: (row in batch, dataset position) of the exemplar images in this batch
+    exemplar_rows: list[tuple[int, int]] = field(default_factory=list)
     out: dict[str, list[torch.Tensor]] = field(default_factory=dict)
 
     def add(self, name: str, value: torch.Tensor) -> None:
-        self.out.setdefault(name, []).append(value)
+        """Keep a float32/float64 *copy*: a view would pin the whole block output or
+        attention tensor (B, H, T, T) of every block until the batch is written."""
+        dtype = torch.float64 if value.dtype == torch.float64 else torch.float32
+        self.out.setdefault(name, []).append(value.to(dtype, copy=True))
 
 
 class Recorder:
@@ -119,7 +127,7 @@ class Recorder:
     ):
         self.model, self.geom, self.products = model, geom, frozenset(products)
         self.cka_batch = cka_batch
-        self.exemplars = torch.as_tensor(exemplars, device=device)
+        self.exemplars = frozenset(int(p) for p in exemplars)
         self.active = True
         self.batch = _Batch()
         self.handles: list[Any] = []
@@ -197,10 +205,10 @@ class Recorder:
         p = self.geom.prefix
         if point == "block" and "tokens" in self.products:
             spatial_mean = x[:, p:].mean(dim=1)
-            self.batch.add("tokens/cls", (x[:, 0] if p > 0 else spatial_mean).float())
-            self.batch.add("tokens/spatial_mean", spatial_mean.float())
+            self.batch.add("tokens/cls", x[:, 0] if p > 0 else spatial_mean)
+            self.batch.add("tokens/spatial_mean", spatial_mean)
             if p > 1:
-                self.batch.add("tokens/registers", x[:, 1:p].float())
+                self.batch.add("tokens/registers", x[:, 1:p])
         if "gram" in self.products:
             group = "blocks" if point == "block" else "norms"
             for name, value in self._grams(x).items():
@@ -213,22 +221,25 @@ class Recorder:
         p = self.geom.prefix
         cls_row = attn[:, :, 0, :] if p > 0 else None
         if "cls_attention" in self.products and cls_row is not None:
-            self.batch.add("attention/cls", cls_row.float())
+            self.batch.add("attention/cls", cls_row)
         if {"distance", "attention_sums"} & self.products:
             spatial = attention.spatial_attention(attn.float(), p)  # (B, H, G, G), rows sum to 1
             if "distance" in self.products:
                 per_query = torch.einsum("bhqk,qk->bhq", spatial, self.dist32)
                 self.batch.add("attention/distance", per_query.mean(dim=-1, dtype=torch.float64))
             if "attention_sums" in self.products and cls_row is not None:
-                # image by image into the float64 accumulators (faster than a float64 reduction)
-                for b in range(spatial.shape[0]):
-                    self.spatial_sum[index].add_(spatial[b])
-                    self.cls_sum[index].add_(cls_row[b])
-        if "exemplars" in self.products and self.batch.positions is not None and len(self.exemplars):
-            hit = torch.isin(self.batch.positions, self.exemplars)
-            for row in torch.nonzero(hit).flatten().tolist():
-                pos = int(self.batch.positions[row])
-                self.exemplar_maps.setdefault(pos, []).append(attn[row].float().cpu())
+                _accumulate(self.spatial_sum[index], spatial)
+                _accumulate(self.cls_sum[index], cls_row)
+        for row, pos in self.batch.exemplar_rows:
+            # a copy: a view would keep the whole batch's attention alive
+            self.exemplar_maps.setdefault(pos, []).append(attn[row].to("cpu", torch.float32, copy=True))
+
+    def start_batch(self, positions: np.ndarray) -> None:
+        """Note which rows of the coming batch are exemplars (decided on the host,
+        so the hooks never synchronise with the device)."""
+        self.batch = _Batch()
+        if "exemplars" in self.products:
+            self.batch.exemplar_rows = [(r, int(p)) for r, p in enumerate(positions) if int(p) in self.exemplars]
 
     def take(self) -> dict[str, np.ndarray]:
         """Per-batch products stacked over blocks: (B, L, ...) numpy arrays; resets the batch."""
@@ -236,6 +247,30 @@ class Recorder:
         out = {name: torch.stack(values, dim=1).cpu().numpy() for name, values in self.batch.out.items()}
         self.batch = _Batch()
         return out
+
+
+def _write_batch(
+    handle: h5py.File, writer: DumpWriter, positions: np.ndarray, arrays: dict[str, np.ndarray], chunk_start: int
+) -> None:
+    """Write one batch: per-image products at their dataset positions, Gram
+    matrices at the next minibatch slots."""
+    writer.write(positions, {k: v for k, v in arrays.items() if not k.startswith("cka/")})
+    for name, values in arrays.items():
+        if name.startswith("cka/"):
+            handle[name][chunk_start : chunk_start + values.shape[0]] = values
+
+
+def _accumulate(total: torch.Tensor, values: torch.Tensor) -> None:
+    """total += values.sum(0), accumulated in float64 (``total``'s dtype).
+
+    On the CPU image by image (torch's float64-dtype reduction of float32 input
+    is several times slower there); on an accelerator one float64 reduction.
+    """
+    if values.device.type == "cpu":
+        for value in values:
+            total.add_(value)
+    else:
+        total.add_(values.sum(dim=0, dtype=total.dtype))
 
 
 def _shapes(n: int, geom: Geometry, products: frozenset[str], m: int, b: int, e: int) -> dict[str, Any]:
@@ -286,6 +321,7 @@ def run(
             "products cls_attention and attention_sums need one; remove them from extract.products"
         )
     model = model.to(device).eval()
+    _limit_heap_arenas()
     order = image_order(n, options)
     partition = cka_partition(order, options.cka_batch_size) if "gram" in products else np.zeros((0, 0), np.int64)
     exemplars = exemplar_positions(n, options.exemplars) if "exemplars" in products else np.zeros(0, np.int64)
@@ -308,6 +344,9 @@ def run(
     chunk_start = 0
     start = time.perf_counter()
     bar = tqdm(total=n, file=progress, unit="img", mininterval=5.0, disable=progress is None)
+    # one background thread writes batch k while the device computes batch k + 1
+    io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitscope-dump")
+    pending: Future | None = None
     try:
         with torch.inference_mode():
             for images, positions in loader:
@@ -319,20 +358,21 @@ def run(
                             f"model {meta.get('model', '?')!r}: explicit attention differs from the fused "
                             f"forward by {parity:.3g} > extract.parity_tolerance = {options.parity_tolerance}"
                         )
-                recorder.batch.positions = positions.to(device)
+                recorder.start_batch(positions.numpy())
                 model.forward_features(images)
                 _check_hooks(recorder, meta, options)
                 arrays = recorder.take()
-                cka = {k: v for k, v in arrays.items() if k.startswith("cka/")}
-                per_image = {k: v for k, v in arrays.items() if not k.startswith("cka/")}
-                writer.write(positions.numpy(), per_image)
-                if cka:
-                    chunks = next(iter(cka.values())).shape[0]
-                    for name, values in cka.items():
-                        handle[name][chunk_start : chunk_start + chunks] = values
-                    chunk_start += chunks
+                chunks = next((v.shape[0] for k, v in arrays.items() if k.startswith("cka/")), 0)
+                if pending is not None:
+                    pending.result()
+                pending = io.submit(_write_batch, handle, writer, positions.numpy(), arrays, chunk_start)
+                chunk_start += chunks
                 bar.update(len(positions))
+                _release_freed_memory()
+            if pending is not None:
+                pending.result()
     finally:
+        io.shutdown(wait=True)
         bar.close()
         recorder.detach()
         set_fused_attention(model, True)
@@ -382,6 +422,38 @@ def run(
         n, elapsed, summary["images_per_second"], parity,
     )
     return summary
+
+
+M_ARENA_MAX = -8  # glibc mallopt parameter
+
+
+def _limit_heap_arenas(arenas: int = 2) -> None:
+    """Cap glibc's per-thread heap arenas: with one arena per intra-op thread, freed
+    batch tensors fragment across arenas and the resident size drifts upward with
+    the number of batches. Process-wide, so only called by :func:`run`."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(M_ARENA_MAX, arenas)
+
+
+def _release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc only) so the resident size
+    stays flat over many batches instead of creeping up with fragmentation."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018  (musl has none)
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def _parity(model: nn.Module, recorder: Recorder, images: torch.Tensor) -> float:
