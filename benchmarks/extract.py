@@ -2,11 +2,15 @@
 
 Prints, for one model and batch size:
 - images/s of the full extraction (every product, HDF5 writes included) and of
-  a bare fused ``forward_features`` over the same DataLoader, and their ratio;
+  a bare fused ``forward_features`` over the same DataLoader at 8N images, and
+  their ratio; also the model alone on one preloaded batch, for context;
 - peak resident memory (and peak CUDA memory) of the extraction at N and 8N images.
 
 Each measurement runs in a fresh subprocess so peaks do not mix. Synthetic
-images are generated in a temporary folder. Not a test: run it by hand,
+images are generated in a temporary folder (at most 1024 distinct ones, cycled).
+The DataLoader keeps workers x 2 batches in flight, so N should be well above
+workers x 2 x batch for the memory comparison to measure steady state.
+Not a test: run it by hand,
 `python benchmarks/extract.py [--arch vit_small_patch16_224 --device cpu]`.
 """
 
@@ -34,14 +38,31 @@ def child(args: argparse.Namespace) -> None:
     spec = models.spec_from_config("bench", {"arch": args.arch, "image_size": args.image_size})
     model, _ = models.build(spec)
     device = torch.device(args.device)
-    entries = data.index_imagefolder(Path(args.root) / "images")[: args.n]
+    distinct = data.index_imagefolder(Path(args.root) / "images")
+    entries = [distinct[i % len(distinct)] for i in range(args.n)]
     transform = data.preprocess(spec.image_size, spec.mean, spec.std)
     options = extract.ExtractOptions(
         batch_size=args.batch_size, cka_batch_size=args.batch_size, num_workers=args.workers, exemplars=4
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    if args.mode == "bare":
+    if args.mode == "model":
+        model = model.to(device).eval()
+        models.set_fused_attention(model, True)
+        batch = torch.stack([transform(data.load_image(e.path)) for e in entries[: args.batch_size]]).to(device)
+        with torch.inference_mode():
+            for _ in range(3):
+                model.forward_features(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(args.n // args.batch_size):
+                model.forward_features(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        entries = entries[: (args.n // args.batch_size) * args.batch_size]
+    elif args.mode == "bare":
         model = model.to(device).eval()
         models.set_fused_attention(model, True)
         loader = DataLoader(
@@ -101,18 +122,26 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as root:
         large = 8 * args.n
-        synthetic.write_imagefolder(root, synthetic.SyntheticSpec(classes=8, per_class=large // 8, image_size=256))
+        per_class = max(1, min(large, 1024) // 8)
+        synthetic.write_imagefolder(root, synthetic.SyntheticSpec(classes=8, per_class=per_class, image_size=256))
         measure(args, root, "bare", args.batch_size)  # warm caches (disk, allocator) once
-        bare = measure(args, root, "bare", args.n)
+        alone = measure(args, root, "model", large)
+        bare = measure(args, root, "bare", large)
         full = measure(args, root, "full", args.n)
         full_large = measure(args, root, "full", large)
     print(f"machine: {platform.processor() or platform.machine()}, device {args.device}, {args.threads} threads")
     print(f"model: {args.arch} at {args.image_size}px, batch {args.batch_size}, {args.workers} loader workers")
-    print(f"{'':28s}{'images/s':>10s}{'peak RSS MiB':>14s}{'peak CUDA MiB':>15s}")
-    for name, r in ((f"bare fused forward, N={args.n}", bare), (f"full extraction, N={args.n}", full),
-                    (f"full extraction, N={large}", full_large)):
-        print(f"{name:28s}{r['images_per_second']:10.2f}{r['peak_rss_mib']:14.0f}{r['peak_cuda_mib']:15.0f}")
-    print(f"ratio full / bare images/s: {full['images_per_second'] / bare['images_per_second']:.3f} (target >= 0.85)")
+    print(f"{'':34s}{'images/s':>10s}{'peak RSS MiB':>14s}{'peak CUDA MiB':>15s}")
+    rows = (
+        ("model alone, one preloaded batch", alone),
+        (f"bare fused forward, N={large}", bare),
+        (f"full extraction, N={args.n}", full),
+        (f"full extraction, N={large}", full_large),
+    )
+    for name, r in rows:
+        print(f"{name:34s}{r['images_per_second']:10.2f}{r['peak_rss_mib']:14.0f}{r['peak_cuda_mib']:15.0f}")
+    ratio = full_large["images_per_second"] / bare["images_per_second"]
+    print(f"ratio full / bare images/s at N={large}: {ratio:.3f} (target >= 0.85)")
     rss = full_large["peak_rss_mib"] / full["peak_rss_mib"]
     print(f"peak RSS at {large} / at {args.n} images: {rss:.3f} (target <= 1.1)")
     if args.device.startswith("cuda"):
