@@ -41,8 +41,10 @@ def child(args: argparse.Namespace) -> None:
     distinct = data.index_imagefolder(Path(args.root) / "images")
     entries = [distinct[i % len(distinct)] for i in range(args.n)]
     transform = data.preprocess(spec.image_size, spec.mean, spec.std)
+    products = tuple(args.products.split(",")) if args.products else extract.PRODUCTS
     options = extract.ExtractOptions(
-        batch_size=args.batch_size, cka_batch_size=args.batch_size, num_workers=args.workers, exemplars=4
+        products=products, batch_size=args.batch_size, cka_batch_size=args.batch_size,
+        num_workers=args.workers, exemplars=4,
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -91,11 +93,12 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def measure(args: argparse.Namespace, root: str, mode: str, n: int) -> dict:
+def measure(args: argparse.Namespace, root: str, mode: str, n: int, products: str = "") -> dict:
     cmd = [
         sys.executable, __file__, "--child", "--mode", mode, "--n", str(n), "--root", root,
         "--arch", args.arch, "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
         "--device", args.device, "--workers", str(args.workers), "--threads", str(args.threads),
+        "--products", products,
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -110,6 +113,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--ablation", action="store_true", help="also time extraction at 8N with subsets of the products"
+    )
+    parser.add_argument("--products", default="", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="full", help=argparse.SUPPRESS)
     parser.add_argument("--root", default="", help=argparse.SUPPRESS)
@@ -129,17 +136,25 @@ def main() -> None:
         bare = measure(args, root, "bare", large)
         full = measure(args, root, "full", args.n)
         full_large = measure(args, root, "full", large)
+        ablation = {
+            products: measure(args, root, "full", large, products)
+            for products in (
+                ("tokens", "tokens,cls_attention", "tokens,cls_attention,distance,attention_sums,exemplars")
+                if args.ablation else ()
+            )
+        }
     print(f"machine: {platform.processor() or platform.machine()}, device {args.device}, {args.threads} threads")
     print(f"model: {args.arch} at {args.image_size}px, batch {args.batch_size}, {args.workers} loader workers")
-    print(f"{'':34s}{'images/s':>10s}{'peak RSS MiB':>14s}{'peak CUDA MiB':>15s}")
+    print(f"{'':70s}{'images/s':>10s}{'peak RSS MiB':>14s}{'peak CUDA MiB':>15s}")
     rows = (
         ("model alone, one preloaded batch", alone),
         (f"bare fused forward, N={large}", bare),
         (f"full extraction, N={args.n}", full),
         (f"full extraction, N={large}", full_large),
     )
+    rows += tuple((f"  products {p}", r) for p, r in ablation.items())
     for name, r in rows:
-        print(f"{name:34s}{r['images_per_second']:10.2f}{r['peak_rss_mib']:14.0f}{r['peak_cuda_mib']:15.0f}")
+        print(f"{name:70s}{r['images_per_second']:10.2f}{r['peak_rss_mib']:14.0f}{r['peak_cuda_mib']:15.0f}")
     ratio = full_large["images_per_second"] / bare["images_per_second"]
     print(f"ratio full / bare images/s at N={large}: {ratio:.3f} (target >= 0.85)")
     rss = full_large["peak_rss_mib"] / full["peak_rss_mib"]

@@ -241,12 +241,33 @@ class Recorder:
         if "exemplars" in self.products:
             self.batch.exemplar_rows = [(r, int(p)) for r, p in enumerate(positions) if int(p) in self.exemplars]
 
-    def take(self) -> dict[str, np.ndarray]:
-        """Per-batch products stacked over blocks: (B, L, ...) numpy arrays; resets the batch."""
-        # per-image products: (B, L, ...); Gram matrices: (chunks, points, b, b)
-        out = {name: torch.stack(values, dim=1).cpu().numpy() for name, values in self.batch.out.items()}
+    def take(self) -> dict[str, torch.Tensor]:
+        """Per-batch products stacked over blocks, on their way to the host; resets the batch.
+
+        Per-image products: (B, L, ...); Gram matrices: (chunks, points, b, b). From an
+        accelerator the copies are asynchronous (pinned memory): wait for the
+        returned batch's event before reading them (see :class:`_HostBatch`).
+        """
+        out = {
+            name: torch.stack(values, dim=1).to("cpu", non_blocking=True) for name, values in self.batch.out.items()
+        }
         self.batch = _Batch()
         return out
+
+
+@dataclass
+class _HostBatch:
+    """A batch's products copied (or being copied) to the host."""
+
+    arrays: dict[str, torch.Tensor]
+    positions: np.ndarray
+    chunk_start: int
+    event: Any = None  # torch.cuda.Event marking the end of the copies
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        if self.event is not None:
+            self.event.synchronize()
+        return {name: value.numpy() for name, value in self.arrays.items()}
 
 
 def _write_batch(
@@ -344,12 +365,21 @@ def run(
     chunk_start = 0
     start = time.perf_counter()
     bar = tqdm(total=n, file=progress, unit="img", mininterval=5.0, disable=progress is None)
-    # one background thread writes batch k while the device computes batch k + 1
+    # Pipeline: the device computes batch k + 1 while batch k's products are copied
+    # to the host, and one background thread writes them to the file.
     io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitscope-dump")
-    pending: Future | None = None
+    writing: Future | None = None
+    copied: _HostBatch | None = None
+
+    def flush(batch: _HostBatch) -> Future:
+        arrays = batch.numpy()
+        if writing is not None:
+            writing.result()
+        return io.submit(_write_batch, handle, writer, batch.positions, arrays, batch.chunk_start)
+
     try:
         with torch.inference_mode():
-            for images, positions in loader:
+            for step, (images, positions) in enumerate(loader):
                 images = images.to(device, non_blocking=True)
                 if options.needs_attention and np.isnan(parity):
                     parity = _parity(model, recorder, images)
@@ -361,16 +391,22 @@ def run(
                 recorder.start_batch(positions.numpy())
                 model.forward_features(images)
                 _check_hooks(recorder, meta, options)
-                arrays = recorder.take()
-                chunks = next((v.shape[0] for k, v in arrays.items() if k.startswith("cka/")), 0)
-                if pending is not None:
-                    pending.result()
-                pending = io.submit(_write_batch, handle, writer, positions.numpy(), arrays, chunk_start)
-                chunk_start += chunks
-                bar.update(len(positions))
-                _release_freed_memory()
-            if pending is not None:
-                pending.result()
+                batch = _HostBatch(recorder.take(), positions.numpy(), chunk_start)
+                if device.type == "cuda":
+                    batch.event = torch.cuda.Event()
+                    batch.event.record()
+                chunk_start += next((v.shape[0] for k, v in batch.arrays.items() if k.startswith("cka/")), 0)
+                if copied is not None:
+                    writing = flush(copied)
+                    bar.update(len(copied.positions))
+                copied = batch
+                if step % 16 == 15:
+                    _release_freed_memory()
+            if copied is not None:
+                writing = flush(copied)
+                bar.update(len(copied.positions))
+            if writing is not None:
+                writing.result()
     finally:
         io.shutdown(wait=True)
         bar.close()
