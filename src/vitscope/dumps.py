@@ -79,15 +79,26 @@ class DumpWriter:
             handle.create_dataset(name, shape=shape, dtype=dtype, track_times=False)
 
     def write(self, positions: np.ndarray, arrays: Mapping[str, np.ndarray]) -> None:
+        """Write rows of per-image datasets at dataset ``positions`` (any order).
+
+        Uses ``write_direct``, which releases the GIL during the I/O, so a writer
+        thread does not stall the thread that feeds the accelerator.
+        """
         order = np.argsort(positions, kind="stable")
         sorted_pos = positions[order]
-        contiguous = bool(np.all(np.diff(sorted_pos) == 1))
+        if np.all(np.diff(sorted_pos) == 1):
+            dest = np.s_[int(sorted_pos[0]) : int(sorted_pos[-1]) + 1]
+        else:
+            dest = np.s_[sorted_pos.tolist()]  # increasing row list: one HDF5 selection
         for name, values in arrays.items():
-            values = values[order]
-            if contiguous:
-                self.handle[name][int(sorted_pos[0]) : int(sorted_pos[-1]) + 1] = values
-            else:
-                self.handle[name][sorted_pos] = values
+            self.handle[name].write_direct(np.ascontiguousarray(values[order]), dest_sel=dest)
+
+    def write_rows(self, name: str, start: int, values: np.ndarray) -> None:
+        """Write ``values`` at rows ``start:start + len(values)`` of dataset ``name``."""
+        if len(values):
+            self.handle[name].write_direct(
+                np.ascontiguousarray(values), dest_sel=np.s_[start : start + len(values)]
+            )
 
     def put(self, name: str, values: np.ndarray) -> None:
         self.handle.create_dataset(name, data=values, track_times=False)

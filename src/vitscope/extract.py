@@ -278,7 +278,7 @@ def _write_batch(
     writer.write(positions, {k: v for k, v in arrays.items() if not k.startswith("cka/")})
     for name, values in arrays.items():
         if name.startswith("cka/"):
-            handle[name][chunk_start : chunk_start + values.shape[0]] = values
+            writer.write_rows(name, chunk_start, values)
 
 
 def _accumulate(total: torch.Tensor, values: torch.Tensor) -> None:
