@@ -87,7 +87,8 @@ def detect(aligned: torch.Tensor, thresholds: Thresholds = Thresholds()) -> dict
        |(local_dx, local_dy)| >= min_shift tokens, else local.
 
     Returns tensors of shape (...): ``cx``, ``cy``, ``offset`` (whole-map centre of
-    mass and its norm, grid units, attention.center_of_mass), ``offset_tokens``,
+    mass and its norm, grid units, attention.center_of_mass), the same in tokens
+    (``cx_tokens``, ``cy_tokens``, ``offset_tokens``),
     ``peak_dx``, ``peak_dy`` (int64 tokens), ``local_dx``, ``local_dy`` (tokens),
     ``mass`` and ``label`` (int64 index into :data:`LABELS`).
     """
@@ -118,11 +119,14 @@ def detect(aligned: torch.Tensor, thresholds: Thresholds = Thresholds()) -> dict
 
     com = attention.center_of_mass(aligned)
     off = torch.linalg.vector_norm(com, dim=-1)
+    unit = max(max(gh, gw) - 1, 1)
     out = {
         "cx": com[..., 0],
         "cy": com[..., 1],
         "offset": off,
-        "offset_tokens": off * max(max(gh, gw) - 1, 1),
+        "cx_tokens": com[..., 0] * unit,
+        "cy_tokens": com[..., 1] * unit,
+        "offset_tokens": off * unit,
         "peak_dx": pdx.round().to(torch.int64).reshape(lead),
         "peak_dy": pdy.round().to(torch.int64).reshape(lead),
         "local_dx": ldx.reshape(lead),
@@ -155,7 +159,7 @@ def direction(dx: int, dy: int) -> str:
 
 
 HEAD_COLUMNS = (
-    "block", "head", "cx", "cy", "offset", "offset_tokens", "peak_dx", "peak_dy",
+    "block", "head", "cx", "cy", "offset", "cx_tokens", "cy_tokens", "offset_tokens", "peak_dx", "peak_dy",
     "local_dx", "local_dy", "mass", "label", "direction", "radius", "min_mass", "min_shift",
 )
 
@@ -174,7 +178,7 @@ def heads_table(aligned: torch.Tensor, thresholds: Thresholds = Thresholds()) ->
             label = LABELS[int(found["label"][b, h])]
             pdx, pdy = int(found["peak_dx"][b, h]), int(found["peak_dy"][b, h])
             row: dict[str, object] = {"block": b + 1, "head": h + 1}
-            for key in ("cx", "cy", "offset", "offset_tokens"):
+            for key in ("cx", "cy", "offset", "cx_tokens", "cy_tokens", "offset_tokens"):
                 row[key] = float(found[key][b, h])
             row.update(peak_dx=pdx, peak_dy=pdy)
             for key in ("local_dx", "local_dy", "mass"):
@@ -277,3 +281,9 @@ def chosen_heads(rows: Sequence[Mapping[str, str]], quantiles: Sequence[float]) 
     by_role = {r["chosen"]: (int(r["block"]), int(r["head"])) for r in rows if r["chosen"]}
     return [(*by_role[role(q)], role(q)) for q in quantiles]
 
+
+
+def candidate_blocks(rows: Sequence[Mapping[str, str]]) -> tuple[int, int]:
+    """(first, last) 1-indexed candidate blocks recorded in a cls_heads table."""
+    blocks = [int(r["block"]) for r in rows if int(r["candidate"])]
+    return min(blocks), max(blocks)
