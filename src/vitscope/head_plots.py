@@ -100,7 +100,7 @@ def label_maps(tables: Mapping[str, Rows], title: str = "") -> Figure:
     height = max(s[0] for s in shapes)
     width = max(s[1] for s in shapes)
     fig, axes = plt.subplots(
-        nrows, cols, figsize=(0.8 + cols * (0.8 + 0.3 * width), 1.4 + nrows * (0.6 + 0.3 * height)),
+        nrows, cols, figsize=(0.8 + cols * (0.8 + 0.3 * width), 1.4 + nrows * (1.1 + 0.3 * height)),
         squeeze=False, layout="constrained",
     )
     colours = list(LABEL_COLOURS.values())
