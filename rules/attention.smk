@@ -29,3 +29,67 @@ rule attention_distance:
         "logs/attention_distance/{model}/{dataset}.log",
     script:
         "../workflow/scripts/attention_distance.py"
+
+
+rule aaam:
+    input:
+        dump="results/dumps/{model}/{dataset}.h5",
+    output:
+        aaam="results/attention/{model}/{dataset}/aaam.npz",
+    params:
+        code=code_version("heads", "attention", "dumps", "tables"),
+    conda:
+        "../envs/vitscope.yaml"
+    log:
+        "logs/aaam/{model}/{dataset}.log",
+    script:
+        "../workflow/scripts/aaam.py"
+
+
+rule offset_heads:
+    input:
+        aaam="results/attention/{model}/{dataset}/aaam.npz",
+    output:
+        table="results/attention/{model}/{dataset}/heads.csv",
+    params:
+        thresholds=offset_thresholds(),
+        code=code_version("heads", "attention", "tables"),
+    conda:
+        "../envs/vitscope.yaml"
+    log:
+        "logs/offset_heads/{model}/{dataset}.log",
+    script:
+        "../workflow/scripts/offset_heads.py"
+
+
+rule offset_heads_table:
+    input:
+        tables=expand("results/attention/{model}/{{dataset}}/heads.csv", model=MODELS),
+    output:
+        table="results/tables/offset_heads/{dataset}.csv",
+    params:
+        models=MODELS,
+        code=code_version("heads", "tables"),
+    conda:
+        "../envs/vitscope.yaml"
+    log:
+        "logs/offset_heads_table/{dataset}.log",
+    script:
+        "../workflow/scripts/offset_heads_table.py"
+
+
+rule cls_heads:
+    input:
+        maps="results/attention/{model}/{dataset}/maps.npz",
+    output:
+        table="results/attention/{model}/{dataset}/cls_heads.csv",
+    params:
+        depth=config["analyses"]["cls_heads"]["depth"],
+        quantiles=config["analyses"]["cls_heads"]["quantiles"],
+        code=code_version("heads", "attention", "tables"),
+    conda:
+        "../envs/vitscope.yaml"
+    log:
+        "logs/cls_heads/{model}/{dataset}.log",
+    script:
+        "../workflow/scripts/cls_heads.py"

@@ -73,6 +73,17 @@ def synthetic_input(wildcards):
     return [f"results/synthetic/{wildcards.dataset}"] if entry["kind"] == "synthetic" else []
 
 
+def offset_thresholds():
+    """The offset-local head detector's thresholds (heads.Thresholds) from the config."""
+    settings = config["analyses"]["offset_heads"]
+    return {key: settings[key] for key in ("radius", "min_mass", "min_shift")}
+
+
+def fig_inputs(analysis, pattern):
+    """A figure path pattern expanded over the analysis' datasets (and every model when it has {model})."""
+    return list(dict.fromkeys(expand(pattern, dataset=analysis_datasets(analysis), model=MODELS)))
+
+
 def all_targets():
     targets = []
     for dataset in analysis_datasets("cls_maps"):
@@ -82,4 +93,15 @@ def all_targets():
             f"results/figures/attention_distance/{dataset}.pdf",
             f"results/figures/attention_distance/{dataset}_heads.pdf",
         ]
+    for dataset in analysis_datasets("offset_heads"):
+        targets += expand(
+            "results/figures/{figure}/{model}/{dataset}.pdf", figure=["aaam", "offsets"], model=MODELS, dataset=dataset
+        )
+        targets += [
+            f"results/tables/offset_heads/{dataset}.csv",
+            f"results/figures/offset_heads/{dataset}.pdf",
+            f"results/figures/offset_scatter/{dataset}.pdf",
+        ]
+    for dataset in analysis_datasets("cls_heads"):
+        targets.append(f"results/figures/cls_heads/{dataset}.pdf")
     return targets

@@ -40,6 +40,101 @@ rule plot_attention_distance:
         "../workflow/scripts/plot_attention_distance.py"
 
 
+rule plot_aaam:
+    input:
+        aaam="results/attention/{model}/{dataset}/aaam.npz",
+    output:
+        pdf="results/figures/aaam/{model}/{dataset}.pdf",
+        png="results/figures/aaam/{model}/{dataset}.png",
+    params:
+        cmap=config["analyses"]["offset_heads"]["cmap"],
+        dpi=config["figures"]["dpi"],
+        code=code_version("head_plots", "plots"),
+    conda:
+        "../envs/plots.yaml"
+    log:
+        "logs/plot_aaam/{model}/{dataset}.log",
+    script:
+        "../workflow/scripts/plot_aaam.py"
+
+
+rule plot_offsets:
+    input:
+        table="results/attention/{model}/{dataset}/heads.csv",
+    output:
+        pdf="results/figures/offsets/{model}/{dataset}.pdf",
+        png="results/figures/offsets/{model}/{dataset}.png",
+    params:
+        cmap=config["analyses"]["offset_heads"]["offset_cmap"],
+        dpi=config["figures"]["dpi"],
+        code=code_version("head_plots", "plots"),
+    conda:
+        "../envs/plots.yaml"
+    log:
+        "logs/plot_offsets/{model}/{dataset}.log",
+    script:
+        "../workflow/scripts/plot_offsets.py"
+
+
+rule plot_offset_heads:
+    input:
+        tables=expand("results/attention/{model}/{{dataset}}/heads.csv", model=MODELS),
+    output:
+        pdf="results/figures/offset_heads/{dataset}.pdf",
+        png="results/figures/offset_heads/{dataset}.png",
+    params:
+        models=MODELS,
+        dpi=config["figures"]["dpi"],
+        code=code_version("head_plots", "plots"),
+    conda:
+        "../envs/plots.yaml"
+    log:
+        "logs/plot_offset_heads/{dataset}.log",
+    script:
+        "../workflow/scripts/plot_offset_heads.py"
+
+
+rule plot_offset_scatter:
+    input:
+        tables=expand("results/attention/{model}/{{dataset}}/heads.csv", model=MODELS),
+    output:
+        pdf="results/figures/offset_scatter/{dataset}.pdf",
+        png="results/figures/offset_scatter/{dataset}.png",
+    params:
+        models=MODELS,
+        units=config["analyses"]["offset_heads"]["scatter_units"],
+        dpi=config["figures"]["dpi"],
+        code=code_version("head_plots", "plots"),
+    conda:
+        "../envs/plots.yaml"
+    log:
+        "logs/plot_offset_scatter/{dataset}.log",
+    script:
+        "../workflow/scripts/plot_offset_scatter.py"
+
+
+rule plot_cls_heads:
+    input:
+        maps=expand("results/attention/{model}/{{dataset}}/maps.npz", model=MODELS),
+        tables=expand("results/attention/{model}/{{dataset}}/cls_heads.csv", model=MODELS),
+    output:
+        pdf="results/figures/cls_heads/{dataset}.pdf",
+        png="results/figures/cls_heads/{dataset}.png",
+    params:
+        models=MODELS,
+        depth=config["analyses"]["cls_heads"]["depth"],
+        quantiles=config["analyses"]["cls_heads"]["quantiles"],
+        cmap=config["analyses"]["cls_heads"]["cmap"],
+        dpi=config["figures"]["dpi"],
+        code=code_version("head_plots", "heads", "plots"),
+    conda:
+        "../envs/plots.yaml"
+    log:
+        "logs/plot_cls_heads/{dataset}.log",
+    script:
+        "../workflow/scripts/plot_cls_heads.py"
+
+
 # Single-figure targets: `snakemake --cores all fig_cls_maps`.
 
 
@@ -61,3 +156,33 @@ rule fig_attention_distance:
             dataset=analysis_datasets("attention_distance"),
             suffix=["", "_heads"],
         ),
+
+
+rule fig_aaam:
+    localrule: True
+    input:
+        fig_inputs("offset_heads", "results/figures/aaam/{model}/{dataset}.pdf"),
+
+
+rule fig_offsets:
+    localrule: True
+    input:
+        fig_inputs("offset_heads", "results/figures/offsets/{model}/{dataset}.pdf"),
+
+
+rule fig_offset_heads:
+    localrule: True
+    input:
+        fig_inputs("offset_heads", "results/figures/offset_heads/{dataset}.pdf"),
+
+
+rule fig_offset_scatter:
+    localrule: True
+    input:
+        fig_inputs("offset_heads", "results/figures/offset_scatter/{dataset}.pdf"),
+
+
+rule fig_cls_heads:
+    localrule: True
+    input:
+        fig_inputs("cls_heads", "results/figures/cls_heads/{dataset}.pdf"),

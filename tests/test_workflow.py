@@ -25,7 +25,12 @@ TINY = {
     },
     "datasets": {"toy": {"kind": "synthetic", "synthetic": {"classes": 2, "per_class": 5, "image_size": 40}}},
     "extract": {"device": "cpu", "batch_size": 4, "cka_batch_size": 4, "exemplars": 2, "num_workers": 0},
-    "analyses": {"cls_maps": {"datasets": ["toy"]}, "attention_distance": {"datasets": ["toy"]}},
+    "analyses": {
+        "cls_maps": {"datasets": ["toy"]},
+        "attention_distance": {"datasets": ["toy"]},
+        "offset_heads": {"datasets": ["toy"]},
+        "cls_heads": {"datasets": ["toy"]},
+    },
     "figures": {"dpi": 60},
 }
 
@@ -93,6 +98,23 @@ def test_outputs_exist_and_hold_sane_values(built: Path) -> None:
     for name in ("toy.pdf", "toy.png", "toy_heads.pdf", "toy_heads.png"):
         assert (built / "results/figures/attention_distance" / name).stat().st_size > 1000
     for model in TINY["models"]:
+        with h5py.File(built / f"results/dumps/{model}/toy.h5") as dump:
+            blocks, heads, grid = dump.attrs["num_blocks"], dump.attrs["num_heads"], tuple(dump.attrs["grid"])
+        aaam = np.load(built / f"results/attention/{model}/toy/aaam.npz")["aaam"]
+        assert aaam.shape == (blocks, heads, 2 * grid[0] - 1, 2 * grid[1] - 1)
+        np.testing.assert_allclose(aaam.sum(axis=(-2, -1)), 1.0, atol=1e-9)
+        for figure in ("aaam", "offsets"):
+            for suffix in ("pdf", "png"):
+                assert (built / f"results/figures/{figure}/{model}/toy.{suffix}").stat().st_size > 1000
+        cls_heads = (built / f"results/attention/{model}/toy/cls_heads.csv").read_text()
+        assert cls_heads.count("most concentrated") == cls_heads.count("most diffuse") == 1
+    table = (built / "results/tables/offset_heads/toy.csv").read_text().splitlines()
+    assert table[0].startswith("model,block,head,cx,cy,offset")
+    assert len(table) == 1 + sum(6 * 2 for _ in TINY["models"])  # test_vit: 6 blocks x 2 heads
+    for figure in ("offset_heads", "offset_scatter", "cls_heads"):
+        for suffix in ("pdf", "png"):
+            assert (built / f"results/figures/{figure}/toy.{suffix}").stat().st_size > 1000
+    for model in TINY["models"]:
         assert (built / f"results/benchmarks/extract/{model}/toy.tsv").is_file()
         assert (built / f"logs/extract/{model}/toy.log").read_text().count("images/s") >= 1
 
@@ -109,6 +131,18 @@ def test_figure_parameter_reruns_only_that_figure(built: Path, tmp_path: Path) -
     assert jobs == {"plot_cls_maps": 2, "all": 1}
 
 
+def test_detector_threshold_reruns_detection_not_the_aaam(built: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "copy"
+    shutil.copytree(built, workdir, symlinks=True)
+    edit_config(workdir, lambda c: c["analyses"]["offset_heads"].update(min_mass=0.4))
+    assert planned_jobs(workdir) == {
+        "offset_heads": 2, "offset_heads_table": 1, "plot_offsets": 2, "plot_offset_heads": 1,
+        "plot_offset_scatter": 1, "all": 1,
+    }
+    edit_config(workdir, lambda c: c["analyses"]["offset_heads"].update(min_mass=0.5, offset_cmap="magma"))
+    assert planned_jobs(workdir) == {"plot_offsets": 2, "all": 1}
+
+
 def test_extraction_parameter_reextracts(built: Path, tmp_path: Path) -> None:
     workdir = tmp_path / "copy"
     shutil.copytree(built, workdir, symlinks=True)
@@ -123,7 +157,10 @@ def test_package_edit_reruns_the_rules_that_use_it(built: Path, tmp_path: Path) 
     shutil.copytree(built, workdir, symlinks=True)
     with open(workdir / "src/vitscope/plots.py", "a") as handle:
         handle.write("\n# edited\n")
-    assert planned_jobs(workdir) == {"plot_cls_maps": 2, "plot_attention_distance": 1, "all": 1}
+    assert planned_jobs(workdir) == {
+        "plot_cls_maps": 2, "plot_attention_distance": 1, "plot_aaam": 2, "plot_offsets": 2,
+        "plot_offset_heads": 1, "plot_offset_scatter": 1, "plot_cls_heads": 1, "all": 1,
+    }
     with open(workdir / "src/vitscope/attention.py", "a") as handle:
         handle.write("\n# edited\n")
     jobs = planned_jobs(workdir)
@@ -135,6 +172,9 @@ def test_single_figure_target(tmp_path: Path) -> None:
     jobs = planned_jobs(workdir, "fig_attention_distance")
     assert "plot_cls_maps" not in jobs and "attention_maps" not in jobs
     assert jobs["plot_attention_distance"] == 1 and jobs["extract"] == 2
+    jobs = planned_jobs(workdir, "fig_cls_heads")
+    assert jobs["plot_cls_heads"] == 1 and jobs["cls_heads"] == 2
+    assert "aaam" not in jobs and "plot_cls_maps" not in jobs and "offset_heads" not in jobs
 
 
 @pytest.mark.parametrize(
