@@ -90,9 +90,26 @@ def distance_by_block(
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
+    factor = _pixels_per_grid_unit(tables)
+    if factor:  # every model shares one conversion: label the other unit too
+        to_other = (lambda v: v / factor, lambda v: v * factor) if units == "pixels" else (
+            lambda v: v * factor, lambda v: v / factor)
+        other = ax.secondary_yaxis("right", functions=to_other)
+        other.set_ylabel("fraction of grid" if units == "pixels" else "pixels")
     if title:
         ax.set_title(title, fontsize=10)
     return fig
+
+
+def _pixels_per_grid_unit(tables: Mapping[str, Sequence[Mapping[str, str]]]) -> float | None:
+    """The pixels-per-grid-unit factor if all models share it (same grid and patch), else None."""
+    factors = {
+        round(float(r["distance_px"]) / float(r["distance_grid"]), 6)
+        for rows in tables.values()
+        for r in rows
+        if float(r["distance_grid"]) > 0
+    }
+    return factors.pop() if len(factors) == 1 else None
 
 
 def distance_heads(
