@@ -29,3 +29,38 @@ rule attention_distance:
         "logs/attention_distance/{model}/{dataset}.log",
     script:
         "../workflow/scripts/attention_distance.py"
+
+
+rule saliency_iou:
+    input:
+        dump="results/dumps/{model}/{dataset}.h5",
+        annotations=coco_annotations_input,
+    output:
+        table="results/attention/{model}/{dataset}/saliency_iou.csv",
+        per_image="results/attention/{model}/{dataset}/saliency_iou.npz",
+    params:
+        entry=dataset_entry,
+        mass=config["analyses"]["saliency"]["mass"],
+        threshold=config["analyses"]["saliency"]["mask_threshold"],
+        code=code_version("saliency", "data", "dumps", "tables"),
+    conda:
+        "../envs/vitscope.yaml"
+    log:
+        "logs/saliency_iou/{model}/{dataset}.log",
+    script:
+        "../workflow/scripts/saliency_iou.py"
+
+
+rule attention_exemplars:
+    input:
+        dump="results/dumps/{model}/{dataset}.h5",
+    output:
+        arrays="results/attention/{model}/{dataset}/exemplars.npz",
+    params:
+        code=code_version("exemplars", "data", "dumps", "tables"),
+    conda:
+        "../envs/vitscope.yaml"
+    log:
+        "logs/attention_exemplars/{model}/{dataset}.log",
+    script:
+        "../workflow/scripts/attention_exemplars.py"
