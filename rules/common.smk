@@ -80,7 +80,7 @@ def synthetic_spec(wildcards):
 
 
 def _generated(path):
-    """The synthetic dataset folder ``path`` lies in (a rule output), or None."""
+    """The synthetic dataset folder ``path`` lies in (made by the workflow), or None."""
     parts = Path(path).parts
     if len(parts) >= 3 and parts[:2] == ("results", "synthetic"):
         name = parts[2]
@@ -99,8 +99,8 @@ def coco_annotations_input(wildcards):
 
 
 def synthetic_input(wildcards):
-    """Files the index of a dataset is made from, when a rule makes them or a change must re-index:
-    the synthetic folder (kind synthetic) or the annotation file (kind coco)."""
+    """What the index of a dataset is made from (made by the workflow, or re-indexed when it
+    changes); the synthetic folder (kind synthetic) or the annotation file (kind coco)."""
     entry = config["datasets"][wildcards.dataset]
     if entry["kind"] == "synthetic":
         return [f"results/synthetic/{wildcards.dataset}"]

@@ -76,7 +76,12 @@ def test_resize_crop_geometry_matches_preprocess(shape, image_size) -> None:
 
 @pytest.mark.parametrize(
     ("shape", "image_size", "grid"),
-    [((40, 80), (20, 20), (4, 4)), ((37, 61), (24, 40), (3, 5)), ((29, 23), (16, 16), (2, 2)), ((50, 30), (32, 16), (4, 2))],
+    [
+        ((40, 80), (20, 20), (4, 4)),
+        ((37, 61), (24, 40), (3, 5)),
+        ((29, 23), (16, 16), (2, 2)),
+        ((50, 30), (32, 16), (4, 2)),
+    ],
 )
 def test_mask_coverage_equals_slow_loop(shape, image_size, grid) -> None:
     rng = np.random.default_rng(0)
@@ -199,7 +204,9 @@ def test_summary_equals_slow_loop() -> None:
 # ------------------------------------------------------------ COCO ground truth
 
 
-def write_coco(tmp_path: Path, masks: dict[str, np.ndarray], polygons: dict[str, list] | None = None) -> tuple[Path, Path]:
+def write_coco(
+    tmp_path: Path, masks: dict[str, np.ndarray], polygons: dict[str, list] | None = None
+) -> tuple[Path, Path]:
     from vitscope.synthetic import coco_annotation
 
     root = tmp_path / "images"

@@ -123,7 +123,8 @@ def load_coco(annotations: str | Path, key: str = "datasets.?") -> COCO:
     for name in ("images", "annotations", "categories"):
         if not isinstance(content.get(name), list):
             raise DatasetError(f"{key}.annotations = '{path}' has no list '{name}' (not a COCO-format file)")
-    for field, required in (("images", ("id", "file_name", "height", "width")), ("annotations", ("image_id", "segmentation"))):
+    fields = {"images": ("id", "file_name", "height", "width"), "annotations": ("image_id", "segmentation")}
+    for field, required in fields.items():
         for i, item in enumerate(content[field]):
             missing = [k for k in required if k not in item]
             if missing:
@@ -217,7 +218,9 @@ def preprocess(
     )
 
 
-def resize_crop_geometry(height: int, width: int, image_size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+def resize_crop_geometry(
+    height: int, width: int, image_size: tuple[int, int]
+) -> tuple[tuple[int, int], tuple[int, int]]:
     """Where :func:`preprocess` puts an image of ``height`` x ``width``.
 
     Returns the resized size (rh, rw) and the center crop's (top, left) offset

@@ -75,7 +75,7 @@ def display_image(path: str, image_size: tuple[int, int], interpolation: str = "
 def dump_exemplars(dump) -> dict[str, np.ndarray]:
     """Small arrays for the attention grid figures, from an open dump.
 
-    Returns ``position`` (E,), ``path`` (E,) str, ``image`` (E, h, w, 3) uint8
+    Returns ``position`` (E,), ``image_path`` (E,) str, ``image`` (E, h, w, 3) uint8
     (preprocessed, unnormalised), ``maps`` (E, L, H, Q, gh, gw) float32
     (:func:`query_maps`), ``queries`` (Q,) names, ``cells`` (Q, 2) (row, col)
     of each query, (-1, -1) for CLS.
@@ -91,7 +91,7 @@ def dump_exemplars(dump) -> dict[str, np.ndarray]:
     spatial = query_tokens(geom["grid"])
     return {
         "position": positions.astype(np.int64),
-        "path": np.array([paths[p] for p in positions], dtype=str),
+        "image_path": np.array([paths[p] for p in positions], dtype=str),
         "image": np.stack([display_image(paths[p], image_size, interpolation) for p in positions])
         if len(positions) else np.zeros((0, *image_size, 3), np.uint8),
         "maps": np.stack([query_maps(attn[e], geom["grid"], geom["prefix"]) for e in range(len(positions))])

@@ -82,6 +82,7 @@ def saliency_by_block(
     for i, (model, rows) in enumerate(tables.items()):
         colour = PALETTE[i % len(PALETTE)]
         heads = [r for r in rows if r["selection"] == "head"]
+        label = f"{model} ({max(int(r['head']) for r in heads)} heads)"
         jitter = (i - (len(tables) - 1) / 2) * 0.08
         axes[0].scatter(
             [int(r["block"]) + jitter for r in heads], [float(r["iou"]) for r in heads],
@@ -90,11 +91,15 @@ def saliency_by_block(
         for ax, (selection, _) in zip(axes, panels, strict=True):
             sel = sorted((r for r in rows if r["selection"] == selection), key=lambda r: int(r["block"]))
             ax.plot([int(r["block"]) for r in sel], [float(r["iou"]) for r in sel], marker="o", ms=4,
-                    color=colour, label=model)
+                    color=colour, label=label)
+    blocks = max((int(r["block"]) for rows in tables.values() for r in rows), default=1)
     for ax, (_, name) in zip(axes, panels, strict=True):
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("block")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        if blocks <= 24:
+            ax.set_xticks(range(1, blocks + 1))
+        else:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"IoU: CLS attention (top {mass:g} mass) vs object mask")
     axes[0].text(0.02, 0.98, "dots: every head's mean IoU", transform=axes[0].transAxes, fontsize=7, va="top")
@@ -148,7 +153,7 @@ def attention_grid(
                 if cell is not None:
                     ax.add_patch(matplotlib.patches.Rectangle(
                         (cell[1] * patch_w, cell[0] * patch_h), patch_w, patch_h,
-                        fill=False, edgecolor="cyan", linewidth=0.9,
+                        fill=False, edgecolor="cyan", linewidth=0.9, clip_on=False,
                     ))
                 ax.set_xlim(0, w)
                 ax.set_ylim(h, 0)

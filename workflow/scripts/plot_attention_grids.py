@@ -12,9 +12,10 @@ cells = [None if r < 0 else (int(r), int(c)) for r, c in arrays["cells"]]
 groups = exemplars.head_groups(arrays["maps"].shape[2], snakemake.params.heads_per_figure)
 model, dataset = snakemake.wildcards.model, snakemake.wildcards.dataset
 for e, position in enumerate(arrays["position"]):
+    name = "/".join(Path(arrays["image_path"][e]).parts[-2:])
     for group in groups:
         title = (
-            f"{model}: attention of image {position} of {dataset} ({Path(arrays['path'][e]).name}), "
+            f"{model}: attention of image {position} of {dataset} ({name}), "
             f"heads {group[0] + 1}-{group[1]}; CLS row and five spatial queries (cyan), "
             "each map on its own colour scale"
         )
