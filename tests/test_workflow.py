@@ -109,8 +109,10 @@ def test_outputs_exist_and_hold_sane_values(built: Path) -> None:
     for model in TINY["models"]:
         rows = [r for r in csv.DictReader(open(built / f"results/attention/{model}/toy_coco/saliency_iou.csv"))]
         assert {r["selection"] for r in rows} == {"head", "best_head_once", "per_image_best_head"}
-        assert all(0 <= float(r["iou"]) <= 1 and r["images"] == "10" for r in rows)
-        grids = sorted(p.name for p in (built / f"results/figures/attention_grids/{model}/toy").iterdir())
+        # 2 x 3 and 3 x 3 token grids: small objects may cover no token half (empty masks, left out)
+        assert all(int(r["images"]) + int(r["empty_masks"]) == 10 and int(r["images"]) >= 5 for r in rows)
+        assert all(0 <= float(r["iou"]) <= 1 for r in rows)
+        grids = sorted(p.name for p in (built / f"results/figures/attention_grids/{model}/toy").glob("*.p*"))
         assert grids == ["0.pdf", "0.png", "9.pdf", "9.png"]
     assert (built / "results/figures/saliency_iou/toy_coco.png").stat().st_size > 1000
     for model in TINY["models"]:
