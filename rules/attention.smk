@@ -93,3 +93,36 @@ rule cls_heads:
         "logs/cls_heads/{model}/{dataset}.log",
     script:
         "../workflow/scripts/cls_heads.py"
+rule saliency_iou:
+    input:
+        dump="results/dumps/{model}/{dataset}.h5",
+        annotations=coco_annotations_input,
+    output:
+        table="results/attention/{model}/{dataset}/saliency_iou.csv",
+        per_image="results/attention/{model}/{dataset}/saliency_iou.npz",
+    params:
+        entry=dataset_entry,
+        mass=config["analyses"]["saliency"]["mass"],
+        threshold=config["analyses"]["saliency"]["mask_threshold"],
+        code=code_version("saliency", "data", "dumps", "tables"),
+    conda:
+        "../envs/vitscope.yaml"
+    log:
+        "logs/saliency_iou/{model}/{dataset}.log",
+    script:
+        "../workflow/scripts/saliency_iou.py"
+
+
+rule attention_exemplars:
+    input:
+        dump="results/dumps/{model}/{dataset}.h5",
+    output:
+        arrays="results/attention/{model}/{dataset}/exemplars.npz",
+    params:
+        code=code_version("exemplars", "data", "dumps", "tables"),
+    conda:
+        "../envs/vitscope.yaml"
+    log:
+        "logs/attention_exemplars/{model}/{dataset}.log",
+    script:
+        "../workflow/scripts/attention_exemplars.py"

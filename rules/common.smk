@@ -20,7 +20,18 @@ def _check_analysis_datasets():
                 )
 
 
+def _check_saliency_datasets():
+    for dataset in config["analyses"].get("saliency", {}).get("datasets", []):
+        kind = config["datasets"][dataset]["kind"]
+        if kind != "coco":
+            raise WorkflowError(
+                f"analyses.saliency.datasets names '{dataset}' of kind '{kind}'; saliency needs "
+                "object masks, i.e. a dataset of kind 'coco' (root + annotations)"
+            )
+
+
 _check_analysis_datasets()
+_check_saliency_datasets()
 
 
 def code_version(*modules):
@@ -68,9 +79,32 @@ def synthetic_spec(wildcards):
     return config["datasets"][wildcards.dataset].get("synthetic", {})
 
 
-def synthetic_input(wildcards):
+def _generated(path):
+    """The synthetic dataset folder ``path`` lies in (made by the workflow), or None."""
+    parts = Path(path).parts
+    if len(parts) >= 3 and parts[:2] == ("results", "synthetic"):
+        name = parts[2]
+        if config["datasets"].get(name, {}).get("kind") == "synthetic":
+            return f"results/synthetic/{name}"
+    return None
+
+
+def coco_annotations_input(wildcards):
+    """The annotation file of a coco dataset, or the synthetic folder that holds it
+    (a file inside a directory() output cannot be an input itself)."""
     entry = config["datasets"][wildcards.dataset]
-    return [f"results/synthetic/{wildcards.dataset}"] if entry["kind"] == "synthetic" else []
+    if entry["kind"] != "coco":
+        return []
+    return [_generated(entry["annotations"]) or entry["annotations"]]
+
+
+def synthetic_input(wildcards):
+    """What the index of a dataset is made from (made by the workflow, or re-indexed when it
+    changes); the synthetic folder (kind synthetic) or the annotation file (kind coco)."""
+    entry = config["datasets"][wildcards.dataset]
+    if entry["kind"] == "synthetic":
+        return [f"results/synthetic/{wildcards.dataset}"]
+    return coco_annotations_input(wildcards)
 
 
 def offset_thresholds():
@@ -104,4 +138,8 @@ def all_targets():
         ]
     for dataset in analysis_datasets("cls_heads"):
         targets.append(f"results/figures/cls_heads/{dataset}.pdf")
+    for dataset in analysis_datasets("saliency"):
+        targets.append(f"results/figures/saliency_iou/{dataset}.pdf")
+    for dataset in analysis_datasets("attention_grids"):
+        targets += expand("results/figures/attention_grids/{model}/{dataset}", model=MODELS, dataset=dataset)
     return targets

@@ -133,6 +133,42 @@ rule plot_cls_heads:
         "logs/plot_cls_heads/{dataset}.log",
     script:
         "../workflow/scripts/plot_cls_heads.py"
+rule plot_saliency_iou:
+    input:
+        tables=expand("results/attention/{model}/{{dataset}}/saliency_iou.csv", model=MODELS),
+    output:
+        pdf="results/figures/saliency_iou/{dataset}.pdf",
+        png="results/figures/saliency_iou/{dataset}.png",
+    params:
+        models=MODELS,
+        mass=config["analyses"]["saliency"]["mass"],
+        dpi=config["figures"]["dpi"],
+        code=code_version("plots"),
+    conda:
+        "../envs/plots.yaml"
+    log:
+        "logs/plot_saliency_iou/{dataset}.log",
+    script:
+        "../workflow/scripts/plot_saliency_iou.py"
+
+
+rule plot_attention_grids:
+    input:
+        arrays="results/attention/{model}/{dataset}/exemplars.npz",
+    output:
+        directory("results/figures/attention_grids/{model}/{dataset}"),
+    params:
+        heads_per_figure=config["analyses"]["attention_grids"]["heads_per_figure"],
+        cmap=config["analyses"]["attention_grids"]["cmap"],
+        alpha=config["analyses"]["attention_grids"]["alpha"],
+        dpi=config["figures"]["dpi"],
+        code=code_version("plots", "exemplars"),
+    conda:
+        "../envs/plots.yaml"
+    log:
+        "logs/plot_attention_grids/{model}/{dataset}.log",
+    script:
+        "../workflow/scripts/plot_attention_grids.py"
 
 
 # Single-figure targets: `snakemake --cores all fig_cls_maps`.
@@ -186,3 +222,17 @@ rule fig_cls_heads:
     localrule: True
     input:
         fig_inputs("cls_heads", "results/figures/cls_heads/{dataset}.pdf"),
+rule fig_saliency_iou:
+    localrule: True
+    input:
+        expand("results/figures/saliency_iou/{dataset}.pdf", dataset=analysis_datasets("saliency")),
+
+
+rule fig_attention_grids:
+    localrule: True
+    input:
+        expand(
+            "results/figures/attention_grids/{model}/{dataset}",
+            model=MODELS,
+            dataset=analysis_datasets("attention_grids"),
+        ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,50 @@ def test_index_dataset_dispatches_on_kind(tmp_path: Path) -> None:
     assert len(data.index_dataset("s", {"kind": "synthetic"}, [str(tmp_path / "syn")])) == 2
     with pytest.raises(DatasetError, match="datasets.f.root is required"):
         data.index_dataset("f", {"kind": "imagefolder"})
+
+
+def make_coco(tmp_path: Path) -> tuple[Path, Path]:
+    """Images 5, 2, 9 (9 has no annotation) under root; ids out of file order."""
+    root = make_folder(tmp_path / "coco", {"val": 3})
+    files = sorted(p.name for p in (root / "val").iterdir())
+    images = [
+        {"id": i, "file_name": f"val/{f}", "height": 30, "width": 40} for i, f in zip((5, 2, 9), files, strict=True)
+    ]
+    poly = [[1, 1, 10, 1, 10, 10, 1, 10]]
+    anns = [{"id": k, "image_id": i, "category_id": 1, "segmentation": poly, "iscrowd": 0} for k, i in ((1, 5), (2, 2))]
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "a"}]}))
+    return root, path
+
+
+def test_coco_sorted_image_id_skips_unannotated_and_caps(tmp_path: Path) -> None:
+    root, path = make_coco(tmp_path)
+    entries = data.index_coco(root, path)
+    assert [Path(e.path).name for e in entries] == ["img_001.png", "img_000.png"]  # ids 2, 5; id 9 skipped
+    assert all(e.label == -1 and e.cls == "" for e in entries)
+    assert len(data.index_coco(root, path, max_images=1)) == 1
+    entry = {"kind": "coco", "root": str(root), "annotations": str(path), "max_images": 1}
+    assert data.index_dataset("c", entry) == entries[:1]
+
+
+def test_coco_errors_name_the_file_or_key(tmp_path: Path) -> None:
+    root, path = make_coco(tmp_path)
+    with pytest.raises(DatasetError, match="datasets.c.annotations is required"):
+        data.index_dataset("c", {"kind": "coco", "root": str(root)})
+    with pytest.raises(DatasetError, match=r"datasets.c.annotations = '.*nope.json' does not exist"):
+        data.index_coco(root, tmp_path / "nope.json", key="datasets.c")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(DatasetError, match=r"'.*bad.json' is not valid JSON"):
+        data.index_coco(root, bad)
+    bad.write_text(json.dumps({"images": [], "annotations": []}))
+    with pytest.raises(DatasetError, match=r"'.*bad.json' has no list 'categories'"):
+        data.index_coco(root, bad)
+    content = json.loads(path.read_text())
+    del content["images"][0]["file_name"]
+    bad.write_text(json.dumps(content))
+    with pytest.raises(DatasetError, match=r"'.*bad.json': images\[0\] has no 'file_name'"):
+        data.index_coco(root, bad)
+    (root / "val" / "img_000.png").unlink()
+    with pytest.raises(DatasetError, match=r"image '.*img_000.png' \(id 5 in '.*instances.json'\) does not exist"):
+        data.index_coco(root, path, key="datasets.c")

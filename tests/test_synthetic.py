@@ -37,3 +37,19 @@ def test_shapes_are_distinct() -> None:
     for i in range(len(masks)):
         for j in range(i + 1, len(masks)):
             assert (masks[i] != masks[j]).mean() > 0.05
+
+
+def test_coco_annotations_hold_the_masks(tmp_path: Path) -> None:
+    from vitscope import saliency
+
+    spec = synthetic.SyntheticSpec(classes=3, per_class=2, image_size=32, seed=3)
+    synthetic.write_imagefolder(tmp_path, spec)
+    entries = data.index_coco(tmp_path / "images", tmp_path / "annotations.json")
+    assert len(entries) == 6
+    coco = data.load_coco(tmp_path / "annotations.json")
+    assert sorted(c["name"] for c in coco.cats.values()) == sorted(spec.class_names())
+    for image_id, entry in zip(data.coco_image_ids(coco), entries, strict=True):
+        mask = np.asarray(Image.open(entry.path.replace("/images/", "/masks/"))) > 0
+        np.testing.assert_array_equal(saliency.object_mask(coco, image_id), mask)
+        (ann,) = coco.imgToAnns[image_id]
+        assert coco.cats[ann["category_id"]]["name"] == entry.path.split("/")[-2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 import shutil
 import subprocess
@@ -23,13 +24,23 @@ TINY = {
         "tiny_a": {"arch": "test_vit", "weights": "random", "seed": 0, "image_size": 48},
         "tiny_b": {"arch": "test_vit", "weights": "random", "seed": 1, "image_size": [32, 48]},
     },
-    "datasets": {"toy": {"kind": "synthetic", "synthetic": {"classes": 2, "per_class": 5, "image_size": 40}}},
+    "datasets": {
+        "toy": {"kind": "synthetic", "synthetic": {"classes": 2, "per_class": 5, "image_size": 40}},
+        "toy_coco": {
+            "kind": "coco",
+            "root": "results/synthetic/toy/images",
+            "annotations": "results/synthetic/toy/annotations.json",
+            "products": ["cls_attention"],
+        },
+    },
     "extract": {"device": "cpu", "batch_size": 4, "cka_batch_size": 4, "exemplars": 2, "num_workers": 0},
     "analyses": {
         "cls_maps": {"datasets": ["toy"]},
         "attention_distance": {"datasets": ["toy"]},
         "offset_heads": {"datasets": ["toy"]},
         "cls_heads": {"datasets": ["toy"]},
+        "saliency": {"datasets": ["toy_coco"]},
+        "attention_grids": {"datasets": ["toy"]},
     },
     "figures": {"dpi": 60},
 }
@@ -114,6 +125,14 @@ def test_outputs_exist_and_hold_sane_values(built: Path) -> None:
     for figure in ("offset_heads", "offset_scatter", "cls_heads"):
         for suffix in ("pdf", "png"):
             assert (built / f"results/figures/{figure}/toy.{suffix}").stat().st_size > 1000
+        rows = [r for r in csv.DictReader(open(built / f"results/attention/{model}/toy_coco/saliency_iou.csv"))]
+        assert {r["selection"] for r in rows} == {"head", "best_head_once", "per_image_best_head"}
+        # 2 x 3 and 3 x 3 token grids: small objects may cover no token half (empty masks, left out)
+        assert all(int(r["images"]) + int(r["empty_masks"]) == 10 and int(r["images"]) >= 5 for r in rows)
+        assert all(0 <= float(r["iou"]) <= 1 for r in rows)
+        grids = sorted(p.name for p in (built / f"results/figures/attention_grids/{model}/toy").glob("*.p*"))
+        assert grids == ["0.pdf", "0.png", "9.pdf", "9.png"]
+    assert (built / "results/figures/saliency_iou/toy_coco.png").stat().st_size > 1000
     for model in TINY["models"]:
         assert (built / f"results/benchmarks/extract/{model}/toy.tsv").is_file()
         assert (built / f"logs/extract/{model}/toy.log").read_text().count("images/s") >= 1
@@ -148,7 +167,7 @@ def test_extraction_parameter_reextracts(built: Path, tmp_path: Path) -> None:
     shutil.copytree(built, workdir, symlinks=True)
     edit_config(workdir, lambda c: c["extract"].update(exemplars=3))
     jobs = planned_jobs(workdir)
-    assert jobs.get("extract") == 2
+    assert jobs.get("extract") == 4  # toy and toy_coco, two models
     assert "index_dataset" not in jobs and "synthetic_dataset" not in jobs
 
 
@@ -159,12 +178,17 @@ def test_package_edit_reruns_the_rules_that_use_it(built: Path, tmp_path: Path) 
         handle.write("\n# edited\n")
     assert planned_jobs(workdir) == {
         "plot_cls_maps": 2, "plot_attention_distance": 1, "plot_aaam": 2, "plot_offsets": 2,
-        "plot_offset_heads": 1, "plot_offset_scatter": 1, "plot_cls_heads": 1, "all": 1,
+        "plot_offset_heads": 1, "plot_offset_scatter": 1, "plot_cls_heads": 1, "plot_saliency_iou": 1,
+        "plot_attention_grids": 2, "all": 1,
     }
     with open(workdir / "src/vitscope/attention.py", "a") as handle:
         handle.write("\n# edited\n")
     jobs = planned_jobs(workdir)
-    assert jobs["extract"] == 2 and jobs["attention_distance"] == 2 and jobs["attention_maps"] == 2
+    assert jobs["extract"] == 4 and jobs["attention_distance"] == 2 and jobs["attention_maps"] == 2
+    with open(workdir / "src/vitscope/saliency.py", "a") as handle:
+        handle.write("\n# edited\n")
+    jobs = planned_jobs(workdir)
+    assert jobs["saliency_iou"] == 2 and jobs["plot_saliency_iou"] == 1
 
 
 def test_single_figure_target(tmp_path: Path) -> None:
@@ -183,6 +207,7 @@ def test_single_figure_target(tmp_path: Path) -> None:
         (lambda c: c["extract"].update(batchsize=3), "batchsize"),
         (lambda c: c["models"]["tiny_a"].update(weights="pretrained"), "pretrained"),
         (lambda c: c["analyses"]["cls_maps"].update(datasets=["nope"]), "analyses.cls_maps.datasets names 'nope'"),
+        (lambda c: c["analyses"]["saliency"].update(datasets=["toy"]), "saliency.datasets names 'toy' of kind"),
     ],
 )
 def test_bad_config_fails_before_any_job(tmp_path: Path, change, message: str) -> None:

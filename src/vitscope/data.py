@@ -7,10 +7,14 @@ columns ``path`` (as opened), ``label`` (integer, -1 if unlabelled) and
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -19,6 +23,9 @@ from torchvision.transforms import v2 as T
 from torchvision.transforms.functional import InterpolationMode
 
 from .errors import DatasetError
+
+if TYPE_CHECKING:
+    from pycocotools.coco import COCO
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG", ".JPG", ".PNG")
 
@@ -94,6 +101,76 @@ def index_imagelist(list_file: str | Path, root: str | Path | None = None, key: 
     return entries
 
 
+def load_coco(annotations: str | Path, key: str = "datasets.?") -> COCO:
+    """A COCO-format annotation file (COCO, PartImageNet) as a pycocotools ``COCO``.
+
+    The file must be JSON with the lists ``images`` (``id``, ``file_name``,
+    ``height``, ``width``), ``annotations`` (``image_id``, ``segmentation``)
+    and ``categories``; anything else is a :class:`DatasetError` naming the
+    file and the key.
+    """
+    from pycocotools.coco import COCO
+
+    path = Path(annotations)
+    if not path.is_file():
+        raise DatasetError(f"{key}.annotations = '{path}' does not exist")
+    try:
+        content = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{key}.annotations = '{path}' is not valid JSON: {err}") from err
+    if not isinstance(content, dict):
+        raise DatasetError(f"{key}.annotations = '{path}' must hold a JSON object with images, annotations, categories")
+    for name in ("images", "annotations", "categories"):
+        if not isinstance(content.get(name), list):
+            raise DatasetError(f"{key}.annotations = '{path}' has no list '{name}' (not a COCO-format file)")
+    fields = {"images": ("id", "file_name", "height", "width"), "annotations": ("image_id", "segmentation")}
+    for field, required in fields.items():
+        for i, item in enumerate(content[field]):
+            missing = [k for k in required if k not in item]
+            if missing:
+                raise DatasetError(f"{key}.annotations = '{path}': {field}[{i}] has no '{missing[0]}'")
+    coco = COCO()
+    coco.dataset = content
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    return coco
+
+
+def coco_image_ids(coco: COCO, max_images: int | None = None) -> list[int]:
+    """The study's order: sorted image id, images without annotations skipped, first ``max_images``."""
+    ids = sorted(i for i in coco.imgs if coco.imgToAnns.get(i))
+    return ids if max_images is None else ids[:max_images]
+
+
+def index_coco(
+    root: str | Path,
+    annotations: str | Path,
+    max_images: int | None = None,
+    key: str = "datasets.?",
+) -> list[Entry]:
+    """Images of a COCO-format annotation file, ``root/<file_name>``, unlabelled.
+
+    Order: sorted image id, images without annotations skipped, the first
+    ``max_images`` kept (the study: COCO val2017, 5000 images).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{key}.root = '{root}' does not exist or is not a directory")
+    coco = load_coco(annotations, key)
+    ids = coco_image_ids(coco, max_images)
+    if not ids:
+        raise DatasetError(f"{key}.annotations = '{annotations}' has no image with annotations")
+    entries = []
+    for i in ids:
+        path = root / coco.imgs[i]["file_name"]
+        if not path.is_file():
+            raise DatasetError(
+                f"{key}: image '{path}' (id {i} in '{annotations}') does not exist under {key}.root = '{root}'"
+            )
+        entries.append(Entry(str(path), -1, ""))
+    return entries
+
+
 def write_index(entries: Sequence[Entry], path: str | Path) -> None:
     """Write an index CSV atomically."""
     path = Path(path)
@@ -141,6 +218,33 @@ def preprocess(
     )
 
 
+def resize_crop_geometry(
+    height: int, width: int, image_size: tuple[int, int]
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Where :func:`preprocess` puts an image of ``height`` x ``width``.
+
+    Returns the resized size (rh, rw) and the center crop's (top, left) offset
+    in the resized image, computed exactly as torchvision does (shorter side to
+    h with the longer side truncated for a square target; the covering resize
+    of :class:`_Cover` otherwise; crop offsets rounded). Resized pixel y covers
+    the original rows [y * height / rh, (y + 1) * height / rh).
+    """
+    h, w = image_size
+    if h == w:
+        short, long = min(height, width), max(height, width)
+        new_long = int(h * long / short)
+        rh, rw = (h, new_long) if height <= width else (new_long, h)
+    else:
+        rh, rw = _cover_size((height, width), (h, w))
+    return (rh, rw), (int(round((rh - h) / 2.0)), int(round((rw - w) / 2.0)))
+
+
+def _cover_size(image: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    ih, iw = image
+    scale = max(size[0] / ih, size[1] / iw)
+    return max(size[0], round(ih * scale)), max(size[1], round(iw * scale))
+
+
 class _Cover(torch.nn.Module):
     """Resize so the image covers ``size`` (h, w), keeping the aspect ratio."""
 
@@ -149,9 +253,7 @@ class _Cover(torch.nn.Module):
         self.size, self.mode = size, mode
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        ih, iw = img.shape[-2:]
-        scale = max(self.size[0] / ih, self.size[1] / iw)
-        new = (max(self.size[0], round(ih * scale)), max(self.size[1], round(iw * scale)))
+        new = _cover_size(tuple(img.shape[-2:]), self.size)
         return T.functional.resize(img, list(new), interpolation=self.mode, antialias=True)
 
 
@@ -199,4 +301,9 @@ def index_dataset(name: str, entry: dict, synthetic_root: Sequence[str] = ()) ->
         if "list" not in entry:
             raise DatasetError(f"{key}.list is required for kind 'imagelist'")
         return index_imagelist(entry["list"], entry.get("root"), key=key)
-    raise DatasetError(f"{key}.kind = {kind!r}; expected imagefolder, imagelist or synthetic")
+    if kind == "coco":
+        for name in ("root", "annotations"):
+            if name not in entry:
+                raise DatasetError(f"{key}.{name} is required for kind 'coco'")
+        return index_coco(entry["root"], entry["annotations"], entry.get("max_images"), key=key)
+    raise DatasetError(f"{key}.kind = {kind!r}; expected imagefolder, imagelist, coco or synthetic")

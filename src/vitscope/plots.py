@@ -64,6 +64,117 @@ def map_grid(
     return fig
 
 
+def saliency_by_block(
+    tables: Mapping[str, Sequence[Mapping[str, str]]], mass: float = 0.6, title: str = ""
+) -> Figure:
+    """CLS attention saliency IoU against block, every model, two panels.
+
+    Left: the best head chosen once per block (highest mean IoU over the
+    dataset), with every head's mean IoU as a dot. Right: the study's
+    per-image best head (mean over images of each image's best head).
+    ``tables``: model -> rows of a saliency IoU table (block, selection, head, iou).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.9), sharey=True, layout="constrained")
+    panels = (
+        ("best_head_once", "best head, chosen once per block\n(highest mean IoU over the dataset)"),
+        ("per_image_best_head", "per-image best head (the study's)\n(mean over images of each image's best head)"),
+    )
+    for i, (model, rows) in enumerate(tables.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        heads = [r for r in rows if r["selection"] == "head"]
+        label = f"{model} ({max(int(r['head']) for r in heads)} heads)"
+        jitter = (i - (len(tables) - 1) / 2) * 0.08
+        axes[0].scatter(
+            [int(r["block"]) + jitter for r in heads], [float(r["iou"]) for r in heads],
+            s=9, color=colour, alpha=0.35, linewidths=0,
+        )
+        for ax, (selection, _) in zip(axes, panels, strict=True):
+            sel = sorted((r for r in rows if r["selection"] == selection), key=lambda r: int(r["block"]))
+            ax.plot([int(r["block"]) for r in sel], [float(r["iou"]) for r in sel], marker="o", ms=4,
+                    color=colour, label=label)
+    blocks = max((int(r["block"]) for rows in tables.values() for r in rows), default=1)
+    for ax, (_, name) in zip(axes, panels, strict=True):
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("block")
+        if blocks <= 24:
+            ax.set_xticks(range(1, blocks + 1))
+        else:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"IoU: CLS attention (top {mass:g} mass) vs object mask")
+    axes[0].text(0.02, 0.98, "dots: every head's mean IoU", transform=axes[0].transAxes, fontsize=7, va="top")
+    axes[1].legend(fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def attention_grid(
+    image: np.ndarray,
+    maps: np.ndarray,
+    queries: Sequence[str],
+    query_cells: Sequence[tuple[int, int] | None],
+    first_head: int = 0,
+    title: str = "",
+    cmap: str = "inferno",
+    alpha: float = 0.65,
+) -> Figure:
+    """Attention maps of a few queries of one image, overlaid on the image.
+
+    image: (h, w, 3) uint8 as the model saw it; maps: (L, Hg, Q, gh, gw), Hg
+    heads starting at head ``first_head`` (0-based). Rows are blocks, columns
+    are heads x queries; each map is upsampled with nearest neighbour onto the
+    image and drawn on its own colour scale; the query token (``query_cells``,
+    (row, col) or None for CLS) is outlined in cyan. Blocks and heads are
+    labelled 1-indexed.
+    """
+    blocks, heads, nq, gh, gw = maps.shape
+    h, w = image.shape[:2]
+    size = 0.72
+    gap = 0.25
+    ratios = []
+    for k in range(heads):
+        ratios += [1.0] * nq + ([gap] if k < heads - 1 else [])
+    fig = plt.figure(figsize=(0.5 + size * sum(ratios) * w / h * 1.02, 0.9 + size * blocks))
+    grid = fig.add_gridspec(
+        blocks, len(ratios), width_ratios=ratios, wspace=0.04, hspace=0.04,
+        left=0.4 / fig.get_figwidth(), right=1 - 0.05 / fig.get_figwidth(),
+        top=1 - 0.75 / fig.get_figheight(), bottom=0.1 / fig.get_figheight(),
+    )
+    grey = image.astype(np.float64).mean(axis=-1)
+    patch_h, patch_w = h / gh, w / gw
+    for b in range(blocks):
+        for k in range(heads):
+            for q in range(nq):
+                ax = fig.add_subplot(grid[b, k * (nq + 1) + q])
+                ax.imshow(grey, cmap="gray", vmin=0, vmax=255, extent=(0, w, h, 0))
+                ax.imshow(maps[b, k, q], cmap=cmap, alpha=alpha, interpolation="nearest", extent=(0, w, h, 0))
+                cell = query_cells[q]
+                if cell is not None:
+                    ax.add_patch(matplotlib.patches.Rectangle(
+                        (cell[1] * patch_w, cell[0] * patch_h), patch_w, patch_h,
+                        fill=False, edgecolor="cyan", linewidth=0.9, clip_on=False,
+                    ))
+                ax.set_xlim(0, w)
+                ax.set_ylim(h, 0)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if k == 0 and q == 0:
+                    ax.set_ylabel(f"block {b + 1}", fontsize=7)
+                if b == 0:
+                    ax.set_title(queries[q], fontsize=6, pad=2)
+                    if q == 0:
+                        left = ax.get_position().x0
+                    if q == nq - 1:
+                        right = ax.get_position().x1
+                        fig.text((left + right) / 2, ax.get_position().y1 + 0.16 / fig.get_figheight(),
+                                 f"head {first_head + k + 1}", ha="center", va="bottom", fontsize=8,
+                                 fontweight="bold")
+    if title:
+        fig.suptitle(title, fontsize=9, y=1 - 0.08 / fig.get_figheight(), va="top")
+    return fig
+
+
 def distance_by_block(
     tables: Mapping[str, Sequence[Mapping[str, str]]],
     units: str = "pixels",

@@ -1,13 +1,18 @@
 """Synthetic datasets for the embedded demo, written in real on-disk layouts.
 
 ``imagefolder``: ``{root}/images/<class>/<nnnnn>.png`` with a binary object
-mask beside it in ``{root}/masks/<class>/<nnnnn>.png`` (255 = object). Each
+mask beside it in ``{root}/masks/<class>/<nnnnn>.png`` (255 = object), and
+the same masks as a COCO-format annotation file ``{root}/annotations.json``
+(one category per class, id = sorted class index + 1; image ids 1.. in path
+order; one RLE instance per image), so ``kind: coco`` with
+``root: {root}/images`` reads the demo exactly like COCO val2017. Each
 class is a shape with a texture (``circle-stripes``, ``square-dots``, ...);
 position, scale, colours and background vary per image, all from one seed.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,12 +101,37 @@ def render(name: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray, 
     return (img * 255).round().astype(np.uint8), mask
 
 
+def coco_annotation(mask: np.ndarray, ann_id: int, image_id: int, category_id: int) -> dict:
+    """One COCO instance annotation of a boolean (h, w) mask, as compressed RLE."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
+        "area": float(mask_utils.area(rle)),
+        "bbox": [x, y, w, h],
+        "iscrowd": 0,
+    }
+
+
 def write_imagefolder(root: str | Path, spec: SyntheticSpec) -> list[Path]:
-    """Write the dataset under ``root`` (``images/`` and ``masks/``); return the image paths."""
+    """Write the dataset under ``root`` (``images/``, ``masks/``, ``annotations.json``); return the image paths."""
     root = Path(root)
     rng = np.random.default_rng(spec.seed)
     paths = []
-    for name in spec.class_names():
+    names = spec.class_names()
+    coco: dict = {
+        "info": {"description": f"vitscope synthetic demo dataset ({spec})"},
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": c + 1, "name": n, "supercategory": "shape"} for c, n in enumerate(sorted(names))],
+    }
+    category = {n: c + 1 for c, n in enumerate(sorted(names))}
+    for name in names:
         (root / "images" / name).mkdir(parents=True, exist_ok=True)
         (root / "masks" / name).mkdir(parents=True, exist_ok=True)
         for i in range(spec.per_class):
@@ -110,4 +140,10 @@ def write_imagefolder(root: str | Path, spec: SyntheticSpec) -> list[Path]:
             Image.fromarray(img).save(path)
             Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / name / f"{i:05d}.png")
             paths.append(path)
+            image_id = len(paths)
+            coco["images"].append(
+                {"id": image_id, "file_name": f"{name}/{i:05d}.png", "height": img.shape[0], "width": img.shape[1]}
+            )
+            coco["annotations"].append(coco_annotation(mask, image_id, image_id, category[name]))
+    (root / "annotations.json").write_text(json.dumps(coco, indent=1))
     return paths

@@ -1,0 +1,27 @@
+"""Figures: attention grids (blocks x heads x queries) of each exemplar image of one model."""
+
+from pathlib import Path
+
+from vitscope import exemplars, logs, plots, tables
+
+logs.to_file(snakemake.log[0])
+arrays = tables.read_npz(snakemake.input.arrays)
+out = Path(snakemake.output[0])
+out.mkdir(parents=True, exist_ok=True)
+cells = [None if r < 0 else (int(r), int(c)) for r, c in arrays["cells"]]
+groups = exemplars.head_groups(arrays["maps"].shape[2], snakemake.params.heads_per_figure)
+model, dataset = snakemake.wildcards.model, snakemake.wildcards.dataset
+for e, position in enumerate(arrays["position"]):
+    name = "/".join(Path(arrays["image_path"][e]).parts[-2:])
+    for group in groups:
+        title = (
+            f"{model}: attention of image {position} of {dataset} ({name}), "
+            f"heads {group[0] + 1}-{group[1]}; CLS row and five spatial queries (cyan), "
+            "each map on its own colour scale"
+        )
+        fig = plots.attention_grid(
+            arrays["image"][e], arrays["maps"][e, :, group[0] : group[1]], list(arrays["queries"]), cells,
+            first_head=group[0], title=title, cmap=snakemake.params.cmap, alpha=snakemake.params.alpha,
+        )
+        stem = exemplars.figure_stem(int(position), group, groups)
+        plots.save(fig, [out / f"{stem}.pdf", out / f"{stem}.png"], dpi=snakemake.params.dpi)

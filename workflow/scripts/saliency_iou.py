@@ -1,0 +1,14 @@
+"""CLS attention saliency: IoU with the object masks per image, block and head, from one dump."""
+
+from vitscope import data, dumps, logs, saliency, tables
+
+logs.to_file(snakemake.log[0])
+entry, dataset = snakemake.params.entry, snakemake.wildcards.dataset
+coco = data.load_coco(entry["annotations"], key=f"datasets.{dataset}")
+with dumps.open_dump(snakemake.input.dump) as dump:
+    ious, masks = saliency.dump_iou(
+        dump, coco, entry["root"], snakemake.params.mass, snakemake.params.threshold, entry["annotations"]
+    )
+rows = saliency.summary_rows(ious, snakemake.wildcards.model)
+tables.write_csv(rows, snakemake.output.table, columns=saliency.COLUMNS)
+tables.write_npz(snakemake.output.per_image, iou=ious, masks=masks)
