@@ -45,7 +45,7 @@ def full_depth(
     rows, cols = first.shape
     side = 3.0 * max(rows, cols) / 24 + 1.6
     fig, axes = plt.subplots(
-        1, len(reps), figsize=(0.6 + len(reps) * side * max(cols / rows, 0.6), 0.9 + side), squeeze=False,
+        1, len(reps), figsize=(0.6 + len(reps) * side * max(cols / rows, 0.6), 0.4 + side), squeeze=False,
         layout="constrained",
     )
     labels_a, labels_b = point_labels(rows, "norms"), point_labels(cols, "norms")
