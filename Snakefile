@@ -17,12 +17,16 @@ validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
 wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    model_a=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    model_b=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    metric=r"purity|nmi|ari",
 
 
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/extract.smk"
 include: "rules/attention.smk"
+include: "rules/features.smk"
 include: "rules/figures.smk"
 
 

@@ -7,6 +7,7 @@ PACKAGE = Path(workflow.basedir) / "src" / "vitscope"
 
 
 MODELS = list(config["models"])
+CLUSTER_METRICS = ["purity", "nmi", "ari"]
 DATASETS = list(config["datasets"])
 
 
@@ -118,6 +119,28 @@ def fig_inputs(analysis, pattern):
     return list(dict.fromkeys(expand(pattern, dataset=analysis_datasets(analysis), model=MODELS)))
 
 
+def cka_pairs():
+    """Every unordered model pair, each model with itself included: [[a, b], ...] in config order."""
+    return [[a, b] for i, a in enumerate(MODELS) for b in MODELS[i:]]
+
+
+def cka_pair_files(wildcards):
+    return [f"results/cka/{wildcards.dataset}/{a}/{b}.npz" for a, b in cka_pairs()]
+
+
+def cka_figures(kind):
+    """The full-depth CKA figure of every model pair ("full") or the last-layer figure ("last") per dataset."""
+    datasets = analysis_datasets("cka")
+    if kind == "last":
+        return [f"results/figures/cka_last/{dataset}.pdf" for dataset in datasets]
+    return [f"results/figures/cka_full/{dataset}/{a}/{b}.pdf" for dataset in datasets for a, b in cka_pairs()]
+
+
+def clustering_figures():
+    return expand("results/figures/clustering/{dataset}_{metric}.pdf", dataset=analysis_datasets("clustering"),
+                  metric=CLUSTER_METRICS)
+
+
 def all_targets():
     targets = []
     for dataset in analysis_datasets("cls_maps"):
@@ -142,4 +165,6 @@ def all_targets():
         targets.append(f"results/figures/saliency_iou/{dataset}.pdf")
     for dataset in analysis_datasets("attention_grids"):
         targets += expand("results/figures/attention_grids/{model}/{dataset}", model=MODELS, dataset=dataset)
+    targets += cka_figures("full") + cka_figures("last")
+    targets += clustering_figures()
     return targets

@@ -171,6 +171,66 @@ rule plot_attention_grids:
         "../workflow/scripts/plot_attention_grids.py"
 
 
+rule plot_cka_full:
+    input:
+        cka="results/cka/{dataset}/{model_a}/{model_b}.npz",
+    output:
+        pdf="results/figures/cka_full/{dataset}/{model_a}/{model_b}.pdf",
+        png="results/figures/cka_full/{dataset}/{model_a}/{model_b}.png",
+        table="results/figures/cka_full/{dataset}/{model_a}/{model_b}.csv",
+    params:
+        representations=config["analyses"]["cka"]["representations"],
+        cmap=config["analyses"]["cka"]["cmap"],
+        dpi=config["figures"]["dpi"],
+        code=code_version("feature_plots", "features", "plots", "tables"),
+    conda:
+        "../envs/plots.yaml"
+    log:
+        "logs/plot_cka_full/{dataset}/{model_a}/{model_b}.log",
+    script:
+        "../workflow/scripts/plot_cka_full.py"
+
+
+rule plot_cka_last:
+    input:
+        pairs=cka_pair_files,
+    output:
+        pdf="results/figures/cka_last/{dataset}.pdf",
+        png="results/figures/cka_last/{dataset}.png",
+        table="results/figures/cka_last/{dataset}.csv",
+    params:
+        models=MODELS,
+        pairs=cka_pairs(),
+        cmap=config["analyses"]["cka"]["cmap"],
+        dpi=config["figures"]["dpi"],
+        code=code_version("feature_plots", "features", "plots", "tables"),
+    conda:
+        "../envs/plots.yaml"
+    log:
+        "logs/plot_cka_last/{dataset}.log",
+    script:
+        "../workflow/scripts/plot_cka_last.py"
+
+
+rule plot_clustering:
+    input:
+        tables=expand("results/clustering/{model}/{{dataset}}.csv", model=MODELS),
+    output:
+        pdf="results/figures/clustering/{dataset}_{metric}.pdf",
+        png="results/figures/clustering/{dataset}_{metric}.png",
+        table="results/figures/clustering/{dataset}_{metric}.csv",
+    params:
+        models=MODELS,
+        dpi=config["figures"]["dpi"],
+        code=code_version("feature_plots", "features", "plots", "tables"),
+    conda:
+        "../envs/plots.yaml"
+    log:
+        "logs/plot_clustering/{dataset}_{metric}.log",
+    script:
+        "../workflow/scripts/plot_clustering.py"
+
+
 # Single-figure targets: `snakemake --cores all fig_cls_maps`.
 
 
@@ -236,3 +296,27 @@ rule fig_attention_grids:
             model=MODELS,
             dataset=analysis_datasets("attention_grids"),
         ),
+
+
+rule fig_cka:
+    localrule: True
+    input:
+        cka_figures("full") + cka_figures("last"),
+
+
+rule fig_cka_full:
+    localrule: True
+    input:
+        cka_figures("full"),
+
+
+rule fig_cka_last:
+    localrule: True
+    input:
+        cka_figures("last"),
+
+
+rule fig_clustering:
+    localrule: True
+    input:
+        clustering_figures(),

@@ -41,6 +41,8 @@ TINY = {
         "cls_heads": {"datasets": ["toy"]},
         "saliency": {"datasets": ["toy_coco"]},
         "attention_grids": {"datasets": ["toy"]},
+        "cka": {"datasets": ["toy"]},
+        "clustering": {"datasets": ["toy"], "n_init": 2},
     },
     "figures": {"dpi": 60},
 }
@@ -125,6 +127,7 @@ def test_outputs_exist_and_hold_sane_values(built: Path) -> None:
     for figure in ("offset_heads", "offset_scatter", "cls_heads"):
         for suffix in ("pdf", "png"):
             assert (built / f"results/figures/{figure}/toy.{suffix}").stat().st_size > 1000
+    for model in TINY["models"]:
         rows = [r for r in csv.DictReader(open(built / f"results/attention/{model}/toy_coco/saliency_iou.csv"))]
         assert {r["selection"] for r in rows} == {"head", "best_head_once", "per_image_best_head"}
         # 2 x 3 and 3 x 3 token grids: small objects may cover no token half (empty masks, left out)
@@ -133,6 +136,22 @@ def test_outputs_exist_and_hold_sane_values(built: Path) -> None:
         grids = sorted(p.name for p in (built / f"results/figures/attention_grids/{model}/toy").glob("*.p*"))
         assert grids == ["0.pdf", "0.png", "9.pdf", "9.png"]
     assert (built / "results/figures/saliency_iou/toy_coco.png").stat().st_size > 1000
+    for a, b in (("tiny_a", "tiny_a"), ("tiny_a", "tiny_b"), ("tiny_b", "tiny_b")):
+        cka = np.load(built / f"results/cka/toy/{a}/{b}.npz")
+        assert cka["norms_all"].shape == (12, 12) and cka["blocks_cls"].shape == (6, 6)
+        for suffix in ("pdf", "png"):
+            assert (built / f"results/figures/cka_full/toy/{a}/{b}.{suffix}").stat().st_size > 1000
+        header = (built / f"results/figures/cka_full/toy/{a}/{b}.csv").read_text().splitlines()[0]
+        assert header == "model_a,model_b,points,point_a,point_b,representation,cka"
+    last = (built / "results/figures/cka_last/toy.csv").read_text().splitlines()
+    assert len(last) == 1 + 3 * 3
+    assert all(float(row.split(",")[-1]) == pytest.approx(1.0) for row in last[1:] if row.startswith("tiny_a,tiny_a"))
+    for metric in ("purity", "nmi", "ari"):
+        for suffix in ("pdf", "png"):
+            assert (built / f"results/figures/clustering/toy_{metric}.{suffix}").stat().st_size > 1000
+        rows = (built / f"results/figures/clustering/toy_{metric}.csv").read_text().splitlines()
+        assert rows[0] == "model,block,representation,metric,value"
+        assert len(rows) == 1 + 2 * 6 * 2  # models x blocks x (cls, spatial)
     for model in TINY["models"]:
         assert (built / f"results/benchmarks/extract/{model}/toy.tsv").is_file()
         assert (built / f"logs/extract/{model}/toy.log").read_text().count("images/s") >= 1
@@ -162,6 +181,24 @@ def test_detector_threshold_reruns_detection_not_the_aaam(built: Path, tmp_path:
     assert planned_jobs(workdir) == {"plot_offsets": 2, "all": 1}
 
 
+def test_clustering_parameter_reruns_only_clustering(built: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "copy"
+    shutil.copytree(built, workdir, symlinks=True)
+    edit_config(workdir, lambda c: c["analyses"]["clustering"].update(seed=7))
+    assert planned_jobs(workdir) == {"clustering": 2, "plot_clustering": 3, "all": 1}
+    edit_config(workdir, lambda c: c["analyses"]["clustering"].update(seed=0, n_init=3))
+    assert planned_jobs(workdir) == {"clustering": 2, "plot_clustering": 3, "all": 1}
+
+
+def test_cka_figure_parameter_reruns_only_cka_figures(built: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "copy"
+    shutil.copytree(built, workdir, symlinks=True)
+    edit_config(workdir, lambda c: c["analyses"]["cka"].update(cmap="magma"))
+    assert planned_jobs(workdir) == {"plot_cka_full": 3, "plot_cka_last": 1, "all": 1}
+    edit_config(workdir, lambda c: c["analyses"]["cka"].update(cmap="viridis", representations=["all"]))
+    assert planned_jobs(workdir) == {"plot_cka_full": 3, "all": 1}
+
+
 def test_extraction_parameter_reextracts(built: Path, tmp_path: Path) -> None:
     workdir = tmp_path / "copy"
     shutil.copytree(built, workdir, symlinks=True)
@@ -179,7 +216,7 @@ def test_package_edit_reruns_the_rules_that_use_it(built: Path, tmp_path: Path) 
     assert planned_jobs(workdir) == {
         "plot_cls_maps": 2, "plot_attention_distance": 1, "plot_aaam": 2, "plot_offsets": 2,
         "plot_offset_heads": 1, "plot_offset_scatter": 1, "plot_cls_heads": 1, "plot_saliency_iou": 1,
-        "plot_attention_grids": 2, "all": 1,
+        "plot_attention_grids": 2, "plot_cka_full": 3, "plot_cka_last": 1, "plot_clustering": 3, "all": 1,
     }
     with open(workdir / "src/vitscope/attention.py", "a") as handle:
         handle.write("\n# edited\n")
@@ -199,6 +236,11 @@ def test_single_figure_target(tmp_path: Path) -> None:
     jobs = planned_jobs(workdir, "fig_cls_heads")
     assert jobs["plot_cls_heads"] == 1 and jobs["cls_heads"] == 2
     assert "aaam" not in jobs and "plot_cls_maps" not in jobs and "offset_heads" not in jobs
+    jobs = planned_jobs(workdir, "fig_cka")
+    assert jobs["cka_pair"] == 3 and jobs["plot_cka_full"] == 3 and jobs["plot_cka_last"] == 1
+    assert "clustering" not in jobs and "attention_maps" not in jobs
+    jobs = planned_jobs(workdir, "fig_clustering")
+    assert jobs["clustering"] == 2 and jobs["plot_clustering"] == 3 and "cka_pair" not in jobs
 
 
 @pytest.mark.parametrize(
