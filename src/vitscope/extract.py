@@ -132,8 +132,8 @@ class Recorder:
         self.batch = _Batch()
         self.handles: list[Any] = []
         L, H, T = geom.blocks, geom.heads, geom.tokens  # noqa: N806
-        g = geom.grid[0] * geom.grid[1]
-        self.cls_sum = torch.zeros(L, H, T, dtype=torch.float64, device=device)
+        g = geom.grid[0] * geom.grid[1] if "attention_sums" in self.products else 0  # no accumulators unless asked
+        self.cls_sum = torch.zeros(L, H, T if g else 0, dtype=torch.float64, device=device)
         self.spatial_sum = torch.zeros(L, H, g, g, dtype=torch.float64, device=device)
         self.dist32 = attention.distance_matrix(geom.grid, device=device).float()
         self.attn_calls = [0] * L
