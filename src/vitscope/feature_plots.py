@@ -16,6 +16,8 @@ from .features import point_labels
 from .plots import PALETTE, plt
 
 REP_TITLES = {"cls": "CLS token", "spatial": "spatial tokens", "all": "all tokens"}
+CLUSTER_REP_TITLES = {"cls": "CLS token", "spatial": "mean of spatial tokens",
+                      "object": "mask-weighted mean of spatial tokens"}
 METRIC_TITLES = {"purity": "purity", "nmi": "NMI (arithmetic)", "ari": "ARI"}
 
 
@@ -119,7 +121,7 @@ def clustering(
             )
             if sel:
                 ax.plot(*zip(*sel, strict=True), marker="o", ms=3.5, color=PALETTE[i % len(PALETTE)], label=model)
-        ax.set_title(REP_TITLES["cls"] if rep == "cls" else "mean of spatial tokens", fontsize=9)
+        ax.set_title(CLUSTER_REP_TITLES.get(rep, rep), fontsize=9)
         ax.set_xlabel("block", fontsize=8)
         blocks = max((int(r["block"]) for r in rows), default=1)
         if blocks <= 16:
