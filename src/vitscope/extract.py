@@ -449,7 +449,7 @@ def run(
                             f"forward by {parity:.3g} > extract.parity_tolerance = {options.parity_tolerance}"
                         )
                 recorder.start_batch(positions.numpy(), batch_objects[0] if batch_objects else None)
-                found += batch_objects[0] if batch_objects else []
+                found += [o.index_only() for o in batch_objects[0]] if batch_objects else []
                 model.forward_features(images)
                 _check_hooks(recorder, meta, options)
                 batch = _HostBatch(recorder.take(), positions.numpy(), chunk_start)

@@ -110,7 +110,7 @@ def clustering(
     """One clustering metric against block (1-indexed): a panel per representation,
     a line per model (ARI: a dashed line at 0, chance). ``rows``: tidy clustering rows
     (model, block, representation, metric, value)."""
-    fig, axes = plt.subplots(1, len(reps), figsize=(3.6 * len(reps) + 0.4, 3.4), squeeze=False, sharey=True,
+    fig, axes = plt.subplots(1, len(reps), figsize=(max(5.2, 3.6 * len(reps) + 0.4), 3.4), squeeze=False, sharey=True,
                              layout="constrained")
     for ax, rep in zip(axes[0], reps, strict=True):
         for i, model in enumerate(models):

@@ -22,7 +22,7 @@ docs/dumps.md).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,6 +68,10 @@ class ImageObjects:
     @property
     def count(self) -> int:
         return len(self.category)
+
+    def index_only(self) -> ImageObjects:
+        """A copy without the weights (what the dump's object index needs)."""
+        return replace(self, weights=np.zeros((0, 0), dtype=np.float32))
 
 
 class ObjectMasks:
