@@ -41,7 +41,7 @@ def child(args: argparse.Namespace) -> None:
     distinct = data.index_imagefolder(Path(args.root) / "images")
     entries = [distinct[i % len(distinct)] for i in range(args.n)]
     transform = data.preprocess(spec.image_size, spec.mean, spec.std)
-    products = tuple(args.products.split(",")) if args.products else extract.PRODUCTS
+    products = tuple(args.products.split(",")) if args.products else extract.DEFAULT_PRODUCTS
     options = extract.ExtractOptions(
         products=products, batch_size=args.batch_size, cka_batch_size=args.batch_size,
         num_workers=args.workers, exemplars=4,

@@ -21,18 +21,32 @@ def _check_analysis_datasets():
                 )
 
 
-def _check_saliency_datasets():
-    for dataset in config["analyses"].get("saliency", {}).get("datasets", []):
-        kind = config["datasets"][dataset]["kind"]
-        if kind != "coco":
+def _check_coco_datasets():
+    """Analyses and products that need object masks run on datasets of kind coco only."""
+    for analysis in ("saliency", "object_clustering"):
+        for dataset in config["analyses"].get(analysis, {}).get("datasets", []):
+            kind = config["datasets"][dataset]["kind"]
+            if kind != "coco":
+                raise WorkflowError(
+                    f"analyses.{analysis}.datasets names '{dataset}' of kind '{kind}'; {analysis} needs "
+                    "object masks, i.e. a dataset of kind 'coco' (root + annotations)"
+                )
+    for dataset, entry in config["datasets"].items():
+        if "objects" in entry.get("products", config["extract"]["products"]) and entry["kind"] != "coco":
             raise WorkflowError(
-                f"analyses.saliency.datasets names '{dataset}' of kind '{kind}'; saliency needs "
-                "object masks, i.e. a dataset of kind 'coco' (root + annotations)"
+                f"datasets.{dataset} (kind '{entry['kind']}') records the product 'objects', which needs "
+                "instance annotations, i.e. a dataset of kind 'coco'"
+            )
+    for dataset in config["analyses"].get("object_clustering", {}).get("datasets", []):
+        if "objects" not in config["datasets"][dataset].get("products", config["extract"]["products"]):
+            raise WorkflowError(
+                f"analyses.object_clustering.datasets names '{dataset}', whose products do not include "
+                f"'objects' (add it to datasets.{dataset}.products)"
             )
 
 
 _check_analysis_datasets()
-_check_saliency_datasets()
+_check_coco_datasets()
 
 
 def code_version(*modules):
@@ -108,6 +122,19 @@ def synthetic_input(wildcards):
     return coco_annotations_input(wildcards)
 
 
+def object_annotations_input(wildcards):
+    """The coco annotation file (or the synthetic folder holding it) when the dump records objects."""
+    return coco_annotations_input(wildcards) if "objects" in products(wildcards) else []
+
+
+def object_source(wildcards):
+    """Root and annotation file of a coco dataset whose dump records objects, else {}."""
+    entry = config["datasets"][wildcards.dataset]
+    if "objects" not in products(wildcards):
+        return {}
+    return {"root": entry["root"], "annotations": entry["annotations"]}
+
+
 def offset_thresholds():
     """The offset-local head detector's thresholds (heads.Thresholds) from the config."""
     settings = config["analyses"]["offset_heads"]
@@ -141,6 +168,11 @@ def clustering_figures():
                   metric=CLUSTER_METRICS)
 
 
+def object_clustering_figures():
+    return expand("results/figures/object_clustering/{dataset}_{metric}.pdf",
+                  dataset=analysis_datasets("object_clustering"), metric=CLUSTER_METRICS)
+
+
 def all_targets():
     targets = []
     for dataset in analysis_datasets("cls_maps"):
@@ -167,4 +199,5 @@ def all_targets():
         targets += expand("results/figures/attention_grids/{model}/{dataset}", model=MODELS, dataset=dataset)
     targets += cka_figures("full") + cka_figures("last")
     targets += clustering_figures()
+    targets += object_clustering_figures()
     return targets

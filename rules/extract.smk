@@ -5,6 +5,7 @@ rule extract:
     input:
         index="results/index/{dataset}.csv",
         checkpoint=checkpoint_input,
+        annotations=object_annotations_input,
     output:
         dump="results/dumps/{model}/{dataset}.h5",
     params:
@@ -17,7 +18,8 @@ rule extract:
         exemplars=config["extract"]["exemplars"],
         parity_tolerance=config["extract"]["parity_tolerance"],
         num_workers=config["extract"]["num_workers"],
-        code=code_version("extract", "models", "formats", "zoo", "data", "dumps", "attention"),
+        coco=object_source,
+        code=code_version("extract", "models", "formats", "zoo", "data", "dumps", "attention", "objects", "saliency"),
     threads: 2
     conda:
         "../envs/vitscope.yaml"

@@ -1,5 +1,6 @@
-# What the models represent (protocols.md 4): CKA between model pairs and
-# clustering per block, from the dumps only (no model is re-run).
+# What the models represent (protocols.md 4): CKA between model pairs,
+# clustering per block of images and of COCO objects, from the dumps only
+# (no model is re-run).
 
 
 rule cka_pair:
@@ -34,3 +35,21 @@ rule clustering:
         "logs/clustering/{model}/{dataset}.log",
     script:
         "../workflow/scripts/clustering.py"
+
+
+rule object_clustering:
+    input:
+        dump="results/dumps/{model}/{dataset}.h5",
+    output:
+        table="results/object_clustering/{model}/{dataset}.csv",
+    params:
+        seed=config["analyses"]["object_clustering"]["seed"],
+        n_init=config["analyses"]["object_clustering"]["n_init"],
+        code=code_version("features", "dumps", "tables"),
+    threads: 2
+    conda:
+        "../envs/vitscope.yaml"
+    log:
+        "logs/object_clustering/{model}/{dataset}.log",
+    script:
+        "../workflow/scripts/object_clustering.py"

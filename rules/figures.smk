@@ -221,12 +221,35 @@ rule plot_clustering:
         table="results/figures/clustering/{dataset}_{metric}.csv",
     params:
         models=MODELS,
+        representations=["cls", "spatial"],
+        title="KMeans clustering of {dataset} (k = number of classes)",
         dpi=config["figures"]["dpi"],
         code=code_version("feature_plots", "features", "plots", "tables"),
     conda:
         "../envs/plots.yaml"
     log:
         "logs/plot_clustering/{dataset}_{metric}.log",
+    script:
+        "../workflow/scripts/plot_clustering.py"
+
+
+rule plot_object_clustering:
+    input:
+        tables=expand("results/object_clustering/{model}/{{dataset}}.csv", model=MODELS),
+    output:
+        pdf="results/figures/object_clustering/{dataset}_{metric}.pdf",
+        png="results/figures/object_clustering/{dataset}_{metric}.png",
+        table="results/figures/object_clustering/{dataset}_{metric}.csv",
+    params:
+        models=MODELS,
+        representations=["object"],
+        title="KMeans of {dataset} objects (k = categories present)",
+        dpi=config["figures"]["dpi"],
+        code=code_version("feature_plots", "features", "plots", "tables"),
+    conda:
+        "../envs/plots.yaml"
+    log:
+        "logs/plot_object_clustering/{dataset}_{metric}.log",
     script:
         "../workflow/scripts/plot_clustering.py"
 
@@ -320,3 +343,9 @@ rule fig_clustering:
     localrule: True
     input:
         clustering_figures(),
+
+
+rule fig_object_clustering:
+    localrule: True
+    input:
+        object_clustering_figures(),

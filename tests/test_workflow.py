@@ -30,7 +30,7 @@ TINY = {
             "kind": "coco",
             "root": "results/synthetic/toy/images",
             "annotations": "results/synthetic/toy/annotations.json",
-            "products": ["cls_attention"],
+            "products": ["cls_attention", "objects"],
         },
     },
     "extract": {"device": "cpu", "batch_size": 4, "cka_batch_size": 4, "exemplars": 2, "num_workers": 0},
@@ -43,6 +43,7 @@ TINY = {
         "attention_grids": {"datasets": ["toy"]},
         "cka": {"datasets": ["toy"]},
         "clustering": {"datasets": ["toy"], "n_init": 2},
+        "object_clustering": {"datasets": ["toy_coco"], "n_init": 2},
     },
     "figures": {"dpi": 60},
 }
@@ -152,6 +153,18 @@ def test_outputs_exist_and_hold_sane_values(built: Path) -> None:
         rows = (built / f"results/figures/clustering/toy_{metric}.csv").read_text().splitlines()
         assert rows[0] == "model,block,representation,metric,value"
         assert len(rows) == 1 + 2 * 6 * 2  # models x blocks x (cls, spatial)
+        for suffix in ("pdf", "png"):
+            assert (built / f"results/figures/object_clustering/toy_coco_{metric}.{suffix}").stat().st_size > 1000
+        rows = (built / f"results/figures/object_clustering/toy_coco_{metric}.csv").read_text().splitlines()
+        assert rows[0] == "model,block,representation,metric,value"
+        assert len(rows) == 1 + 2 * 6 and all(",object," in row for row in rows[1:])  # models x blocks
+    for model in TINY["models"]:
+        with h5py.File(built / f"results/dumps/{model}/toy_coco.h5") as dump:
+            objects = dump["objects"]
+            # one object per image: kept + skipped (empty grid mask) = 10
+            assert objects.attrs["objects"] + objects.attrs["skipped_empty"] == 10
+            assert objects["features"].shape == (objects.attrs["objects"], 6, 64)
+            assert sorted(set(objects["category"][...])) == [1, 2]
     for model in TINY["models"]:
         assert (built / f"results/benchmarks/extract/{model}/toy.tsv").is_file()
         assert (built / f"logs/extract/{model}/toy.log").read_text().count("images/s") >= 1
@@ -188,6 +201,9 @@ def test_clustering_parameter_reruns_only_clustering(built: Path, tmp_path: Path
     assert planned_jobs(workdir) == {"clustering": 2, "plot_clustering": 3, "all": 1}
     edit_config(workdir, lambda c: c["analyses"]["clustering"].update(seed=0, n_init=3))
     assert planned_jobs(workdir) == {"clustering": 2, "plot_clustering": 3, "all": 1}
+    edit_config(workdir, lambda c: c["analyses"]["clustering"].update(n_init=2))
+    edit_config(workdir, lambda c: c["analyses"]["object_clustering"].update(seed=7))
+    assert planned_jobs(workdir) == {"object_clustering": 2, "plot_object_clustering": 3, "all": 1}
 
 
 def test_cka_figure_parameter_reruns_only_cka_figures(built: Path, tmp_path: Path) -> None:
@@ -216,7 +232,8 @@ def test_package_edit_reruns_the_rules_that_use_it(built: Path, tmp_path: Path) 
     assert planned_jobs(workdir) == {
         "plot_cls_maps": 2, "plot_attention_distance": 1, "plot_aaam": 2, "plot_offsets": 2,
         "plot_offset_heads": 1, "plot_offset_scatter": 1, "plot_cls_heads": 1, "plot_saliency_iou": 1,
-        "plot_attention_grids": 2, "plot_cka_full": 3, "plot_cka_last": 1, "plot_clustering": 3, "all": 1,
+        "plot_attention_grids": 2, "plot_cka_full": 3, "plot_cka_last": 1, "plot_clustering": 3,
+        "plot_object_clustering": 3, "all": 1,
     }
     with open(workdir / "src/vitscope/attention.py", "a") as handle:
         handle.write("\n# edited\n")
@@ -241,6 +258,9 @@ def test_single_figure_target(tmp_path: Path) -> None:
     assert "clustering" not in jobs and "attention_maps" not in jobs
     jobs = planned_jobs(workdir, "fig_clustering")
     assert jobs["clustering"] == 2 and jobs["plot_clustering"] == 3 and "cka_pair" not in jobs
+    jobs = planned_jobs(workdir, "fig_object_clustering")
+    assert jobs["object_clustering"] == 2 and jobs["plot_object_clustering"] == 3 and jobs["extract"] == 2
+    assert "clustering" not in jobs and "saliency_iou" not in jobs
 
 
 @pytest.mark.parametrize(
@@ -250,6 +270,10 @@ def test_single_figure_target(tmp_path: Path) -> None:
         (lambda c: c["models"]["tiny_a"].update(weights="pretrained"), "pretrained"),
         (lambda c: c["analyses"]["cls_maps"].update(datasets=["nope"]), "analyses.cls_maps.datasets names 'nope'"),
         (lambda c: c["analyses"]["saliency"].update(datasets=["toy"]), "saliency.datasets names 'toy' of kind"),
+        (lambda c: c["analyses"]["object_clustering"].update(datasets=["toy"]),
+         "object_clustering.datasets names 'toy' of kind"),
+        (lambda c: c["datasets"]["toy"].update(products=["tokens", "objects"]), "datasets.toy (kind 'synthetic')"),
+        (lambda c: c["datasets"]["toy_coco"].update(products=["cls_attention"]), "do not include 'objects'"),
     ],
 )
 def test_bad_config_fails_before_any_job(tmp_path: Path, change, message: str) -> None:

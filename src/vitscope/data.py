@@ -11,10 +11,10 @@ import contextlib
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -270,19 +270,41 @@ def load_image(path: str | Path) -> Image.Image:
 
 
 class ImageDataset(Dataset):
-    """Images of an index, in a given order, preprocessed; yields (image, position)."""
+    """Images of an index, in a given order, preprocessed; yields (image, position).
 
-    def __init__(self, entries: Sequence[Entry], transform: T.Compose, order: Sequence[int] | None = None):
+    With ``objects`` (a callable (position, (w, h)) -> that image's objects, e.g.
+    :class:`vitscope.objects.ObjectMasks`) it yields (image, position, objects):
+    the per-image host work runs where the image is loaded (DataLoader workers);
+    batch such items with :func:`collate_objects`.
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[Entry],
+        transform: T.Compose,
+        order: Sequence[int] | None = None,
+        objects: Callable[[int, tuple[int, int]], Any] | None = None,
+    ):
         self.entries = list(entries)
         self.transform = transform
         self.order = list(range(len(self.entries))) if order is None else [int(i) for i in order]
+        self.objects = objects
 
     def __len__(self) -> int:
         return len(self.order)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[Any, ...]:
         pos = self.order[i]
-        return self.transform(load_image(self.entries[pos].path)), pos
+        image = load_image(self.entries[pos].path)
+        if self.objects is None:
+            return self.transform(image), pos
+        return self.transform(image), pos, self.objects(pos, image.size)
+
+
+def collate_objects(items: Sequence[tuple[torch.Tensor, int, Any]]) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
+    """Batch (image, position, objects) items: stacked images, positions, the objects as a list."""
+    images, positions, objects = zip(*items, strict=True)
+    return torch.stack(images), torch.tensor(positions, dtype=torch.int64), list(objects)
 
 
 def index_dataset(name: str, entry: dict, synthetic_root: Sequence[str] = ()) -> list[Entry]:

@@ -29,8 +29,15 @@ PRODUCT_DATASETS: dict[str, tuple[str, ...]] = {
     "attention_sums": ("attention/cls_sum", "attention/aligned_sum", "attention/spatial_query_sum"),
     "exemplars": ("exemplars/position", "exemplars/attention"),
     "gram": ("cka/index",),
+    "objects": (
+        "objects/features", "objects/image", "objects/category", "objects/category_name", "objects/annotation",
+    ),
 }
 PRODUCTS: tuple[str, ...] = tuple(PRODUCT_DATASETS)
+#: products that need a dataset of kind coco (its instance annotations)
+COCO_PRODUCTS = frozenset({"objects"})
+#: what an extraction records unless told otherwise: every product a plain image list allows
+DEFAULT_PRODUCTS: tuple[str, ...] = tuple(p for p in PRODUCTS if p not in COCO_PRODUCTS)
 ATTENTION_PRODUCTS = frozenset({"cls_attention", "distance", "attention_sums", "exemplars"})
 REPRESENTATIONS = ("cls", "spatial", "all")
 
@@ -69,14 +76,23 @@ class DumpWriter:
 
     Per-image datasets are allocated up front for N images (contiguous
     layout, so writes at scattered positions cost no read-modify-write);
-    ``write`` takes the dataset positions of a batch, in any order.
+    ``write`` takes the dataset positions of a batch, in any order. A shape
+    whose first entry is None makes a growable (chunked) dataset that
+    ``append`` extends, for rows whose number is known only at the end.
     """
 
-    def __init__(self, handle: h5py.File, n: int, shapes: Mapping[str, tuple[tuple[int, ...], Any]]):
+    def __init__(self, handle: h5py.File, n: int, shapes: Mapping[str, tuple[tuple[int | None, ...], Any]]):
         self.handle = handle
         self.n = n
         for name, (shape, dtype) in shapes.items():
-            handle.create_dataset(name, shape=shape, dtype=dtype, track_times=False)
+            if shape[0] is None:
+                row = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+                chunk = (max(1, min(1024, (1 << 20) // max(row, 1))), *shape[1:])
+                handle.create_dataset(
+                    name, shape=(0, *shape[1:]), maxshape=shape, chunks=chunk, dtype=dtype, track_times=False
+                )
+            else:
+                handle.create_dataset(name, shape=shape, dtype=dtype, track_times=False)
 
     def write(self, positions: np.ndarray, arrays: Mapping[str, np.ndarray]) -> None:
         """Write rows of per-image datasets at dataset ``positions`` (any order).
@@ -99,6 +115,14 @@ class DumpWriter:
             self.handle[name].write_direct(
                 np.ascontiguousarray(values), dest_sel=np.s_[start : start + len(values)]
             )
+
+    def append(self, name: str, values: np.ndarray) -> None:
+        """Append ``values`` (rows) to the growable dataset ``name``."""
+        if len(values):
+            dataset = self.handle[name]
+            start = dataset.shape[0]
+            dataset.resize(start + len(values), axis=0)
+            dataset.write_direct(np.ascontiguousarray(values), dest_sel=np.s_[start : start + len(values)])
 
     def put(self, name: str, values: np.ndarray) -> None:
         self.handle.create_dataset(name, data=values, track_times=False)

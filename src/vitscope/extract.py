@@ -8,6 +8,9 @@ the probabilities) and forward hooks on every block read, per batch:
 - norm1 / norm2 outputs         -> ``gram`` at the 2L LayerNorm points (full-depth CKA)
 - attention probs (B, H, T, T)  -> ``cls_attention``, ``distance``, ``attention_sums``,
                                   ``exemplars``
+- block outputs' spatial tokens -> ``objects``: per annotated object (coco datasets), the
+                                  mask-weighted mean, weights prepared on the host
+                                  (:mod:`vitscope.objects`), one batched matmul per block
 
 Everything is reduced on the device inside the hooks, so memory is bounded by
 one batch; per-image results stream to the HDF5 file and sums over images are
@@ -24,7 +27,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import h5py
 import numpy as np
@@ -35,10 +38,21 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import __version__, attention
-from .data import Entry, ImageDataset
-from .dumps import ATTENTION_PRODUCTS, FORMAT_VERSION, PRODUCTS, REPRESENTATIONS, DumpWriter, write_images
+from .data import Entry, ImageDataset, collate_objects
+from .dumps import (
+    ATTENTION_PRODUCTS,
+    DEFAULT_PRODUCTS,
+    FORMAT_VERSION,
+    PRODUCTS,
+    REPRESENTATIONS,
+    DumpWriter,
+    write_images,
+)
 from .errors import ConfigError, ModelError
 from .models import Geometry, geometry, set_fused_attention
+
+if TYPE_CHECKING:
+    from .objects import ImageObjects, ObjectMasks
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +61,7 @@ log = logging.getLogger(__name__)
 class ExtractOptions:
     """Settings of one extraction (the ``extract`` config section)."""
 
-    products: tuple[str, ...] = PRODUCTS
+    products: tuple[str, ...] = DEFAULT_PRODUCTS
     batch_size: int = 32
     cka_batch_size: int = 32
     order_seed: int = 0
@@ -104,6 +118,10 @@ def exemplar_positions(n: int, count: int) -> np.ndarray:
 class _Batch:
     #: (row in batch, dataset position) of the exemplar images in this batch
     exemplar_rows: list[tuple[int, int]] = field(default_factory=list)
+    #: (B, O_max, G) object weights of each image (zero rows pad) and the (O,) rows of
+    #: the flattened (B * O_max) products that are real objects, on the device
+    object_weights: torch.Tensor | None = None
+    object_rows: torch.Tensor | None = None
     out: dict[str, list[torch.Tensor]] = field(default_factory=dict)
 
     def add(self, name: str, value: torch.Tensor) -> None:
@@ -126,6 +144,7 @@ class Recorder:
         device: torch.device,
     ):
         self.model, self.geom, self.products = model, geom, frozenset(products)
+        self.device = device
         self.cka_batch = cka_batch
         self.exemplars = frozenset(int(p) for p in exemplars)
         self.active = True
@@ -209,6 +228,10 @@ class Recorder:
             self.batch.add("tokens/spatial_mean", spatial_mean)
             if p > 1:
                 self.batch.add("tokens/registers", x[:, 1:p])
+        if point == "block" and self.batch.object_weights is not None:
+            # (B, O_max, G) @ (B, G, D) -> (B * O_max, D), padding rows dropped
+            pooled = torch.bmm(self.batch.object_weights, x[:, p:].float()).flatten(0, 1)
+            self.batch.add("objects/features", pooled.index_select(0, self.batch.object_rows))
         if "gram" in self.products:
             group = "blocks" if point == "block" else "norms"
             for name, value in self._grams(x).items():
@@ -234,12 +257,17 @@ class Recorder:
             # a copy: a view would keep the whole batch's attention alive
             self.exemplar_maps.setdefault(pos, []).append(attn[row].to("cpu", torch.float32, copy=True))
 
-    def start_batch(self, positions: np.ndarray) -> None:
-        """Note which rows of the coming batch are exemplars (decided on the host,
-        so the hooks never synchronise with the device)."""
+    def start_batch(self, positions: np.ndarray, objects: Sequence[ImageObjects] | None = None) -> None:
+        """Note which rows of the coming batch are exemplars, and move its object
+        weights to the device (both decided on the host, so the hooks never
+        synchronise with the device)."""
         self.batch = _Batch()
         if "exemplars" in self.products:
             self.batch.exemplar_rows = [(r, int(p)) for r, p in enumerate(positions) if int(p) in self.exemplars]
+        if "objects" in self.products and objects is not None:
+            weights, rows = object_batch(objects, self.geom.grid[0] * self.geom.grid[1])
+            self.batch.object_weights = weights.to(self.device, non_blocking=True)
+            self.batch.object_rows = rows.to(self.device, non_blocking=True)
 
     def take(self) -> dict[str, torch.Tensor]:
         """Per-batch products stacked over blocks, on their way to the host; resets the batch.
@@ -253,6 +281,19 @@ class Recorder:
         }
         self.batch = _Batch()
         return out
+
+
+def object_batch(objects: Sequence[ImageObjects], tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad the object weights of a batch: (B, O_max, G) float32 and the (O,) int64 rows
+    of the flattened (B * O_max) that hold objects, image by image, objects in order."""
+    width = max((o.count for o in objects), default=0)
+    weights = torch.zeros(len(objects), width, tokens, dtype=torch.float32)
+    rows = []
+    for b, image in enumerate(objects):
+        if image.count:
+            weights[b, : image.count] = torch.from_numpy(image.weights)
+            rows.extend(range(b * width, b * width + image.count))
+    return weights, torch.tensor(rows, dtype=torch.int64)
 
 
 @dataclass
@@ -274,11 +315,13 @@ def _write_batch(
     handle: h5py.File, writer: DumpWriter, positions: np.ndarray, arrays: dict[str, np.ndarray], chunk_start: int
 ) -> None:
     """Write one batch: per-image products at their dataset positions, Gram
-    matrices at the next minibatch slots."""
-    writer.write(positions, {k: v for k, v in arrays.items() if not k.startswith("cka/")})
+    matrices at the next minibatch slots, object rows after the previous batch's."""
+    writer.write(positions, {k: v for k, v in arrays.items() if not k.startswith(("cka/", "objects/"))})
     for name, values in arrays.items():
         if name.startswith("cka/"):
             writer.write_rows(name, chunk_start, values)
+        elif name.startswith("objects/"):
+            writer.append(name, values)
 
 
 def _accumulate(total: torch.Tensor, values: torch.Tensor) -> None:
@@ -312,6 +355,8 @@ def _shapes(n: int, geom: Geometry, products: frozenset[str], m: int, b: int, e:
         for group, points in (("blocks", L), ("norms", 2 * L)):
             for rep in REPRESENTATIONS:
                 shapes[f"cka/{group}/{rep}"] = ((m, points, b, b), np.float64)
+    if "objects" in products:
+        shapes["objects/features"] = ((None, L, D), np.float32)  # grows batch by batch
     return shapes
 
 
@@ -324,12 +369,15 @@ def run(
     device: torch.device,
     meta: dict[str, Any],
     progress: TextIO | None = None,
+    objects: ObjectMasks | None = None,
 ) -> dict[str, Any]:
     """Extract every product of ``options`` for the images of ``entries`` into ``handle``.
 
     ``meta`` holds provenance attributes (model, dataset, weights file and its
     SHA-256, normalisation, ...) stored on the file's root. Returns a summary
-    (images/s, parity) that is also stored as attributes.
+    (images/s, parity) that is also stored as attributes. The product
+    ``objects`` needs ``objects``, the instance masks of the images by dataset
+    position (:class:`vitscope.objects.ObjectMasks`, for the model's grid).
     """
     n = len(entries)
     if n == 0:
@@ -341,6 +389,16 @@ def run(
             f"model {meta.get('model', '?')!r} has no CLS token (num_prefix_tokens = 0): "
             "products cls_attention and attention_sums need one; remove them from extract.products"
         )
+    if "objects" in products:
+        if objects is None:
+            raise ConfigError(
+                f"dataset {meta.get('dataset', '?')!r}: product 'objects' needs instance annotations "
+                "(a dataset of kind coco)"
+            )
+        if tuple(objects.grid) != geom.grid:
+            raise ConfigError(f"object masks are for grid {tuple(objects.grid)}, the model's grid is {geom.grid}")
+    else:
+        objects = None
     model = model.to(device).eval()
     _limit_heap_arenas()
     order = image_order(n, options)
@@ -352,12 +410,14 @@ def run(
         handle, n, _shapes(n, geom, products, len(partition), options.cka_batch_size, len(exemplars))
     )
     loader = DataLoader(
-        ImageDataset(entries, transform, order),
+        ImageDataset(entries, transform, order, objects),
         batch_size=options.batch_size,
         shuffle=False,
         num_workers=options.num_workers,
         pin_memory=device.type == "cuda",
+        collate_fn=collate_objects if objects is not None else None,
     )
+    found: list[ImageObjects] = []  # the objects of every image, in the order fed
     recorder = Recorder(model, geom, options.products, exemplars, options.cka_batch_size, device)
     set_fused_attention(model, not options.needs_attention)
     recorder.attach()
@@ -379,7 +439,7 @@ def run(
 
     try:
         with torch.inference_mode():
-            for step, (images, positions) in enumerate(loader):
+            for step, (images, positions, *batch_objects) in enumerate(loader):
                 images = images.to(device, non_blocking=True)
                 if options.needs_attention and np.isnan(parity):
                     parity = _parity(model, recorder, images)
@@ -388,7 +448,8 @@ def run(
                             f"model {meta.get('model', '?')!r}: explicit attention differs from the fused "
                             f"forward by {parity:.3g} > extract.parity_tolerance = {options.parity_tolerance}"
                         )
-                recorder.start_batch(positions.numpy())
+                recorder.start_batch(positions.numpy(), batch_objects[0] if batch_objects else None)
+                found += [o.index_only() for o in batch_objects[0]] if batch_objects else []
                 model.forward_features(images)
                 _check_hooks(recorder, meta, options)
                 batch = _HostBatch(recorder.take(), positions.numpy(), chunk_start)
@@ -426,6 +487,8 @@ def run(
     if "gram" in products:
         writer.put("cka/index", partition)
         writer.attrs({"batch_size": options.cka_batch_size, "order_seed": options.order_seed}, group="cka")
+    if objects is not None:
+        _write_objects(writer, found, order, objects.category_names())
 
     summary = {
         "images": n,
@@ -458,6 +521,30 @@ def run(
         n, elapsed, summary["images_per_second"], parity,
     )
     return summary
+
+
+def _write_objects(
+    writer: DumpWriter, found: Sequence[ImageObjects], order: np.ndarray, names: dict[int, str]
+) -> None:
+    """The per-object index of ``objects/features`` (rows in the order the images were fed)."""
+    image = np.concatenate([np.full(o.count, pos, np.int64) for o, pos in zip(found, order, strict=True)])
+    category = np.concatenate([o.category for o in found]).astype(np.int64)
+    writer.put("objects/image", image)
+    writer.put("objects/category", category)
+    writer.put("objects/annotation", np.concatenate([o.annotation for o in found]).astype(np.int64))
+    writer.put("objects/category_name", np.array([names.get(int(c), str(c)) for c in category], dtype=object))
+    empty, crowd = sum(o.empty for o in found), sum(o.crowd for o in found)
+    writer.attrs(
+        {
+            "objects": len(image),
+            "annotations": len(image) + empty + crowd,
+            "skipped_empty": empty,
+            "skipped_crowd": crowd,
+            "categories": len(np.unique(category)),
+            "weighting": "instance mask mapped like the image, area-averaged per token, normalised to sum 1",
+        },
+        group="objects",
+    )
 
 
 M_ARENA_MAX = -8  # glibc mallopt parameter
@@ -537,9 +624,14 @@ def extract_dump(
     device: str = "auto",
     threads: int = 1,
     progress: TextIO | None = None,
+    coco: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Build ``model``, read the index, and write the dump to ``output`` atomically."""
-    from .data import preprocess, read_index
+    """Build ``model``, read the index, and write the dump to ``output`` atomically.
+
+    ``coco``: the dataset's ``root`` and ``annotations`` (kind coco), read for the
+    product ``objects``.
+    """
+    from .data import load_coco, preprocess, read_index
     from .dumps import atomic_path
     from .models import build, spec_from_config
 
@@ -560,5 +652,14 @@ def extract_dump(
         "device": str(target),
     }
     transform = preprocess(spec.image_size, spec.mean, spec.std, spec.interpolation)
+    objects = None
+    if "objects" in options.products and coco:
+        from .objects import ObjectMasks
+
+        key = f"datasets.{dataset}"
+        objects = ObjectMasks(
+            load_coco(coco["annotations"], key=key), [e.path for e in entries], coco["root"],
+            spec.image_size, geometry(net).grid, coco["annotations"],
+        )
     with atomic_path(output) as tmp, h5py.File(tmp, "w") as handle:
-        return run(net, entries, transform, handle, options, target, meta, progress)
+        return run(net, entries, transform, handle, options, target, meta, progress, objects)

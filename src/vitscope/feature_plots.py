@@ -16,6 +16,8 @@ from .features import point_labels
 from .plots import PALETTE, plt
 
 REP_TITLES = {"cls": "CLS token", "spatial": "spatial tokens", "all": "all tokens"}
+CLUSTER_REP_TITLES = {"cls": "CLS token", "spatial": "mean of spatial tokens",
+                      "object": "mask-weighted mean of spatial tokens"}
 METRIC_TITLES = {"purity": "purity", "nmi": "NMI (arithmetic)", "ari": "ARI"}
 
 
@@ -108,7 +110,7 @@ def clustering(
     """One clustering metric against block (1-indexed): a panel per representation,
     a line per model (ARI: a dashed line at 0, chance). ``rows``: tidy clustering rows
     (model, block, representation, metric, value)."""
-    fig, axes = plt.subplots(1, len(reps), figsize=(3.6 * len(reps) + 0.4, 3.4), squeeze=False, sharey=True,
+    fig, axes = plt.subplots(1, len(reps), figsize=(max(5.2, 3.6 * len(reps) + 0.4), 3.4), squeeze=False, sharey=True,
                              layout="constrained")
     for ax, rep in zip(axes[0], reps, strict=True):
         for i, model in enumerate(models):
@@ -119,7 +121,7 @@ def clustering(
             )
             if sel:
                 ax.plot(*zip(*sel, strict=True), marker="o", ms=3.5, color=PALETTE[i % len(PALETTE)], label=model)
-        ax.set_title(REP_TITLES["cls"] if rep == "cls" else "mean of spatial tokens", fontsize=9)
+        ax.set_title(CLUSTER_REP_TITLES.get(rep, rep), fontsize=9)
         ax.set_xlabel("block", fontsize=8)
         blocks = max((int(r["block"]) for r in rows), default=1)
         if blocks <= 16:

@@ -6,7 +6,9 @@
   et al. 2021 (eq. 3) on the per-minibatch Gram matrices a dump stores
   (``cka/blocks/*``, ``cka/norms/*``), vectorised over many layer pairs.
 - :func:`purity` and :func:`cluster_scores`: KMeans with k = number of classes,
-  scored by purity, NMI (arithmetic mean) and ARI.
+  scored by purity, NMI (arithmetic mean) and ARI; :func:`clustering_rows` per
+  block for images (class labels) and :func:`object_clustering_rows` for the
+  objects of a COCO dump (category labels, k = categories present).
 
 Functions here take arrays and return arrays or table rows; the only readers of
 dumps are :func:`read_grams` and :func:`pair_cka`, which check that two dumps
@@ -26,6 +28,7 @@ from .errors import DumpError
 
 METRICS = ("purity", "nmi", "ari")
 CLUSTER_FEATURES = {"cls": "tokens/cls", "spatial": "tokens/spatial_mean"}
+OBJECT_FEATURES = {"object": "objects/features"}
 CKA_COLUMNS = ("model_a", "model_b", "points", "point_a", "point_b", "representation", "cka")
 CLUSTER_COLUMNS = ("model", "block", "representation", "metric", "value")
 
@@ -316,3 +319,15 @@ def clustering_rows(
                 for m in METRICS
             ]
     return rows
+
+
+def object_clustering_rows(dump: h5py.File, model: str, seed: int, n_init: int) -> list[dict[str, Any]]:
+    """Tidy rows (CLUSTER_COLUMNS, representation ``object``) of KMeans on every block's
+    object features (``objects/features``, (O, L, D)) against their COCO categories,
+    k = the number of categories present (the study hard-coded 80). Reads one block at a time.
+    """
+    values = require(dump, OBJECT_FEATURES["object"])
+    labels = require(dump, "objects/category")[...]
+    if labels.size == 0:
+        raise DumpError(f"dump '{dump.filename}' holds no objects (every object's grid mask was empty)")
+    return clustering_rows({"object": values}, labels, model, seed=seed, n_init=n_init)

@@ -187,14 +187,21 @@ def object_mask(coco: COCO, image_id: int) -> np.ndarray:
     info = coco.imgs[image_id]
     out = np.zeros((int(info["height"]), int(info["width"])), dtype=bool)
     for ann in coco.imgToAnns.get(image_id, []):
-        seg = ann["segmentation"]
-        if isinstance(seg, list):
-            seg = [p for p in seg if len(p) >= 6]
-            if not seg:
-                continue
-            ann = {**ann, "segmentation": seg}
-        out |= coco.annToMask(ann).astype(bool)
+        out |= instance_mask(coco, ann)
     return out
+
+
+def instance_mask(coco: COCO, ann: dict) -> np.ndarray:
+    """(H0, W0) bool mask of one annotation; polygon parts with fewer than 3 points
+    are dropped (all zero when none is left)."""
+    seg = ann["segmentation"]
+    if isinstance(seg, list):
+        seg = [p for p in seg if len(p) >= 6]
+        if not seg:
+            info = coco.imgs[ann["image_id"]]
+            return np.zeros((int(info["height"]), int(info["width"])), dtype=bool)
+        ann = {**ann, "segmentation": seg}
+    return coco.annToMask(ann).astype(bool)
 
 
 def dataset_grid_masks(

@@ -21,4 +21,5 @@ extract.extract_dump(
     device=snakemake.params.device,
     threads=snakemake.threads,
     progress=progress,
+    coco=snakemake.params.coco,
 )
