@@ -8,7 +8,12 @@ from snakemake.utils import min_version, validate
 min_version("8.20")
 
 
-configfile: "config.yaml"
+# The embedded demo, unless --configfile names another config (Snakemake would
+# otherwise merge the two, and a study run would also analyse the demo's models).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
 
 
 validate(config, "workflow/schemas/config.schema.yaml", set_default=True)

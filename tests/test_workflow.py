@@ -283,3 +283,14 @@ def test_bad_config_fails_before_any_job(tmp_path: Path, change, message: str) -
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert not (workdir / "results").exists()
+
+
+def test_configfile_replaces_the_demo_config(tmp_path: Path) -> None:
+    """`--configfile` must not be merged with config.yaml (the demo's models would join a study run)."""
+    workdir = copy_workflow(tmp_path, TINY)
+    other = {**TINY, "models": {"only_c": TINY["models"]["tiny_a"]}}
+    (workdir / "other.yaml").write_text(yaml.safe_dump(other))
+    proc = snakemake(workdir, "--dry-run", "--configfile", "other.yaml")
+    text = proc.stdout + proc.stderr
+    assert "results/dumps/only_c/toy.h5" in text
+    assert "tiny_a" not in text and "tiny_b" not in text
