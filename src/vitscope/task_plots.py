@@ -53,7 +53,7 @@ def by_block(rows: Sequence[Mapping[str, str]], task: str, models: Sequence[str]
                 if sel:
                     ax.plot(*zip(*sel, strict=True), marker="o", ms=3.5, color=PALETTE[m % len(PALETTE)], label=model)
             if i == 0:
-                ax.set_title(panel_label.format(panel), fontsize=9)
+                ax.set_title(panel_label.format(panel.capitalize() if column == "protocol" else panel), fontsize=9)
             if i == len(metrics) - 1:
                 ax.set_xlabel("block", fontsize=8)
             if j == 0:
