@@ -25,6 +25,7 @@ wildcard_constraints:
     model_a=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     model_b=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     metric=r"purity|nmi|ari",
+    task=r"knn|retrieval",
 
 
 include: "rules/common.smk"
@@ -32,6 +33,7 @@ include: "rules/data.smk"
 include: "rules/extract.smk"
 include: "rules/attention.smk"
 include: "rules/features.smk"
+include: "rules/downstream.smk"
 include: "rules/figures.smk"
 
 

@@ -45,8 +45,30 @@ def _check_coco_datasets():
             )
 
 
+def _check_downstream_datasets():
+    knn = config["analyses"].get("knn", {})
+    if knn.get("datasets") and knn.get("train") not in config["datasets"]:
+        raise WorkflowError(
+            f"analyses.knn.train = {knn.get('train')!r} must name the memory-bank dataset in datasets "
+            f"({', '.join(DATASETS)})"
+        )
+    for dataset in config["analyses"].get("retrieval", {}).get("datasets", []):
+        kind = config["datasets"][dataset]["kind"]
+        if kind != "revisited":
+            raise WorkflowError(
+                f"analyses.retrieval.datasets names '{dataset}' of kind '{kind}'; retrieval needs the revisited "
+                "Oxford/Paris ground truth, i.e. a dataset of kind 'revisited' (root + name)"
+            )
+    best = config["analyses"].get("best_layers", {})
+    if knn.get("datasets") and best.get("knn", {}).get("k", 20) not in knn.get("ks", [10, 20, 100, 200]):
+        raise WorkflowError(
+            f"analyses.best_layers.knn.k = {best['knn']['k']} is not one of analyses.knn.ks ({knn.get('ks')})"
+        )
+
+
 _check_analysis_datasets()
 _check_coco_datasets()
+_check_downstream_datasets()
 
 
 def code_version(*modules):
@@ -113,12 +135,32 @@ def coco_annotations_input(wildcards):
     return [_generated(entry["annotations"]) or entry["annotations"]]
 
 
+def gnd_file(dataset):
+    """The ground-truth pickle of a revisited dataset: {root}/{name}/gnd_{name}.pkl."""
+    entry = config["datasets"][dataset]
+    return f"{entry['root']}/{entry['name']}/gnd_{entry['name']}.pkl"
+
+
+def gnd_input(wildcards):
+    """The gnd pickle of a revisited dataset, or the synthetic folder that holds it."""
+    entry = config["datasets"][wildcards.dataset]
+    if entry["kind"] != "revisited":
+        return []
+    return [_generated(entry["root"]) or gnd_file(wildcards.dataset)]
+
+
 def synthetic_input(wildcards):
     """What the index of a dataset is made from (made by the workflow, or re-indexed when it
-    changes); the synthetic folder (kind synthetic) or the annotation file (kind coco)."""
+    changes); the synthetic folder (kind synthetic, or a folder inside it), the annotation
+    file (kind coco) or the ground-truth pickle (kind revisited)."""
     entry = config["datasets"][wildcards.dataset]
     if entry["kind"] == "synthetic":
         return [f"results/synthetic/{wildcards.dataset}"]
+    if entry["kind"] == "imagefolder":
+        generated = _generated(entry.get("root", ""))
+        return [generated] if generated else []
+    if entry["kind"] == "revisited":
+        return gnd_input(wildcards)
     return coco_annotations_input(wildcards)
 
 
@@ -133,6 +175,61 @@ def object_source(wildcards):
     if "objects" not in products(wildcards):
         return {}
     return {"root": entry["root"], "annotations": entry["annotations"]}
+def knn_train_dump(wildcards):
+    """The memory bank's dump of the model (analyses.knn.train)."""
+    return f"results/dumps/{wildcards.model}/{config['analyses']['knn']['train']}.h5"
+
+
+def revisited_entry(wildcards):
+    entry = config["datasets"][wildcards.dataset]
+    return {"root": entry["root"], "name": entry["name"], "crop_queries": entry.get("crop_queries", True)}
+
+
+def knn_figures():
+    return [f"results/figures/knn/{dataset}.pdf" for dataset in analysis_datasets("knn")]
+
+
+def retrieval_figures():
+    return [f"results/figures/retrieval/{dataset}.pdf" for dataset in analysis_datasets("retrieval")]
+
+
+def best_layer_tasks():
+    """The columns of the best-layer table: one per k-NN query dataset and per retrieval dataset.
+
+    Each is {label, files (every model's tidy result CSV), select (column -> value), scale,
+    digits}; a new downstream task adds its entries here (vitscope.tasks.table.Task).
+    """
+    settings = config["analyses"]["best_layers"]
+    tasks = []
+    knn = settings["knn"]
+    for dataset in analysis_datasets("knn"):
+        tasks.append({
+            "label": f"{dataset} k-NN {knn['metric'].replace('top', 'top-')} (k={knn['k']})",
+            "files": [f"results/knn/{model}/{dataset}.csv" for model in MODELS],
+            "select": {"metric": knn["metric"], "k": knn["k"]},
+            "scale": 100.0,
+            "digits": 2,
+        })
+    ret = settings["retrieval"]
+    for dataset in analysis_datasets("retrieval"):
+        tasks.append({
+            "label": f"{dataset} ({ret['protocol'][0].upper()}) {ret['metric']}",
+            "files": [f"results/retrieval/{model}/{dataset}.csv" for model in MODELS],
+            "select": {"metric": ret["metric"], "protocol": ret["protocol"]},
+            "scale": 1.0,
+            "digits": 2,
+        })
+    return tasks
+
+
+def best_layer_files():
+    return [path for task in best_layer_tasks() for path in task["files"]]
+
+
+def best_layer_tables():
+    if not best_layer_tasks():
+        return []
+    return expand("results/tables/best_layers.{ext}", ext=["csv", "md", "tex"])
 
 
 def offset_thresholds():
@@ -200,4 +297,5 @@ def all_targets():
     targets += cka_figures("full") + cka_figures("last")
     targets += clustering_figures()
     targets += object_clustering_figures()
+    targets += knn_figures() + retrieval_figures() + best_layer_tables()
     return targets

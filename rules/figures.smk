@@ -349,3 +349,38 @@ rule fig_object_clustering:
     localrule: True
     input:
         object_clustering_figures(),
+rule plot_downstream:
+    input:
+        tables=expand("results/{{task}}/{model}/{{dataset}}.csv", model=MODELS),
+    output:
+        pdf="results/figures/{task}/{dataset}.pdf",
+        png="results/figures/{task}/{dataset}.png",
+        table="results/figures/{task}/{dataset}.csv",
+    params:
+        models=MODELS,
+        dpi=config["figures"]["dpi"],
+        code=code_version("task_plots", "plots", "tables"),
+    conda:
+        "../envs/plots.yaml"
+    log:
+        "logs/plot_downstream/{task}/{dataset}.log",
+    script:
+        "../workflow/scripts/plot_downstream.py"
+
+
+rule fig_knn:
+    localrule: True
+    input:
+        knn_figures(),
+
+
+rule fig_retrieval:
+    localrule: True
+    input:
+        retrieval_figures(),
+
+
+rule table_best_layers:
+    localrule: True
+    input:
+        best_layer_tables(),

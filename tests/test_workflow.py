@@ -25,7 +25,14 @@ TINY = {
         "tiny_b": {"arch": "test_vit", "weights": "random", "seed": 1, "image_size": [32, 48]},
     },
     "datasets": {
-        "toy": {"kind": "synthetic", "synthetic": {"classes": 2, "per_class": 5, "image_size": 40}},
+        "toy": {
+            "kind": "synthetic",
+            "synthetic": {"classes": 2, "per_class": 5, "image_size": 40, "val_per_class": 2,
+                          "retrieval_per_class": 3, "retrieval_queries_per_class": 1},
+        },
+        "toy_val": {"kind": "imagefolder", "root": "results/synthetic/toy/val", "products": ["tokens"]},
+        "toy_ret": {"kind": "revisited", "root": "results/synthetic/toy/revisited", "name": "rshapes",
+                    "products": ["tokens"]},
         "toy_coco": {
             "kind": "coco",
             "root": "results/synthetic/toy/images",
@@ -44,6 +51,9 @@ TINY = {
         "cka": {"datasets": ["toy"]},
         "clustering": {"datasets": ["toy"], "n_init": 2},
         "object_clustering": {"datasets": ["toy_coco"], "n_init": 2},
+        "knn": {"datasets": ["toy_val"], "train": "toy", "ks": [1, 3, 20]},
+        "retrieval": {"datasets": ["toy_ret"]},
+        "best_layers": {"knn": {"k": 3}},
     },
     "figures": {"dpi": 60},
 }
@@ -166,6 +176,31 @@ def test_outputs_exist_and_hold_sane_values(built: Path) -> None:
             assert objects["features"].shape == (objects.attrs["objects"], 6, 64)
             assert sorted(set(objects["category"][...])) == [1, 2]
     for model in TINY["models"]:
+        knn = list(csv.DictReader(open(built / f"results/knn/{model}/toy_val.csv")))
+        assert len(knn) == 6 * 3 * 2  # blocks x ks x (top1, top5)
+        assert all(0 <= float(r["value"]) <= 1 for r in knn)
+        # two classes: top-5 is certain once k >= 2 (it counts min(5, k, classes) classes, DINO: min(5, k))
+        assert {r["value"] for r in knn if r["metric"] == "top5" and r["k"] != "1"} == {"1.0"}
+        ret = list(csv.DictReader(open(built / f"results/retrieval/{model}/toy_ret.csv")))
+        assert len(ret) == 6 * 3 * 4  # blocks x protocols x (mAP, mP@1, mP@5, mP@10)
+        assert {r["queries"] for r in ret} == {"cropped"}
+        assert all(0 <= float(r["value"]) <= 1 for r in ret)
+        assert all(float(r["value"]) > 0 for r in ret if r["metric"] == "mAP")
+    for figure in ("knn/toy_val", "retrieval/toy_ret"):
+        for suffix in ("pdf", "png"):
+            assert (built / f"results/figures/{figure}.{suffix}").stat().st_size > 1000
+    best = list(csv.DictReader(open(built / "results/tables/best_layers.csv")))
+    assert [(r["model"], r["task"]) for r in best] == [
+        ("tiny_a", "toy_val k-NN top-1 (k=3)"), ("tiny_a", "toy_ret (M) mAP"),
+        ("tiny_b", "toy_val k-NN top-1 (k=3)"), ("tiny_b", "toy_ret (M) mAP"),
+    ]
+    assert all(1 <= int(r["block"]) <= 6 for r in best)
+    md = (built / "results/tables/best_layers.md").read_text().splitlines()
+    assert md[0] == "| model | toy_val k-NN top-1 (k=3) | toy_ret (M) mAP |" and len(md) == 4
+    assert "\\toprule" in (built / "results/tables/best_layers.tex").read_text()
+    index = (built / "results/index/toy_ret.csv").read_text().splitlines()
+    assert index[0] == "path,label,class,box" and len(index) == 1 + 6 + 2
+    for model in TINY["models"]:
         assert (built / f"results/benchmarks/extract/{model}/toy.tsv").is_file()
         assert (built / f"logs/extract/{model}/toy.log").read_text().count("images/s") >= 1
 
@@ -215,12 +250,27 @@ def test_cka_figure_parameter_reruns_only_cka_figures(built: Path, tmp_path: Pat
     assert planned_jobs(workdir) == {"plot_cka_full": 3, "all": 1}
 
 
+def test_downstream_settings_rerun_only_their_task(built: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "copy"
+    shutil.copytree(built, workdir, symlinks=True)
+    edit_config(workdir, lambda c: c["analyses"]["knn"].update(temperature=0.1))
+    assert planned_jobs(workdir) == {"knn": 2, "plot_downstream": 1, "best_layers": 1, "all": 1}
+    edit_config(workdir, lambda c: c["analyses"]["knn"].update(temperature=0.07))
+    edit_config(workdir, lambda c: c["datasets"]["toy_ret"].update(crop_queries=False))
+    assert planned_jobs(workdir) == {
+        "index_dataset": 1, "extract": 2, "retrieval": 2, "plot_downstream": 1, "best_layers": 1, "all": 1,
+    }
+    edit_config(workdir, lambda c: c["datasets"]["toy_ret"].pop("crop_queries"))
+    edit_config(workdir, lambda c: c["analyses"]["best_layers"].update(retrieval={"protocol": "hard"}))
+    assert planned_jobs(workdir) == {"best_layers": 1, "all": 1}
+
+
 def test_extraction_parameter_reextracts(built: Path, tmp_path: Path) -> None:
     workdir = tmp_path / "copy"
     shutil.copytree(built, workdir, symlinks=True)
     edit_config(workdir, lambda c: c["extract"].update(exemplars=3))
     jobs = planned_jobs(workdir)
-    assert jobs.get("extract") == 4  # toy and toy_coco, two models
+    assert jobs.get("extract") == 8  # toy, toy_coco, toy_val, toy_ret; two models
     assert "index_dataset" not in jobs and "synthetic_dataset" not in jobs
 
 
@@ -233,12 +283,12 @@ def test_package_edit_reruns_the_rules_that_use_it(built: Path, tmp_path: Path) 
         "plot_cls_maps": 2, "plot_attention_distance": 1, "plot_aaam": 2, "plot_offsets": 2,
         "plot_offset_heads": 1, "plot_offset_scatter": 1, "plot_cls_heads": 1, "plot_saliency_iou": 1,
         "plot_attention_grids": 2, "plot_cka_full": 3, "plot_cka_last": 1, "plot_clustering": 3,
-        "plot_object_clustering": 3, "all": 1,
+        "plot_object_clustering": 3, "plot_downstream": 2, "all": 1,
     }
     with open(workdir / "src/vitscope/attention.py", "a") as handle:
         handle.write("\n# edited\n")
     jobs = planned_jobs(workdir)
-    assert jobs["extract"] == 4 and jobs["attention_distance"] == 2 and jobs["attention_maps"] == 2
+    assert jobs["extract"] == 8 and jobs["attention_distance"] == 2 and jobs["attention_maps"] == 2
     with open(workdir / "src/vitscope/saliency.py", "a") as handle:
         handle.write("\n# edited\n")
     jobs = planned_jobs(workdir)
@@ -261,6 +311,13 @@ def test_single_figure_target(tmp_path: Path) -> None:
     jobs = planned_jobs(workdir, "fig_object_clustering")
     assert jobs["object_clustering"] == 2 and jobs["plot_object_clustering"] == 3 and jobs["extract"] == 2
     assert "clustering" not in jobs and "saliency_iou" not in jobs
+    jobs = planned_jobs(workdir, "fig_knn")
+    assert jobs["knn"] == 2 and jobs["plot_downstream"] == 1 and "retrieval" not in jobs
+    assert jobs["extract"] == 4 and "clustering" not in jobs  # the bank (toy) and the queries, two models
+    jobs = planned_jobs(workdir, "fig_retrieval")
+    assert jobs["retrieval"] == 2 and jobs["plot_downstream"] == 1 and "knn" not in jobs and jobs["extract"] == 2
+    jobs = planned_jobs(workdir, "table_best_layers")
+    assert jobs["best_layers"] == 1 and jobs["knn"] == 2 and jobs["retrieval"] == 2 and "plot_downstream" not in jobs
 
 
 @pytest.mark.parametrize(
@@ -274,6 +331,8 @@ def test_single_figure_target(tmp_path: Path) -> None:
          "object_clustering.datasets names 'toy' of kind"),
         (lambda c: c["datasets"]["toy"].update(products=["tokens", "objects"]), "datasets.toy (kind 'synthetic')"),
         (lambda c: c["datasets"]["toy_coco"].update(products=["cls_attention"]), "do not include 'objects'"),
+        (lambda c: c["analyses"]["retrieval"].update(datasets=["toy"]), "retrieval.datasets names 'toy' of kind"),
+        (lambda c: c["analyses"]["knn"].update(train="nope"), "analyses.knn.train = 'nope'"),
     ],
 )
 def test_bad_config_fails_before_any_job(tmp_path: Path, change, message: str) -> None:

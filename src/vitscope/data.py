@@ -2,7 +2,10 @@
 
 An *index* is the ordered list of images one dump covers: a CSV with the
 columns ``path`` (as opened), ``label`` (integer, -1 if unlabelled) and
-``class`` (name, empty if unlabelled). Index order is dump order.
+``class`` (name, empty if unlabelled), and, only when some image is read
+cropped (revisited retrieval queries), a fourth column ``box``: ``x1 y1 x2 y2``
+in pixels of the original image, empty for uncropped images. Index order is
+dump order.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import contextlib
 import csv
 import io
 import json
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +39,7 @@ class Entry:
     path: str
     label: int
     cls: str
+    box: tuple[float, float, float, float] | None = None  # crop (x1, y1, x2, y2) applied before preprocessing
 
 
 def index_imagefolder(
@@ -171,16 +176,93 @@ def index_coco(
     return entries
 
 
+REVISITED_NAMES = ("roxford5k", "rparis6k")
+
+
+def read_gnd(root: str | Path, name: str, key: str = "datasets.?") -> dict:
+    """The ground truth ``{root}/{name}/gnd_{name}.pkl`` of a revisited Oxford/Paris dataset.
+
+    Checks the layout: ``imlist``, ``qimlist`` and per query (``gnd``) ``bbx``,
+    ``easy``, ``hard``, ``junk``; indices within imlist. A bad layout is a
+    :class:`DatasetError` naming the expected path.
+    """
+    path = Path(root) / name / f"gnd_{name}.pkl"
+    if not path.is_file():
+        raise DatasetError(
+            f"{key}: '{path}' does not exist (expected the revisited layout {{root}}/{name}/gnd_{name}.pkl "
+            f"with images in {{root}}/{name}/jpg/)"
+        )
+    try:
+        with open(path, "rb") as handle:
+            gnd = pickle.load(handle)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as err:
+        raise DatasetError(f"{key}: '{path}' is not a readable pickle: {err}") from err
+    if not isinstance(gnd, dict) or not all(k in gnd for k in ("imlist", "qimlist", "gnd")):
+        raise DatasetError(f"{key}: '{path}' must hold a dict with imlist, qimlist and gnd")
+    if len(gnd["gnd"]) != len(gnd["qimlist"]):
+        raise DatasetError(f"{key}: '{path}' has {len(gnd['qimlist'])} qimlist entries but {len(gnd['gnd'])} gnd")
+    n = len(gnd["imlist"])
+    for i, query in enumerate(gnd["gnd"]):
+        for field in ("bbx", "easy", "hard", "junk"):
+            if field not in query:
+                raise DatasetError(f"{key}: '{path}' gnd[{i}] has no '{field}'")
+        if len(query["bbx"]) != 4:
+            raise DatasetError(f"{key}: '{path}' gnd[{i}].bbx must be [x1, y1, x2, y2]")
+        for field in ("easy", "hard", "junk"):
+            if any(not 0 <= int(j) < n for j in query[field]):
+                raise DatasetError(f"{key}: '{path}' gnd[{i}].{field} has an index outside imlist (0..{n - 1})")
+    return gnd
+
+
+def index_revisited(
+    root: str | Path, name: str, crop: bool = True, key: str = "datasets.?"
+) -> tuple[list[Entry], list[Entry]]:
+    """The database and the query index of a revisited Oxford/Paris dataset (DINO's layout).
+
+    Images are ``{root}/{name}/jpg/<imlist entry>.jpg``; database in imlist order, queries
+    in qimlist order, unlabelled. With ``crop`` (the official protocol) each query carries its
+    ``bbx`` as the crop box; without it the whole query image is used (the study's variant).
+    """
+    gnd = read_gnd(root, name, key)
+    folder = Path(root) / name / "jpg"
+
+    def image(stem: str) -> str:
+        path = folder / f"{stem}.jpg"
+        if not path.is_file():
+            raise DatasetError(f"{key}: image '{path}' (listed in gnd_{name}.pkl) does not exist")
+        return str(path)
+
+    database = [Entry(image(stem), -1, "") for stem in gnd["imlist"]]
+    queries = [
+        Entry(image(stem), -1, "", tuple(float(v) for v in q["bbx"]) if crop else None)
+        for stem, q in zip(gnd["qimlist"], gnd["gnd"], strict=True)
+    ]
+    return database, queries
+
+
 def write_index(entries: Sequence[Entry], path: str | Path) -> None:
-    """Write an index CSV atomically."""
+    """Write an index CSV atomically (a ``box`` column only when some entry is cropped)."""
     path = Path(path)
+    boxed = any(e.box is not None for e in entries)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "label", "class"])
+        writer.writerow(["path", "label", "class"] + (["box"] if boxed else []))
         for e in entries:
-            writer.writerow([e.path, e.label, e.cls])
+            box = ([" ".join(repr(float(v)) for v in e.box) if e.box is not None else ""]) if boxed else []
+            writer.writerow([e.path, e.label, e.cls, *box])
     tmp.replace(path)
+
+
+def _box(text: str, path: Path, line: int) -> tuple[float, float, float, float] | None:
+    if not text.strip():
+        return None
+    values = text.split()
+    try:
+        x1, y1, x2, y2 = (float(v) for v in values)
+    except ValueError as err:
+        raise DatasetError(f"index '{path}' line {line}: box must be 'x1 y1 x2 y2', found {text!r}") from err
+    return x1, y1, x2, y2
 
 
 def read_index(path: str | Path) -> list[Entry]:
@@ -188,9 +270,14 @@ def read_index(path: str | Path) -> list[Entry]:
     path = Path(path)
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
-        if reader.fieldnames != ["path", "label", "class"]:
-            raise DatasetError(f"index '{path}' must have the columns path,label,class; found {reader.fieldnames}")
-        return [Entry(row["path"], int(row["label"]), row["class"]) for row in reader]
+        if reader.fieldnames not in (["path", "label", "class"], ["path", "label", "class", "box"]):
+            raise DatasetError(
+                f"index '{path}' must have the columns path,label,class[,box]; found {reader.fieldnames}"
+            )
+        return [
+            Entry(row["path"], int(row["label"]), row["class"], _box(row.get("box") or "", path, line))
+            for line, row in enumerate(reader, 2)
+        ]
 
 
 def preprocess(
@@ -257,12 +344,14 @@ class _Cover(torch.nn.Module):
         return T.functional.resize(img, list(new), interpolation=self.mode, antialias=True)
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image as RGB; an unreadable file is a :class:`DatasetError` naming it."""
+def load_image(path: str | Path, box: Sequence[float] | None = None) -> Image.Image:
+    """Open an image as RGB, cropped to ``box`` (x1, y1, x2, y2; PIL's crop, as the revisited
+    Oxford/Paris code does) when given; an unreadable file is a :class:`DatasetError` naming it."""
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("RGB")
+            img = img.convert("RGB")
+            return img.crop(tuple(box)) if box is not None else img
     except FileNotFoundError as err:
         raise DatasetError(f"image '{path}' does not exist") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
@@ -295,7 +384,8 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Any, ...]:
         pos = self.order[i]
-        image = load_image(self.entries[pos].path)
+        entry = self.entries[pos]
+        image = load_image(entry.path, entry.box)
         if self.objects is None:
             return self.transform(image), pos
         return self.transform(image), pos, self.objects(pos, image.size)
@@ -328,4 +418,10 @@ def index_dataset(name: str, entry: dict, synthetic_root: Sequence[str] = ()) ->
             if name not in entry:
                 raise DatasetError(f"{key}.{name} is required for kind 'coco'")
         return index_coco(entry["root"], entry["annotations"], entry.get("max_images"), key=key)
-    raise DatasetError(f"{key}.kind = {kind!r}; expected imagefolder, imagelist, coco or synthetic")
+    if kind == "revisited":
+        for name in ("root", "name"):
+            if name not in entry:
+                raise DatasetError(f"{key}.{name} is required for kind 'revisited'")
+        database, queries = index_revisited(entry["root"], entry["name"], entry.get("crop_queries", True), key=key)
+        return database + queries
+    raise DatasetError(f"{key}.kind = {kind!r}; expected imagefolder, imagelist, coco, revisited or synthetic")

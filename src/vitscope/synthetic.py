@@ -8,11 +8,20 @@ order; one RLE instance per image), so ``kind: coco`` with
 ``root: {root}/images`` reads the demo exactly like COCO val2017. Each
 class is a shape with a texture (``circle-stripes``, ``square-dots``, ...);
 position, scale, colours and background vary per image, all from one seed.
+
+Optional extras for the downstream tasks (off by default):
+
+- ``val_per_class`` > 0: a held-out split ``{root}/val/<class>/<nnnnn>.png`` of
+  the same classes (k-NN: ``images/`` is the memory bank, ``val/`` the queries).
+- ``retrieval_per_class`` > 0: a retrieval benchmark in the revisited
+  Oxford/Paris layout, ``{root}/revisited/{retrieval_name}/gnd_{name}.pkl`` and
+  ``jpg/<stem>.jpg`` (see :func:`write_revisited`).
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +40,10 @@ class SyntheticSpec:
     per_class: int = 12
     image_size: int = 128
     seed: int = 0
+    val_per_class: int = 0
+    retrieval_per_class: int = 0
+    retrieval_queries_per_class: int = 2
+    retrieval_name: str = "rshapes"
 
     def class_names(self) -> list[str]:
         if not 1 <= self.classes <= len(SHAPES) * len(TEXTURES):
@@ -88,10 +101,14 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.asarray(img, dtype=np.float64) / 255 + noise, 0, 1)
 
 
-def render(name: str, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One image of class ``name``: ((size, size, 3) uint8 image, (size, size) bool mask)."""
+def render(
+    name: str, size: int, rng: np.random.Generator, scale: tuple[float, float] = (0.18, 0.34)
+) -> tuple[np.ndarray, np.ndarray]:
+    """One image of class ``name``: ((size, size, 3) uint8 image, (size, size) bool mask).
+
+    The object's half-size is drawn from ``scale`` x size."""
     shape, kind = name.split("-")
-    radius = rng.uniform(0.18, 0.34) * size
+    radius = rng.uniform(*scale) * size
     cy, cx = rng.uniform(radius, size - radius, size=2)
     mask = shape_mask(shape, size, cy, cx, radius)
     pattern = texture(kind, size, rng)
@@ -146,4 +163,63 @@ def write_imagefolder(root: str | Path, spec: SyntheticSpec) -> list[Path]:
             )
             coco["annotations"].append(coco_annotation(mask, image_id, image_id, category[name]))
     (root / "annotations.json").write_text(json.dumps(coco, indent=1))
+    if spec.val_per_class:
+        val_rng = np.random.default_rng([spec.seed, 1])
+        for name in names:
+            (root / "val" / name).mkdir(parents=True, exist_ok=True)
+            for i in range(spec.val_per_class):
+                img, _ = render(name, spec.image_size, val_rng)
+                Image.fromarray(img).save(root / "val" / name / f"{i:05d}.png")
+    if spec.retrieval_per_class:
+        write_revisited(root / "revisited", spec)
     return paths
+
+
+EASY_SCALE = 0.27  # database objects at least this large (x image size) are "easy" positives, smaller ones "hard"
+JUNK_EVERY = 4  # every 4th database image of the query's class is "junk"
+
+
+def write_revisited(root: str | Path, spec: SyntheticSpec) -> dict:
+    """A retrieval benchmark in the revisited Oxford/Paris layout; returns the gnd dict.
+
+    Database: ``retrieval_per_class`` images per class (stems ``db_<class>_<nnn>``);
+    queries: ``retrieval_queries_per_class`` per class (``q_<class>_<n>``) with the
+    object's bounding box as ``bbx`` [x1, y1, x2, y2]. For a query, the database images
+    of its class are positives, "easy" when their object's half-size is at least
+    EASY_SCALE x size and "hard" otherwise; every JUNK_EVERY-th of them is "junk" instead.
+    Written to ``{root}/{retrieval_name}/gnd_{retrieval_name}.pkl`` and ``.../jpg/``.
+    """
+    name = spec.retrieval_name
+    folder = Path(root) / name
+    (folder / "jpg").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([spec.seed, 2])
+    size = spec.image_size
+    imlist, classes, large = [], [], []
+    for c, cls in enumerate(spec.class_names()):
+        for i in range(spec.retrieval_per_class):
+            big = i % 2 == 0
+            img, _ = render(cls, size, rng, scale=(EASY_SCALE, 0.36) if big else (0.14, EASY_SCALE - 0.01))
+            stem = f"db_{cls}_{i:03d}"
+            Image.fromarray(img).save(folder / "jpg" / f"{stem}.jpg", quality=95)
+            imlist.append(stem)
+            classes.append(c)
+            large.append(big)
+    qimlist, gnd = [], []
+    for c, cls in enumerate(spec.class_names()):
+        members = [j for j, k in enumerate(classes) if k == c]
+        junk = members[JUNK_EVERY - 1 :: JUNK_EVERY]
+        easy = [j for j in members if large[j] and j not in junk]
+        hard = [j for j in members if not large[j] and j not in junk]
+        for i in range(spec.retrieval_queries_per_class):
+            img, mask = render(cls, size, rng, scale=(0.16, 0.26))
+            ys, xs = np.nonzero(mask)
+            bbx = [float(max(xs.min() - 2, 0)), float(max(ys.min() - 2, 0)),
+                   float(min(xs.max() + 3, size)), float(min(ys.max() + 3, size))]
+            stem = f"q_{cls}_{i}"
+            Image.fromarray(img).save(folder / "jpg" / f"{stem}.jpg", quality=95)
+            qimlist.append(stem)
+            gnd.append({"bbx": bbx, "easy": easy, "hard": hard, "junk": junk})
+    content = {"imlist": imlist, "qimlist": qimlist, "gnd": gnd}
+    with open(folder / f"gnd_{name}.pkl", "wb") as handle:
+        pickle.dump(content, handle)
+    return content

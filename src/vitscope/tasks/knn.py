@@ -1,0 +1,210 @@
+"""Weighted k-NN classification, the DINO protocol (protocols.md, section 5).
+
+Features are L2-normalised; the similarity is the cosine; each of the top-k
+neighbours votes for its class with weight exp(sim / T); the class scores are
+sorted and top-1 / top-5 read off. The top-k is computed once at the largest k
+and sliced for the smaller ones.
+
+Determinism (the reference uses ``torch.topk`` and ``sort``, whose tie order is
+unspecified): neighbours with equal similarity are taken in bank order (lower
+index first) and classes with equal score are ranked by class index (lower
+first). Both the query and the bank are processed in chunks: a running top-k is
+kept across bank chunks, so memory is O(query_chunk x (bank_chunk + k)) whatever
+the bank size, and chunked equals unchunked exactly.
+
+A k larger than the bank is clipped to the bank size (every bank image votes);
+the result rows keep the requested k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..dumps import require
+from ..errors import DumpError
+
+KS = (10, 20, 100, 200)
+TEMPERATURE = 0.07
+COLUMNS = ("model", "block", "metric", "k", "value")
+
+
+def normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows of (n, D) scaled to unit L2 norm (all-zero rows stay zero), float32 or float64 kept."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+
+
+def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, size):
+        yield start, min(start + size, n)
+
+
+def _topk_chunk(sim: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of each row of (q, b) by (sim descending, column ascending): values and columns (q, k)."""
+    b = sim.shape[1]
+    if k >= b:
+        idx = np.argsort(-sim, axis=1, kind="stable")
+    else:
+        idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        kth = np.take_along_axis(sim, idx, 1).min(axis=1)
+        # rows with ties at the boundary: argpartition's choice among them is arbitrary
+        tied = (sim >= kth[:, None]).sum(axis=1) > k
+        if tied.any():
+            idx[tied] = np.argsort(-sim[tied], axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sim, idx, 1), idx
+
+
+def _merge(vals: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the k best of (q, c) candidates by (value descending, index ascending), sorted."""
+    order = np.lexsort((idx, -vals), axis=1)[:, :k]
+    return np.take_along_axis(vals, order, 1), np.take_along_axis(idx, order, 1)
+
+
+def nearest(
+    bank: np.ndarray, queries: np.ndarray, k: int, query_chunk: int = 1024, bank_chunk: int = 65536
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine top-k of every query in the bank.
+
+    bank: (N, D), queries: (M, D), any scale (rows are L2-normalised here, chunk by chunk).
+    Returns similarities and bank indices, both (M, min(k, N)), best first, ties in bank order.
+    """
+    n = bank.shape[0]
+    k = min(k, n)
+    dtype = np.result_type(bank.dtype, queries.dtype, np.float32)
+    out_vals = np.empty((queries.shape[0], k), dtype=dtype)
+    out_idx = np.empty((queries.shape[0], k), dtype=np.int64)
+    for q0, q1 in _chunks(queries.shape[0], query_chunk):
+        q = normalize(np.asarray(queries[q0:q1], dtype=dtype))
+        vals = np.empty((q1 - q0, 0), dtype=dtype)
+        idx = np.empty((q1 - q0, 0), dtype=np.int64)
+        for b0, b1 in _chunks(n, bank_chunk):
+            sim = q @ normalize(np.asarray(bank[b0:b1], dtype=dtype)).T
+            v, i = _topk_chunk(sim, min(k, b1 - b0))
+            vals, idx = _merge(np.concatenate([vals, v], 1), np.concatenate([idx, i + b0], 1), k)
+        out_vals[q0:q1], out_idx[q0:q1] = vals, idx
+    return out_vals, out_idx
+
+
+def vote(
+    similarities: np.ndarray, labels: np.ndarray, k: int, num_classes: int, temperature: float = TEMPERATURE
+) -> np.ndarray:
+    """Class scores (M, C) from the first k neighbours: sum of exp(sim / T) per neighbour label.
+
+    similarities: (M, K) sorted best first, labels: (M, K) their classes; k <= K.
+    """
+    weights = np.exp(similarities[:, :k].astype(np.float64) / temperature)
+    scores = np.zeros((similarities.shape[0], num_classes), dtype=np.float64)
+    rows = np.repeat(np.arange(similarities.shape[0]), k)
+    np.add.at(scores, (rows, labels[:, :k].ravel()), weights.ravel())
+    return scores
+
+
+def classify(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    test_features: np.ndarray,
+    test_labels: np.ndarray,
+    num_classes: int,
+    ks: Sequence[int] = KS,
+    temperature: float = TEMPERATURE,
+    query_chunk: int = 1024,
+    bank_chunk: int = 65536,
+) -> dict[int, dict[str, float]]:
+    """Weighted k-NN accuracy for each k: {k: {"top1": fraction, "top5": fraction}}.
+
+    train_features: (N, D) memory bank, train_labels: (N,) in [0, C); test_features:
+    (M, D) queries, test_labels: (M,). The top-k is computed once at max(ks) (clipped to
+    N) and sliced; top-5 counts the first min(5, C) ranked classes (DINO: min(5, k)).
+    """
+    train_labels = np.asarray(train_labels, dtype=np.int64)
+    test_labels = np.asarray(test_labels, dtype=np.int64)
+    if train_features.shape[0] != train_labels.shape[0] or test_features.shape[0] != test_labels.shape[0]:
+        raise ValueError("knn.classify: features and labels differ in length")
+    if train_labels.size == 0 or test_labels.size == 0:
+        raise ValueError("knn.classify: empty memory bank or query set")
+    for name, lab in (("train", train_labels), ("test", test_labels)):
+        if lab.min() < 0 or lab.max() >= num_classes:
+            raise ValueError(f"knn.classify: {name} labels must lie in [0, {num_classes}) (-1 = unlabelled?)")
+    sims, idx = nearest(train_features, test_features, max(ks), query_chunk, bank_chunk)
+    neighbour_labels = train_labels[idx]
+    results = {}
+    for k in ks:
+        kk = min(k, sims.shape[1])
+        scores = vote(sims, neighbour_labels, kk, num_classes, temperature)
+        ranked = np.argsort(-scores, axis=1, kind="stable")
+        hits = ranked == test_labels[:, None]
+        results[int(k)] = {
+            "top1": float(hits[:, 0].mean()),
+            "top5": float(hits[:, : min(5, kk, num_classes)].any(axis=1).mean()),
+        }
+    return results
+
+
+def block_rows(
+    train_tokens: Any,
+    train_labels: np.ndarray,
+    test_tokens: Any,
+    test_labels: np.ndarray,
+    model: str,
+    num_classes: int | None = None,
+    ks: Sequence[int] = KS,
+    temperature: float = TEMPERATURE,
+    query_chunk: int = 1024,
+    bank_chunk: int = 65536,
+) -> list[dict[str, Any]]:
+    """Tidy rows (COLUMNS) of every block: k-NN of the CLS tokens of one model.
+
+    train_tokens: (N, L, D), test_tokens: (M, L, D) (arrays or h5py datasets, e.g. a dump's
+    ``tokens/cls``; one block is read at a time). Blocks are 1-indexed in the rows; values
+    are fractions. ``num_classes`` defaults to 1 + the largest label.
+    """
+    train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
+    if num_classes is None:
+        num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    rows = []
+    for block in range(train_tokens.shape[1]):
+        result = classify(
+            np.asarray(train_tokens[:, block]), train_labels, np.asarray(test_tokens[:, block]), test_labels,
+            num_classes, ks, temperature, query_chunk, bank_chunk,
+        )
+        rows += [
+            {"model": model, "block": block + 1, "metric": metric, "k": k, "value": scores[metric]}
+            for k, scores in result.items()
+            for metric in ("top1", "top5")
+        ]
+    return rows
+
+
+def check_labels(train: h5py.File, val: h5py.File) -> dict[str, Any]:
+    """Labels of a memory-bank dump and a query dump, matched by class name.
+
+    Returns {"train": (N,), "val": (M,), "num_classes": C}: the bank's labels, the queries'
+    labels in the bank's numbering (so a query set with fewer classes still matches), and C
+    = 1 + the bank's largest label. A query class absent from the bank, or an unlabelled
+    image, is a :class:`DumpError`.
+    """
+    out: dict[str, Any] = {}
+    names = {}
+    for role, handle in (("train", train), ("val", val)):
+        labels = require(handle, "images/label")[...]
+        classes = require(handle, "images/class").asstr()[...]
+        if labels.size == 0 or np.any(labels < 0):
+            raise DumpError(f"k-NN needs a class label for every image; dump '{handle.filename}' has unlabelled images")
+        names[role] = (labels, classes)
+    bank = dict(zip(names["train"][1], names["train"][0], strict=True))
+    missing = sorted(set(names["val"][1]) - set(bank))
+    if missing:
+        raise DumpError(
+            f"k-NN: the classes {', '.join(missing[:5])} of '{val.filename}' are not in the memory bank "
+            f"'{train.filename}'"
+        )
+    out["train"] = names["train"][0].astype(np.int64)
+    out["val"] = np.array([bank[c] for c in names["val"][1]], dtype=np.int64)
+    out["num_classes"] = int(out["train"].max()) + 1
+    return out

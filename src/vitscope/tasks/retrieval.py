@@ -1,0 +1,177 @@
+"""Revisited Oxford / Paris retrieval (protocols.md, section 5; Radenovic et al. 2018).
+
+A query's database ranking is scored against its ground truth: the junk images
+are removed from the ranking, then AP interpolates precision between ranks
+(precision0 = j / r, or 1 at r = 0; precision1 = (j + 1) / (r + 1) for the
+j-th positive at rank r, both 0-based after junk removal). The protocols
+choose which images count as positives and which as junk:
+
+| protocol | ok | junk |
+|---|---|---|
+| easy | easy | junk + hard |
+| medium | easy + hard | junk |
+| hard | hard | junk + easy |
+
+mP@k follows the official code: with the positives' 1-based ranks after junk
+removal, precision at min(k, rank of the last positive). Queries without a
+positive are excluded from every mean. The ranking sorts similarities
+descending with ties in database order (the reference's sort leaves ties
+unspecified).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..dumps import require
+from ..errors import DumpError
+
+PROTOCOLS = ("easy", "medium", "hard")
+KAPPAS = (1, 5, 10)
+COLUMNS = ("model", "block", "metric", "protocol", "queries", "value")
+
+
+def protocol_sets(query: Mapping[str, Sequence[int]], protocol: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ok, junk) database indices of one query's ground truth (``easy``, ``hard``, ``junk``) under a protocol."""
+    easy, hard, junk = (np.asarray(query.get(key, []), dtype=np.int64) for key in ("easy", "hard", "junk"))
+    if protocol == "easy":
+        return easy, np.concatenate([junk, hard])
+    if protocol == "medium":
+        return np.concatenate([easy, hard]), junk
+    if protocol == "hard":
+        return hard, np.concatenate([junk, easy])
+    raise ValueError(f"protocol = {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+
+
+def ranking(similarity: np.ndarray) -> np.ndarray:
+    """(Q, N) query-by-database similarities -> (Q, N) database indices, best first, ties in database order."""
+    return np.argsort(-np.asarray(similarity), axis=1, kind="stable")
+
+
+def positive_ranks(ranks: np.ndarray, positives: np.ndarray, junk: np.ndarray) -> np.ndarray:
+    """0-based ranks of the positives in one query's ranking (N,) once the junk images are removed."""
+    ranks = np.asarray(ranks)
+    keep = ~np.isin(ranks, junk)
+    is_pos = np.isin(ranks, positives) & keep
+    # position after junk removal = number of kept images before it
+    return (np.cumsum(keep) - 1)[is_pos]
+
+
+def average_precision(ranks: np.ndarray, positives: np.ndarray, junk: np.ndarray) -> float:
+    """AP of one query: ``ranks`` (N,) database indices best first; ``positives``, ``junk``: indices.
+
+    The number of positives is len(positives) (a positive absent from ``ranks`` counts as
+    never retrieved); NaN when there is none.
+    """
+    n = len(np.unique(np.asarray(positives)))
+    if n == 0:
+        return float("nan")
+    pos = positive_ranks(ranks, positives, junk).astype(np.float64)
+    j = np.arange(len(pos), dtype=np.float64)
+    precision0 = np.where(pos == 0, 1.0, j / np.maximum(pos, 1))
+    precision1 = (j + 1) / (pos + 1)
+    return float(((precision0 + precision1) / (2 * n)).sum())
+
+
+def precision_at(
+    ranks: np.ndarray, positives: np.ndarray, junk: np.ndarray, kappas: Sequence[int] = KAPPAS
+) -> np.ndarray:
+    """Official mP@k of one query: (len(kappas),), NaN without positives.
+
+    With p the 1-based ranks of the retrieved positives after junk removal and
+    kq = min(k, max(p)): precision = #(p <= kq) / kq.
+    """
+    if len(positives) == 0:
+        return np.full(len(kappas), np.nan)
+    pos = positive_ranks(ranks, positives, junk) + 1
+    last = pos.max() if len(pos) else 1
+    return np.array([(pos <= min(k, last)).sum() / min(k, last) for k in kappas], dtype=np.float64)
+
+
+def evaluate(
+    similarity: np.ndarray, gnd: Sequence[Mapping[str, Sequence[int]]], protocol: str, kappas: Sequence[int] = KAPPAS
+) -> dict[str, float]:
+    """mAP and mP@k of one protocol: {"mAP": ..., "mP@1": ..., ...} (fractions).
+
+    similarity: (Q, N) query-by-database; gnd: per query ``easy``, ``hard``, ``junk``.
+    Queries with no positive under the protocol are left out of the means (``queries`` in
+    the result counts those kept).
+    """
+    similarity = np.asarray(similarity)
+    if similarity.shape[0] != len(gnd):
+        raise ValueError(f"retrieval.evaluate: {similarity.shape[0]} queries in the similarity, {len(gnd)} in gnd")
+    ranks = ranking(similarity)
+    aps, prs = [], []
+    for i, query in enumerate(gnd):
+        ok, junk = protocol_sets(query, protocol)
+        if len(ok) == 0:
+            continue
+        aps.append(average_precision(ranks[i], ok, junk))
+        prs.append(precision_at(ranks[i], ok, junk, kappas))
+    if not aps:
+        return {"mAP": float("nan"), **{f"mP@{k}": float("nan") for k in kappas}, "queries": 0}
+    mean_pr = np.mean(prs, axis=0)
+    return {"mAP": float(np.mean(aps)), **{f"mP@{k}": float(v) for k, v in zip(kappas, mean_pr, strict=True)},
+            "queries": len(aps)}
+
+
+def mean_average_precision(similarity: np.ndarray, gnd: Sequence[Mapping[str, Sequence[int]]], protocol: str) -> float:
+    """mAP of one protocol (see :func:`evaluate`)."""
+    return evaluate(similarity, gnd, protocol)["mAP"]
+
+
+def global_descriptors(tokens: np.ndarray) -> np.ndarray:
+    """(n, D) L2-normalised descriptors (the CLS token of one block), float32."""
+    x = np.asarray(tokens, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def block_rows(
+    database_tokens: Any,
+    query_tokens: Any,
+    gnd: Sequence[Mapping[str, Sequence[int]]],
+    model: str,
+    queries: str,
+    protocols: Sequence[str] = PROTOCOLS,
+    kappas: Sequence[int] = KAPPAS,
+) -> list[dict[str, Any]]:
+    """Tidy rows (COLUMNS) of every block: retrieval with the L2-normalised CLS token.
+
+    database_tokens: (N, L, D), query_tokens: (Q, L, D) (arrays or h5py datasets);
+    ``queries`` records how the queries were read ("cropped" or "full"). Blocks 1-indexed.
+    """
+    rows = []
+    for block in range(database_tokens.shape[1]):
+        db = global_descriptors(database_tokens[:, block])
+        q = global_descriptors(query_tokens[:, block])
+        similarity = q @ db.T
+        for protocol in protocols:
+            result = evaluate(similarity, gnd, protocol, kappas)
+            rows += [
+                {"model": model, "block": block + 1, "metric": metric, "protocol": protocol, "queries": queries,
+                 "value": result[metric]}
+                for metric in ("mAP", *(f"mP@{k}" for k in kappas))
+            ]
+    return rows
+
+
+def check_dump(dump: h5py.File, gnd: Mapping[str, Any]) -> int:
+    """Check that a dump covers the database then the queries of ``gnd``; return the database size.
+
+    The index of a revisited dataset lists imlist then qimlist (vitscope.data.index_revisited);
+    the dump's image paths must end with those stems (``<stem>.jpg``).
+    """
+    paths = require(dump, "images/path").asstr()[...]
+    stems = list(gnd["imlist"]) + list(gnd["qimlist"])
+    if len(paths) != len(stems) or any(
+        not str(p).endswith(f"/{s}.jpg") for p, s in zip(paths, stems, strict=True)
+    ):
+        raise DumpError(
+            f"dump '{dump.filename}' does not hold the {len(gnd['imlist'])} database then {len(gnd['qimlist'])} "
+            f"query images of the ground truth (found {len(paths)} images); re-index and re-extract"
+        )
+    return len(gnd["imlist"])

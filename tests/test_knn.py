@@ -1,0 +1,118 @@
+"""Weighted k-NN (DINO protocol): hand-computed votes, ties, clipping, chunking, a float64 loop."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from vitscope.errors import DumpError
+from vitscope.tasks import knn
+
+
+def slow_knn(bank, bank_labels, queries, query_labels, k, num_classes, temperature=0.07):
+    """Reference in float64, one query at a time; ties: lower bank index, then lower class index."""
+    bank = np.asarray(bank, np.float64)
+    bank = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+    top1 = top5 = 0
+    for q, label in zip(np.asarray(queries, np.float64), query_labels, strict=True):
+        q = q / np.linalg.norm(q)
+        sims = [float(b @ q) for b in bank]
+        order = sorted(range(len(sims)), key=lambda i: (-sims[i], i))[: min(k, len(sims))]
+        scores = [0.0] * num_classes
+        for i in order:
+            scores[bank_labels[i]] += np.exp(sims[i] / temperature)
+        ranked = sorted(range(num_classes), key=lambda c: (-scores[c], c))
+        top1 += ranked[0] == label
+        top5 += label in ranked[: min(5, len(order), num_classes)]
+    return top1 / len(query_labels), top5 / len(query_labels)
+
+
+def test_hand_computed_votes() -> None:
+    # bank on the unit circle; query along x. sims: 1, cos(60)=0.5, cos(90)=0, cos(180)=-1
+    bank = np.array([[1.0, 0.0], [0.5, np.sqrt(3) / 2], [0.0, 2.0], [-3.0, 0.0]])
+    labels = np.array([0, 1, 1, 1])
+    query = np.array([[2.0, 0.0]])
+    sims, idx = knn.nearest(bank, query, k=4)
+    np.testing.assert_array_equal(idx, [[0, 1, 2, 3]])
+    np.testing.assert_allclose(sims, [[1.0, 0.5, 0.0, -1.0]], atol=1e-6)
+    t = 0.5
+    # k = 1: class 0 only; k = 3: class 0 exp(2) vs class 1 exp(1) + exp(0) = 3.718 < exp(2) = 7.389
+    scores = knn.vote(sims, labels[idx], 3, 2, t)
+    np.testing.assert_allclose(scores, [[np.exp(2), np.exp(1) + 1]], rtol=1e-6)
+    # with T = 2: class 0 exp(.5) = 1.649 < class 1 exp(.25) + 1 = 2.284 -> wrong at k = 3
+    result = knn.classify(bank, labels, query, [0], num_classes=2, ks=(1, 3), temperature=2.0)
+    assert result[1] == {"top1": 1.0, "top5": 1.0}
+    assert result[3]["top1"] == 0.0 and result[3]["top5"] == 1.0
+
+
+def test_ties_take_lower_bank_index_and_lower_class() -> None:
+    # bank images 1 and 2 are identical (equal similarity): k = 2 keeps 0 and 1
+    bank = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    labels = np.array([0, 1, 2])
+    query = np.array([[1.0, 1.0]])
+    sims, idx = knn.nearest(bank, query, k=2)
+    np.testing.assert_array_equal(idx, [[0, 1]])
+    # class scores 0 and 1 tie: top-1 is class 0
+    result = knn.classify(bank, labels, query, [0], num_classes=3, ks=(2,))
+    assert result[2]["top1"] == 1.0
+    result = knn.classify(bank, labels, query, [1], num_classes=3, ks=(2,))
+    assert result[2]["top1"] == 0.0 and result[2]["top5"] == 1.0
+    # the tie survives chunking: bank chunks of 1 and 2 give the same neighbours
+    for chunk in (1, 2):
+        np.testing.assert_array_equal(knn.nearest(bank, query, k=2, bank_chunk=chunk)[1], [[0, 1]])
+
+
+def test_k_larger_than_bank_is_clipped() -> None:
+    rng = np.random.default_rng(0)
+    bank, labels = rng.normal(size=(7, 5)), rng.integers(0, 3, 7)
+    queries, qlabels = rng.normal(size=(4, 5)), rng.integers(0, 3, 4)
+    result = knn.classify(bank, labels, queries, qlabels, 3, ks=(7, 200))
+    assert result[200] == result[7]
+    assert knn.nearest(bank, queries, 200)[1].shape == (4, 7)
+
+
+@pytest.mark.parametrize(("query_chunk", "bank_chunk"), [(3, 5), (1, 1), (1000, 1000), (7, 64)])
+def test_chunked_equals_unchunked_and_the_float64_loop(query_chunk: int, bank_chunk: int) -> None:
+    rng = np.random.default_rng(1)
+    bank = rng.normal(size=(90, 8)).astype(np.float32)
+    bank[10] = bank[3]  # exact ties in the bank
+    labels = rng.integers(0, 6, 90)
+    queries = rng.normal(size=(23, 8)).astype(np.float32)  # fewer queries than 100
+    qlabels = rng.integers(0, 6, 23)
+    ks = (1, 5, 10, 20, 100)
+    full = knn.classify(bank, labels, queries, qlabels, 6, ks)
+    chunked = knn.classify(bank, labels, queries, qlabels, 6, ks, query_chunk=query_chunk, bank_chunk=bank_chunk)
+    assert chunked == full
+    np.testing.assert_array_equal(
+        knn.nearest(bank, queries, 20, query_chunk, bank_chunk)[1], knn.nearest(bank, queries, 20)[1]
+    )
+    for k in ks:
+        assert (full[k]["top1"], full[k]["top5"]) == pytest.approx(slow_knn(bank, labels, queries, qlabels, k, 6))
+
+
+def test_block_rows_cover_every_block_and_k() -> None:
+    rng = np.random.default_rng(2)
+    train, test = rng.normal(size=(30, 3, 4)), rng.normal(size=(5, 3, 4))
+    rows = knn.block_rows(train, rng.integers(0, 2, 30), test, rng.integers(0, 2, 5), "m", ks=(1, 2))
+    assert [(r["block"], r["metric"], r["k"]) for r in rows[:4]] == [(1, "top1", 1), (1, "top5", 1), (1, "top1", 2),
+                                                                      (1, "top5", 2)]
+    assert len(rows) == 3 * 2 * 2 and {r["block"] for r in rows} == {1, 2, 3}
+
+
+def _dump(path, classes):
+    with h5py.File(path, "w") as f:
+        names = sorted(set(classes))
+        f["images/label"] = np.array([names.index(c) for c in classes])
+        f.create_dataset("images/class", data=np.array(classes, dtype=object), dtype=h5py.string_dtype())
+    return h5py.File(path)
+
+
+def test_labels_are_matched_by_class_name(tmp_path) -> None:
+    with _dump(tmp_path / "a.h5", ["ant", "bee", "cat"]) as train, _dump(tmp_path / "b.h5", ["cat", "bee"]) as val:
+        labels = knn.check_labels(train, val)
+    np.testing.assert_array_equal(labels["val"], [2, 1])  # not the val dump's own numbering (1, 0)
+    assert labels["num_classes"] == 3
+    with _dump(tmp_path / "c.h5", ["ant"]) as train, _dump(tmp_path / "d.h5", ["dog"]) as val:
+        with pytest.raises(DumpError, match="dog"):
+            knn.check_labels(train, val)

@@ -1,0 +1,17 @@
+"""Weighted k-NN (DINO protocol) of every block's CLS token: memory bank and queries from two dumps."""
+
+from threadpoolctl import threadpool_limits
+
+from vitscope import dumps, logs, tables
+from vitscope.tasks import knn
+
+logs.to_file(snakemake.log[0])
+p = snakemake.params
+with dumps.open_dump(snakemake.input.train) as train, dumps.open_dump(snakemake.input.val) as val:
+    labels = knn.check_labels(train, val)
+    with threadpool_limits(snakemake.threads):
+        rows = knn.block_rows(
+            dumps.require(train, "tokens/cls"), labels["train"], dumps.require(val, "tokens/cls"), labels["val"],
+            snakemake.wildcards.model, labels["num_classes"], p.ks, p.temperature, p.query_chunk, p.bank_chunk,
+        )
+tables.write_csv(rows, snakemake.output.table, columns=knn.COLUMNS)
