@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..models import CheckpointFormat, register_format
-from .common import require, tensor_dict, torch_load
+from .common import require, torch_load, wrapped_state
 
 SHARED = "rel_pos_bias.relative_position_bias_table"
 DROPPED_PREFIXES = ("lm_head.", "mask_token")
@@ -35,10 +35,12 @@ def read(path: Path) -> Any:
 
 def convert(raw: Any, model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The encoder's state dict with the shared bias copied into every block."""
-    if not isinstance(raw, dict):
-        raise TypeError(f"expected a dict with key 'model', found a {type(raw).__name__}")
-    require(raw, "model", "a BEiT pretraining checkpoint ({'model': state dict})")
-    state = tensor_dict(raw["model"], "a BEiT state dict under 'model'")
+    state = wrapped_state(
+        raw,
+        "model",
+        "a BEiT pretraining checkpoint ({'model': state dict})",
+        "a BEiT state dict under 'model'",
+    )
     if "head.weight" in state or "fc_norm.weight" in state:
         raise ValueError("a fine-tuned BEiT (has head/fc_norm); use the self-supervised pt22k release")
     require(state, "blocks.0.attn.q_bias", "a BEiT checkpoint")

@@ -82,6 +82,15 @@ def tensor_dict(raw: Any, what: str) -> dict[str, torch.Tensor]:
     return dict(raw)
 
 
+def wrapped_state(raw: Any, key: str, checkpoint: str, state: str) -> dict[str, torch.Tensor]:
+    """The ``{name: tensor}`` dict stored under ``raw[key]`` (training checkpoints that
+    wrap their weights), or an error saying which layout was expected."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"expected a dict with key {key!r}, found a {type(raw).__name__}")
+    require(raw, key, checkpoint)
+    return tensor_dict(raw[key], state)
+
+
 def require(state: Mapping[str, Any], key: str, what: str) -> None:
     """``ValueError`` with a layout hint unless ``key`` is in ``state``."""
     if key not in state:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..models import CheckpointFormat, register_format
-from .common import require, tensor_dict, torch_load
+from .common import require, torch_load, wrapped_state
 
 DROPPED_PREFIXES = ("decoder_", "mask_token")
 
@@ -27,10 +27,12 @@ def read(path: Path) -> Any:
 
 def convert(raw: Any, model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The encoder's state dict; decoder and mask token dropped."""
-    if not isinstance(raw, dict):
-        raise TypeError(f"expected a dict with key 'model', found a {type(raw).__name__}")
-    require(raw, "model", "a MAE checkpoint ({'model': encoder state dict})")
-    state = tensor_dict(raw["model"], "a MAE encoder state dict under 'model'")
+    state = wrapped_state(
+        raw,
+        "model",
+        "a MAE checkpoint ({'model': encoder state dict})",
+        "a MAE encoder state dict under 'model'",
+    )
     if "head.weight" in state or "fc_norm.weight" in state:
         raise ValueError("a fine-tuned MAE (has head/fc_norm); use the pretrain encoder release")
     require(state, "blocks.0.attn.qkv.bias", "a MAE encoder (qkv with bias)")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..models import CheckpointFormat, register_format
-from .common import require, tensor_dict, torch_load
+from .common import require, torch_load, wrapped_state
 
 PREFIX = "module.base_encoder."
 
@@ -30,10 +30,7 @@ def read(path: Path) -> Any:
 
 def convert(raw: Any, model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The base encoder's state dict, head dropped; see the module docstring."""
-    if not isinstance(raw, dict):
-        raise TypeError(f"expected a dict with key 'state_dict', found a {type(raw).__name__}")
-    require(raw, "state_dict", "a MoCo-v3 training checkpoint")
-    state = tensor_dict(raw["state_dict"], "a MoCo-v3 state dict")
+    state = wrapped_state(raw, "state_dict", "a MoCo-v3 training checkpoint", "a MoCo-v3 state dict")
     require(state, PREFIX + "cls_token", f"a MoCo-v3 checkpoint (keys under {PREFIX!r})")
     dropped = sorted(k for k in state if not k.startswith(PREFIX) or k.startswith(PREFIX + "head."))
     out = {k[len(PREFIX) :]: v for k, v in state.items() if k not in dropped}
