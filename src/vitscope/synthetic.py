@@ -16,6 +16,8 @@ Optional extras for the downstream tasks (off by default):
 - ``retrieval_per_class`` > 0: a retrieval benchmark in the revisited
   Oxford/Paris layout, ``{root}/revisited/{retrieval_name}/gnd_{name}.pkl`` and
   ``jpg/<stem>.jpg`` (see :func:`write_revisited`).
+- ``spair_categories`` > 0: image pairs with keypoints and boxes in the SPair-71k
+  layout under ``{root}/spair/`` (see :func:`write_spair`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class SyntheticSpec:
     retrieval_per_class: int = 0
     retrieval_queries_per_class: int = 2
     retrieval_name: str = "rshapes"
+    spair_categories: int = 0
+    spair_images_per_category: int = 4
 
     def class_names(self) -> list[str]:
         if not 1 <= self.classes <= len(SHAPES) * len(TEXTURES):
@@ -172,6 +176,8 @@ def write_imagefolder(root: str | Path, spec: SyntheticSpec) -> list[Path]:
                 Image.fromarray(img).save(root / "val" / name / f"{i:05d}.png")
     if spec.retrieval_per_class:
         write_revisited(root / "revisited", spec)
+    if spec.spair_categories:
+        write_spair(root / "spair", spec)
     return paths
 
 
@@ -223,3 +229,95 @@ def write_revisited(root: str | Path, spec: SyntheticSpec) -> dict:
     with open(folder / f"gnd_{name}.pkl", "wb") as handle:
         pickle.dump(content, handle)
     return content
+
+
+# keypoints of a synthetic object: offsets (dx, dy) from its centre in units of its half-size;
+# the last one sits on a marker that makes the object asymmetric (so mirroring shows)
+SPAIR_KEYPOINTS = ((0.0, 0.0), (0.0, -0.7), (-0.7, 0.0), (0.7, 0.0), (0.0, 0.7), (0.45, -0.45))
+SPAIR_MIRROR_EVERY = 4  # every 4th image of a category is mirrored (flipped left-right)
+
+
+def _spair_image(
+    name: str, width: int, height: int, occluded: int, mirrored: bool, rng: np.random.Generator
+) -> tuple[np.ndarray, list[list[float] | None], list[float]]:
+    """One SPair-style image: ((height, width, 3) uint8, keypoints [x, y] or None, box [x1, y1, x2, y2]).
+
+    Coordinates are pixel indices (pixel centres at integers); keypoint ``occluded`` is covered
+    by a grey patch and None; a mirrored image is flipped left-right with its annotations."""
+    shape, kind = name.split("-")
+    side = max(width, height)
+    radius = rng.uniform(0.22, 0.36) * min(width, height)
+    cx, cy = rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)
+    mask = shape_mask(shape, side, cy, cx, radius)[:height, :width]
+    pattern = texture(kind, side, rng)[:height, :width]
+    colour_a, colour_b = rng.uniform(0, 1, size=3), rng.uniform(0, 1, size=3)
+    fg = pattern[..., None] * colour_a + (1 - pattern[..., None]) * colour_b
+    img = np.where(mask[..., None], fg, _background(side, rng)[:height, :width])
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
+    mx, my = cx + SPAIR_KEYPOINTS[-1][0] * radius, cy + SPAIR_KEYPOINTS[-1][1] * radius
+    img[(x - mx) ** 2 + (y - my) ** 2 <= (0.16 * radius) ** 2] = (1.0, 0.1, 0.1)
+    points: list[list[float] | None] = [[cx + dx * radius - 0.5, cy + dy * radius - 0.5] for dx, dy in SPAIR_KEYPOINTS]
+    ox, oy = points[occluded]
+    half = 0.12 * radius
+    img[(np.abs(x - 0.5 - ox) <= half) & (np.abs(y - 0.5 - oy) <= half)] = 0.5
+    points[occluded] = None
+    ys, xs = np.nonzero(mask)
+    box = [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())]
+    if mirrored:
+        img = img[:, ::-1]
+        points = [None if p is None else [width - 1 - p[0], p[1]] for p in points]
+        box = [width - 1 - box[2], box[1], width - 1 - box[0], box[3]]
+    rounded = [None if p is None else [round(p[0], 2), round(p[1], 2)] for p in points]
+    return (img * 255).round().astype(np.uint8), rounded, box
+
+
+def write_spair(root: str | Path, spec: SyntheticSpec) -> list[Path]:
+    """Image pairs with keypoints and boxes in the SPair-71k layout; returns the pair files.
+
+    Categories: the first ``spair_categories`` classes (``-`` written ``_``); per category
+    ``spair_images_per_category`` images ``JPEGImages/<category>/<category>_<nn>.jpg``,
+    landscape and portrait in turn, the object at a random position and scale, every
+    SPAIR_MIRROR_EVERY-th mirrored, one keypoint per image occluded (``null`` in
+    ``ImageAnnotation/<category>/<stem>.json``). Pairs: every ordered pair of distinct
+    images, ``PairAnnotation/test/<id>-<src>-<trg>:<category>.json`` with the keypoints
+    visible in both (``kps_ids``), both boxes, image sizes [w, h, 3] and ``mirror`` (1 when
+    exactly one image is mirrored), as the official files.
+    """
+    root = Path(root)
+    rng = np.random.default_rng([spec.seed, 3])
+    size = spec.image_size
+    files, pair_id = [], 0
+    for c, name in enumerate(spec.class_names()[: spec.spair_categories]):
+        category = name.replace("-", "_")
+        for folder in ("JPEGImages", "ImageAnnotation"):
+            (root / folder / category).mkdir(parents=True, exist_ok=True)
+        images = []
+        for i in range(spec.spair_images_per_category):
+            width, height = (size, round(0.75 * size)) if i % 2 == 0 else (round(0.75 * size), size)
+            mirrored = i % SPAIR_MIRROR_EVERY == SPAIR_MIRROR_EVERY - 1
+            img, points, box = _spair_image(name, width, height, (c + i) % len(SPAIR_KEYPOINTS), mirrored, rng)
+            stem = f"{category}_{i:02d}"
+            Image.fromarray(np.ascontiguousarray(img)).save(root / "JPEGImages" / category / f"{stem}.jpg", quality=95)
+            annotation = {"filename": f"{stem}.jpg", "category": category, "image_width": width,
+                          "image_height": height, "bndbox": box, "kps": {str(k): p for k, p in enumerate(points)}}
+            (root / "ImageAnnotation" / category / f"{stem}.json").write_text(json.dumps(annotation))
+            images.append((stem, width, height, points, box, mirrored))
+        (root / "PairAnnotation" / "test").mkdir(parents=True, exist_ok=True)
+        for s, src in enumerate(images):
+            for t, trg in enumerate(images):
+                if s == t:
+                    continue
+                pair_id += 1
+                ids = [k for k in range(len(SPAIR_KEYPOINTS)) if src[3][k] is not None and trg[3][k] is not None]
+                pair_name = f"{pair_id:06d}-{src[0]}-{trg[0]}:{category}"
+                content = {
+                    "filename": pair_name, "src_imname": f"{src[0]}.jpg", "trg_imname": f"{trg[0]}.jpg",
+                    "src_imsize": [src[1], src[2], 3], "trg_imsize": [trg[1], trg[2], 3],
+                    "src_bndbox": src[4], "trg_bndbox": trg[4], "category": category,
+                    "src_kps": [src[3][k] for k in ids], "trg_kps": [trg[3][k] for k in ids],
+                    "kps_ids": [str(k) for k in ids], "mirror": int(src[5] != trg[5]),
+                }
+                path = root / "PairAnnotation" / "test" / f"{pair_name}.json"
+                path.write_text(json.dumps(content))
+                files.append(path)
+    return files
