@@ -157,8 +157,9 @@ def _layout(root: Path, pairs: dict[str, dict]) -> None:
 
 
 def _pair(category: str, src: str = "a.jpg", trg: str = "b.jpg", **extra) -> dict:
-    return {"src_imname": src, "trg_imname": trg, "src_kps": [[1, 2], [3, 4], None], "trg_kps": [[5, 6], [-1, -1], [1, 1]],
-            "src_bndbox": [0, 0, 4, 4], "trg_bndbox": [1, 1, 5, 3], "category": category, "mirror": 0, **extra}
+    return {"src_imname": src, "trg_imname": trg, "src_kps": [[1, 2], [3, 4], None],
+            "trg_kps": [[5, 6], [-1, -1], [1, 1]], "src_bndbox": [0, 0, 4, 4], "trg_bndbox": [1, 1, 5, 3],
+            "category": category, "mirror": 0, **extra}
 
 
 def test_reader_official_layout_selection_and_invisible_keypoints(tmp_path: Path) -> None:
