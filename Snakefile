@@ -25,7 +25,7 @@ wildcard_constraints:
     model_a=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     model_b=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     metric=r"purity|nmi|ari",
-    task=r"knn|retrieval",
+    task=r"knn|retrieval|spair",
 
 
 include: "rules/common.smk"

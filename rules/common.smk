@@ -66,9 +66,38 @@ def _check_downstream_datasets():
         )
 
 
+def _check_spair_datasets():
+    """SPair-71k datasets (kind spair) are read by the spair analysis only, which reads nothing else."""
+    spair = config["analyses"].get("spair", {})
+    for dataset in spair.get("datasets", []):
+        entry = config["datasets"][dataset]
+        if entry["kind"] != "spair":
+            raise WorkflowError(
+                f"analyses.spair.datasets names '{dataset}' of kind '{entry['kind']}'; keypoint transfer needs "
+                "SPair-71k pair annotations, i.e. a dataset of kind 'spair' (root + split)"
+            )
+        if "root" not in entry:
+            raise WorkflowError(f"datasets.{dataset}.root is required for kind 'spair' (the SPair-71k folder)")
+    for name, analysis in config["analyses"].items():
+        for dataset in analysis.get("datasets", []) if name != "spair" else []:
+            if config["datasets"][dataset]["kind"] == "spair":
+                raise WorkflowError(
+                    f"analyses.{name}.datasets names '{dataset}' of kind 'spair'; SPair-71k pairs are read by "
+                    "the spair analysis only (they are never indexed or dumped)"
+                )
+    if config["analyses"].get("knn", {}).get("train") in config["datasets"]:
+        if config["datasets"][config["analyses"]["knn"]["train"]]["kind"] == "spair":
+            raise WorkflowError("analyses.knn.train names a dataset of kind 'spair'; a memory bank needs class labels")
+    alpha = config["analyses"].get("best_layers", {}).get("spair", {}).get("alpha", 0.1)
+    if spair.get("datasets") and alpha not in spair.get("alphas", [0.1, 0.05, 0.01]):
+        raise WorkflowError(f"analyses.best_layers.spair.alpha = {alpha} is not one of analyses.spair.alphas "
+                            f"({spair.get('alphas')})")
+
+
 _check_analysis_datasets()
 _check_coco_datasets()
 _check_downstream_datasets()
+_check_spair_datasets()
 
 
 def code_version(*modules):
@@ -185,6 +214,21 @@ def revisited_entry(wildcards):
     return {"root": entry["root"], "name": entry["name"], "crop_queries": entry.get("crop_queries", True)}
 
 
+def spair_entry(wildcards):
+    entry = config["datasets"][wildcards.dataset]
+    return {"root": entry["root"], "split": entry.get("split", "test")}
+
+
+def spair_input(wildcards):
+    """The pair annotations of a spair dataset, or the synthetic folder that holds them."""
+    entry = spair_entry(wildcards)
+    return [_generated(entry["root"]) or f"{entry['root']}/PairAnnotation/{entry['split']}"]
+
+
+def spair_figures():
+    return [f"results/figures/spair/{dataset}.pdf" for dataset in analysis_datasets("spair")]
+
+
 def knn_figures():
     return [f"results/figures/knn/{dataset}.pdf" for dataset in analysis_datasets("knn")]
 
@@ -194,7 +238,7 @@ def retrieval_figures():
 
 
 def best_layer_tasks():
-    """The columns of the best-layer table: one per k-NN query dataset and per retrieval dataset.
+    """The columns of the best-layer table: one per k-NN query dataset, retrieval dataset and SPair dataset.
 
     Each is {label, files (every model's tidy result CSV), select (column -> value), scale,
     digits}; a new downstream task adds its entries here (vitscope.tasks.table.Task).
@@ -217,6 +261,15 @@ def best_layer_tasks():
             "files": [f"results/retrieval/{model}/{dataset}.csv" for model in MODELS],
             "select": {"metric": ret["metric"], "protocol": ret["protocol"]},
             "scale": 1.0,
+            "digits": 2,
+        })
+    alpha = settings["spair"]["alpha"]
+    for dataset in analysis_datasets("spair"):
+        tasks.append({
+            "label": f"{dataset} PCK@{alpha}",
+            "files": [f"results/spair/{model}/{dataset}.csv" for model in MODELS],
+            "select": {"metric": "PCK", "alpha": float(alpha)},
+            "scale": 100.0,
             "digits": 2,
         })
     return tasks
@@ -298,4 +351,5 @@ def all_targets():
     targets += clustering_figures()
     targets += object_clustering_figures()
     targets += knn_figures() + retrieval_figures() + best_layer_tables()
+    targets += spair_figures()
     return targets

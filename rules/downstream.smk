@@ -1,5 +1,6 @@
 # What each block is good for (protocols.md 5): k-NN classification and revisited
-# Oxford/Paris retrieval per block, from the dumps only, and the best block per task.
+# Oxford/Paris retrieval per block, from the dumps only, SPair-71k keypoint transfer
+# (dense features, the model run by the rule), and the best block per task.
 
 
 rule knn:
@@ -41,6 +42,38 @@ rule retrieval:
         "logs/retrieval/{model}/{dataset}.log",
     script:
         "../workflow/scripts/retrieval.py"
+
+
+rule spair:
+    input:
+        pairs=spair_input,
+        checkpoint=checkpoint_input,
+    output:
+        table="results/spair/{model}/{dataset}.csv",
+        categories="results/spair/{model}/{dataset}/categories.csv",
+        pairs="results/spair/{model}/{dataset}/pairs.csv",
+    params:
+        model=model_entry,
+        entry=spair_entry,
+        alphas=config["analyses"]["spair"]["alphas"],
+        pairs_per_category=config["analyses"]["spair"]["pairs_per_category"],
+        image_size=config["analyses"]["spair"]["image_size"],
+        renormalize=config["analyses"]["spair"]["renormalize"],
+        batch_size=config["analyses"]["spair"]["batch_size"],
+        max_images=config["analyses"]["spair"]["max_images"],
+        device=config["extract"]["device"],
+        code=code_version(
+            "tasks/spair", "tasks/spair_data", "tasks/spair_run", "models", "formats", "zoo", "data", "tables"
+        ),
+    threads: 2
+    conda:
+        "../envs/vitscope.yaml"
+    log:
+        "logs/spair/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/spair/{model}/{dataset}.tsv"
+    script:
+        "../workflow/scripts/spair.py"
 
 
 rule best_layers:

@@ -380,6 +380,12 @@ rule fig_retrieval:
         retrieval_figures(),
 
 
+rule fig_spair:
+    localrule: True
+    input:
+        spair_figures(),
+
+
 rule table_best_layers:
     localrule: True
     input:

@@ -262,3 +262,26 @@ def test_block_tokens_are_the_block_outputs() -> None:
         normed = net.norm(tokens[:, -1].flatten(1, 2))
     assert not torch.equal(tokens[:, -1].flatten(1, 2), x[:, geom.prefix :])  # block output, not the normed one
     np.testing.assert_allclose(normed.numpy(), x[:, geom.prefix :].numpy(), atol=1e-5)
+
+
+def test_a_pair_of_one_image_with_itself_transfers_exactly(tmp_path: Path) -> None:
+    """Letterbox, keypoint mapping and transfer agree: an image matched with itself (renormalised
+    cosine, distinct tokens) puts every keypoint on its own nearest pixel, at any alpha.
+
+    Keypoints stay more than half a patch inside the canvas: beyond the outer token centres the
+    upsampled features repeat (exact ties, resolved to the first pixel)."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(3)
+    image = tmp_path / "JPEGImages" / "noise" / "a.png"
+    image.parent.mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 256, size=(60, 100, 3), dtype=np.uint8)).save(image)
+    points = [[10.4, 4.0], [89.0, 55.6], [50.0, 30.0], [20.4, 40.5]]
+    content = {"src_imname": "a.png", "trg_imname": "a.png", "src_kps": points, "trg_kps": points,
+               "src_bndbox": [0, 0, 99, 59], "trg_bndbox": [0, 0, 99, 59], "category": "noise", "mirror": 0}
+    (tmp_path / "PairAnnotation/test").mkdir(parents=True)
+    (tmp_path / "PairAnnotation/test/000001-a-a:noise.json").write_text(json.dumps(content))
+    pairs = spair_data.read_pairs(tmp_path, "test", None)
+    entry = {"arch": "test_vit", "weights": "random", "seed": 0, "image_size": 96}
+    rows, _ = spair_run.run("tiny", entry, pairs, renormalize=True, device="cpu")
+    # canvas 96: scale 0.96, box side 95.04 px, so alpha 0.01 allows 0.95 px (rounding costs < 0.71 px)
+    assert {r["value"] for r in rows} == {1.0} and {r["keypoints"] for r in rows} == {4}

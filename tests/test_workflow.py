@@ -28,11 +28,13 @@ TINY = {
         "toy": {
             "kind": "synthetic",
             "synthetic": {"classes": 2, "per_class": 5, "image_size": 40, "val_per_class": 2,
-                          "retrieval_per_class": 3, "retrieval_queries_per_class": 1},
+                          "retrieval_per_class": 3, "retrieval_queries_per_class": 1,
+                          "spair_categories": 2, "spair_images_per_category": 3},
         },
         "toy_val": {"kind": "imagefolder", "root": "results/synthetic/toy/val", "products": ["tokens"]},
         "toy_ret": {"kind": "revisited", "root": "results/synthetic/toy/revisited", "name": "rshapes",
                     "products": ["tokens"]},
+        "toy_spair": {"kind": "spair", "root": "results/synthetic/toy/spair", "split": "test"},
         "toy_coco": {
             "kind": "coco",
             "root": "results/synthetic/toy/images",
@@ -53,6 +55,7 @@ TINY = {
         "object_clustering": {"datasets": ["toy_coco"], "n_init": 2},
         "knn": {"datasets": ["toy_val"], "train": "toy", "ks": [1, 3, 20]},
         "retrieval": {"datasets": ["toy_ret"]},
+        "spair": {"datasets": ["toy_spair"], "pairs_per_category": 2},
         "best_layers": {"knn": {"k": 3}},
     },
     "figures": {"dpi": 60},
@@ -189,14 +192,37 @@ def test_outputs_exist_and_hold_sane_values(built: Path) -> None:
     for figure in ("knn/toy_val", "retrieval/toy_ret"):
         for suffix in ("pdf", "png"):
             assert (built / f"results/figures/{figure}.{suffix}").stat().st_size > 1000
+    for model in TINY["models"]:
+        pck = list(csv.DictReader(open(built / f"results/spair/{model}/toy_spair.csv")))
+        alphas = ("0.1", "0.05", "0.01")
+        assert [(r["block"], r["alpha"]) for r in pck] == [(str(b), a) for b in range(1, 7) for a in alphas]
+        assert all(r["metric"] == "PCK" and r["categories"] == "2" and 0 <= float(r["value"]) <= 1 for r in pck)
+        per = list(csv.DictReader(open(built / f"results/spair/{model}/toy_spair/categories.csv")))
+        assert len(per) == 6 * 3 * 2 and {r["pairs"] for r in per} == {"2"}
+        for r in pck:  # fractions, the mean over the categories
+            values = [float(c["value"]) for c in per if (c["block"], c["alpha"]) == (r["block"], r["alpha"])]
+            assert float(r["value"]) == pytest.approx(np.mean(values))
+        pairs = list(csv.DictReader(open(built / f"results/spair/{model}/toy_spair/pairs.csv")))
+        assert [p["pair"] for p in pairs] == [
+            "000001-circle_solid_00-circle_solid_01:circle_solid",
+            "000002-circle_solid_00-circle_solid_02:circle_solid",
+            "000007-square_stripes_00-square_stripes_01:square_stripes",
+            "000008-square_stripes_00-square_stripes_02:square_stripes",
+        ]
+        assert {p["selection"] for p in pairs} == {"first 2 in sorted file-name order"}
+        assert (built / f"results/benchmarks/spair/{model}/toy_spair.tsv").is_file()
+        assert "scored 4 pairs" in (built / f"logs/spair/{model}/toy_spair.log").read_text()
+    for suffix in ("pdf", "png"):
+        assert (built / f"results/figures/spair/toy_spair.{suffix}").stat().st_size > 1000
     best = list(csv.DictReader(open(built / "results/tables/best_layers.csv")))
     assert [(r["model"], r["task"]) for r in best] == [
-        ("tiny_a", "toy_val k-NN top-1 (k=3)"), ("tiny_a", "toy_ret (M) mAP"),
-        ("tiny_b", "toy_val k-NN top-1 (k=3)"), ("tiny_b", "toy_ret (M) mAP"),
+        ("tiny_a", "toy_val k-NN top-1 (k=3)"), ("tiny_a", "toy_ret (M) mAP"), ("tiny_a", "toy_spair PCK@0.1"),
+        ("tiny_b", "toy_val k-NN top-1 (k=3)"), ("tiny_b", "toy_ret (M) mAP"), ("tiny_b", "toy_spair PCK@0.1"),
     ]
     assert all(1 <= int(r["block"]) <= 6 for r in best)
+    assert all(0 <= float(r["score"]) <= 100 for r in best if "PCK" in r["task"])  # in % in the table
     md = (built / "results/tables/best_layers.md").read_text().splitlines()
-    assert md[0] == "| model | toy_val k-NN top-1 (k=3) | toy_ret (M) mAP |" and len(md) == 4
+    assert md[0] == "| model | toy_val k-NN top-1 (k=3) | toy_ret (M) mAP | toy_spair PCK@0.1 |" and len(md) == 4
     assert "\\toprule" in (built / "results/tables/best_layers.tex").read_text()
     index = (built / "results/index/toy_ret.csv").read_text().splitlines()
     assert index[0] == "path,label,class,box" and len(index) == 1 + 6 + 2
@@ -263,6 +289,8 @@ def test_downstream_settings_rerun_only_their_task(built: Path, tmp_path: Path) 
     edit_config(workdir, lambda c: c["datasets"]["toy_ret"].pop("crop_queries"))
     edit_config(workdir, lambda c: c["analyses"]["best_layers"].update(retrieval={"protocol": "hard"}))
     assert planned_jobs(workdir) == {"best_layers": 1, "all": 1}
+    edit_config(workdir, lambda c: c["analyses"]["spair"].update(pairs_per_category=None))
+    assert planned_jobs(workdir) == {"spair": 2, "plot_downstream": 1, "best_layers": 1, "all": 1}
 
 
 def test_extraction_parameter_reextracts(built: Path, tmp_path: Path) -> None:
@@ -283,7 +311,7 @@ def test_package_edit_reruns_the_rules_that_use_it(built: Path, tmp_path: Path) 
         "plot_cls_maps": 2, "plot_attention_distance": 1, "plot_aaam": 2, "plot_offsets": 2,
         "plot_offset_heads": 1, "plot_offset_scatter": 1, "plot_cls_heads": 1, "plot_saliency_iou": 1,
         "plot_attention_grids": 2, "plot_cka_full": 3, "plot_cka_last": 1, "plot_clustering": 3,
-        "plot_object_clustering": 3, "plot_downstream": 2, "all": 1,
+        "plot_object_clustering": 3, "plot_downstream": 3, "all": 1,
     }
     with open(workdir / "src/vitscope/attention.py", "a") as handle:
         handle.write("\n# edited\n")
@@ -316,8 +344,11 @@ def test_single_figure_target(tmp_path: Path) -> None:
     assert jobs["extract"] == 4 and "clustering" not in jobs  # the bank (toy) and the queries, two models
     jobs = planned_jobs(workdir, "fig_retrieval")
     assert jobs["retrieval"] == 2 and jobs["plot_downstream"] == 1 and "knn" not in jobs and jobs["extract"] == 2
+    jobs = planned_jobs(workdir, "fig_spair")
+    assert jobs == {"synthetic_dataset": 1, "spair": 2, "plot_downstream": 1, "fig_spair": 1}
     jobs = planned_jobs(workdir, "table_best_layers")
     assert jobs["best_layers"] == 1 and jobs["knn"] == 2 and jobs["retrieval"] == 2 and "plot_downstream" not in jobs
+    assert jobs["spair"] == 2
 
 
 @pytest.mark.parametrize(
@@ -333,6 +364,10 @@ def test_single_figure_target(tmp_path: Path) -> None:
         (lambda c: c["datasets"]["toy_coco"].update(products=["cls_attention"]), "do not include 'objects'"),
         (lambda c: c["analyses"]["retrieval"].update(datasets=["toy"]), "retrieval.datasets names 'toy' of kind"),
         (lambda c: c["analyses"]["knn"].update(train="nope"), "analyses.knn.train = 'nope'"),
+        (lambda c: c["analyses"]["spair"].update(datasets=["toy"]), "spair.datasets names 'toy' of kind 'synthetic'"),
+        (lambda c: c["analyses"]["cls_maps"].update(datasets=["toy_spair"]),
+         "analyses.cls_maps.datasets names 'toy_spair' of kind 'spair'"),
+        (lambda c: c["analyses"]["best_layers"].update(spair={"alpha": 0.2}), "best_layers.spair.alpha = 0.2"),
     ],
 )
 def test_bad_config_fails_before_any_job(tmp_path: Path, change, message: str) -> None:

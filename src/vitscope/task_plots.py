@@ -1,8 +1,9 @@
 """Figures of the downstream tasks (docs/downstream.md): score against block, a line per model.
 
 k-NN: top-1 and top-5 accuracy (%) per k; retrieval: mAP and mP@10 per protocol
-(Easy, Medium, Hard). Functions take tidy rows (vitscope.tasks.knn.COLUMNS,
-vitscope.tasks.retrieval.COLUMNS) and return figures; :func:`vitscope.plots.save`
+(Easy, Medium, Hard); SPair-71k: PCK (%) per alpha. Functions take tidy rows
+(vitscope.tasks.knn.COLUMNS, vitscope.tasks.retrieval.COLUMNS,
+vitscope.tasks.spair_run.COLUMNS) and return figures; :func:`vitscope.plots.save`
 writes them.
 """
 
@@ -19,15 +20,19 @@ LAYOUTS = {
     # task: (panel column, its label, rows: (metric, y label, scale))
     "knn": ("k", "k = {}", (("top1", "top-1 accuracy (%)", 100.0), ("top5", "top-5 accuracy (%)", 100.0))),
     "retrieval": ("protocol", "{} protocol", (("mAP", "mAP", 1.0), ("mP@10", "mP@10", 1.0))),
+    "spair": ("alpha", "alpha = {}", (("PCK", "PCK (%)", 100.0),)),
 }
 TITLES = {"knn": "Weighted k-NN (T = 0.07) on {}: CLS token of each block",
-          "retrieval": "Retrieval on {} (L2-normalised CLS token, {} queries)"}
+          "retrieval": "Retrieval on {} (L2-normalised CLS token, {} queries)",
+          "spair": "Keypoint transfer on {}: PCK, mean over categories (spatial tokens of each block)"}
 
 
 def _panels(rows: Sequence[Mapping[str, str]], column: str) -> list[str]:
     values = list(dict.fromkeys(r[column] for r in rows))
     if column == "k":
         return sorted(values, key=int)
+    if column == "alpha":
+        return sorted(values, key=float, reverse=True)
     order = ("easy", "medium", "hard")
     return sorted(values, key=lambda v: order.index(v) if v in order else len(order))
 

@@ -1,4 +1,4 @@
-"""Figure: a downstream task's score against block for every model (k-NN or retrieval), with its tidy CSV."""
+"""Figure: a downstream task's score against block for every model (k-NN, retrieval, SPair), with its tidy CSV."""
 
 from vitscope import logs, plots, tables, task_plots
 
