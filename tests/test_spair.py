@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vitscope import synthetic
+from vitscope import data, synthetic
 from vitscope.errors import DatasetError
 from vitscope.tasks import spair, spair_data, spair_run
 
@@ -200,6 +200,8 @@ def test_reader_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text(json.dumps(_pair("dog")))
     with pytest.raises(DatasetError, match="category 'dog' differs"):
         spair_data.read_pair(bad, tmp_path)
+    with pytest.raises(DatasetError, match="datasets.sp: kind 'spair' is read by the spair analysis only"):
+        data.index_dataset("sp", {"kind": "spair", "root": str(tmp_path)})
     (tmp_path / "PairAnnotation/test/000003_a_b_cat.json").write_text("{}")
     with pytest.raises(DatasetError, match="is not named <id>-<src>-<trg>:<category>.json"):
         spair_data.pair_files(tmp_path, "test")

@@ -424,4 +424,6 @@ def index_dataset(name: str, entry: dict, synthetic_root: Sequence[str] = ()) ->
                 raise DatasetError(f"{key}.{name} is required for kind 'revisited'")
         database, queries = index_revisited(entry["root"], entry["name"], entry.get("crop_queries", True), key=key)
         return database + queries
+    if kind == "spair":
+        raise DatasetError(f"{key}: kind 'spair' is read by the spair analysis only; it has no image index or dump")
     raise DatasetError(f"{key}.kind = {kind!r}; expected imagefolder, imagelist, coco, revisited or synthetic")
