@@ -58,8 +58,12 @@ def temporaries(root: Path) -> list[Path]:
 
 
 def workflow(tmp_path: Path, config: dict) -> Path:
-    (tmp_path / "wf").mkdir(exist_ok=True)
-    return copy_workflow(tmp_path / "wf", {"extract": EXTRACT, **config})
+    return copy_to(tmp_path / "wf", {"extract": EXTRACT, **config})
+
+
+def copy_to(dest: Path, config: dict) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    return copy_workflow(dest, config)
 
 
 # --------------------------------------------------------------------------- bad inputs
@@ -125,7 +129,8 @@ def test_bad_inputs_fail_their_jobs_and_leave_nothing(tmp_path: Path) -> None:
             id="missing-checkpoint",
         ),
         pytest.param(
-            lambda c, d: c["datasets"].update(r={"kind": "revisited", "root": str(d), "name": "roxford5k"}),
+            lambda c, d: (c["datasets"].update(r={"kind": "revisited", "root": str(d), "name": "roxford5k"}),
+                          c["analyses"]["retrieval"].update(datasets=["r"])),
             ["Missing input files for rule index_dataset", "roxford5k/gnd_roxford5k.pkl"],
             id="revisited-without-ground-truth",
         ),
@@ -144,7 +149,7 @@ def test_bad_inputs_fail_their_jobs_and_leave_nothing(tmp_path: Path) -> None:
 def test_bad_config_fails_before_any_job_naming_the_file_or_key(tmp_path: Path, change, messages) -> None:
     config = yaml.safe_load(yaml.safe_dump(TINY))
     change(config, tmp_path / "data")
-    workdir = copy_workflow(tmp_path / "wf", config)
+    workdir = copy_to(tmp_path / "wf", config)
     proc = snakemake(workdir, "--dry-run", check=False)
     assert proc.returncode != 0
     for message in messages:
@@ -325,8 +330,12 @@ def test_two_cpu_runs_of_the_demo_are_bit_identical(tiny_run: Path, tmp_path: Pa
     """A second run of the TINY demo in another directory: every dump dataset and
     attribute is bit-identical, every other result (tables, arrays, indexes, figures)
     byte-identical."""
-    second = copy_workflow(tmp_path / "second", TINY)
+    second = copy_to(tmp_path / "second", TINY)
     snakemake(second)
+    compare_runs(tiny_run, second)
+
+
+def compare_runs(tiny_run: Path, second: Path) -> None:
     files = sorted(p.relative_to(tiny_run).as_posix() for p in (tiny_run / "results").rglob("*") if p.is_file())
     again = sorted(p.relative_to(second).as_posix() for p in (second / "results").rglob("*") if p.is_file())
     files = [f for f in files if not f.startswith(VARYING) and not f.endswith("report.zip")]
