@@ -311,7 +311,7 @@ def main() -> None:
             skipped.append(name)
         else:
             rows += result
-            print(f"[{name}: {time.perf_counter() - start:.0f} s]", file=sys.stderr, flush=True)
+            print(f"[{name}: {time.perf_counter() - start:.0f} s] {result}", file=sys.stderr, flush=True)
 
     print(f"machine: {platform.processor() or platform.machine()}, {_cpus()} CPUs, python {platform.python_version()}")
     print(f"{'part':18s}{'measurement':48s}{'value':>12s}  {'unit':9s}note")
