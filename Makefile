@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 # Pinned only here (torch and torchvision must match); pyproject keeps loose ranges.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 CORES ?= all
+REPORT ?= results/report.zip
 
-.PHONY: demo test lint venv clean bench
+.PHONY: demo test lint venv clean bench report
 
 $(BIN)/snakemake: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +29,11 @@ lint: venv
 	$(BIN)/snakemake --lint
 
 bench: venv
-	$(BIN)/python benchmarks/extract.py
+	$(BIN)/python benchmarks/suite.py
+
+# The HTML report of the demo's figures (runs what is missing first).
+report: demo
+	$(BIN)/snakemake --report $(REPORT)
 
 clean:
 	rm -rf results logs .snakemake

@@ -19,6 +19,10 @@ if not workflow.overwrite_configfiles:
 validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
 
 
+# `snakemake --report report.zip`: every figure, captioned (workflow/report/).
+report: "workflow/report/workflow.rst"
+
+
 wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",

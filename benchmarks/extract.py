@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -35,6 +36,7 @@ def child(args: argparse.Namespace) -> None:
     from vitscope import data, extract, models
 
     torch.set_num_threads(args.threads)
+    waits: dict = {}
     spec = models.spec_from_config("bench", {"arch": args.arch, "image_size": args.image_size})
     model, _ = models.build(spec)
     device = torch.device(args.device)
@@ -84,23 +86,27 @@ def child(args: argparse.Namespace) -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = summary["seconds"]
+            waits = summary["waits"]
     result = {
         "seconds": seconds,
         "images_per_second": len(entries) / seconds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0,
+        "waits": waits if args.mode == "full" else {},
     }
     print(json.dumps(result))
 
 
-def measure(args: argparse.Namespace, root: str, mode: str, n: int, products: str = "") -> dict:
+def measure(
+    args: argparse.Namespace, root: str, mode: str, n: int, products: str = "", env: dict | None = None
+) -> dict:
     cmd = [
         sys.executable, __file__, "--child", "--mode", mode, "--n", str(n), "--root", root,
         "--arch", args.arch, "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
         "--device", args.device, "--workers", str(args.workers), "--threads", str(args.threads),
         "--products", products,
     ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -115,6 +121,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--ablation", action="store_true", help="also time extraction at 8N with subsets of the products"
+    )
+    parser.add_argument(
+        "--variants", action="store_true",
+        help="also time the full extraction at 8N with the torch attention reductions (VITSCOPE_FUSED=0)",
     )
     parser.add_argument("--products", default="", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -143,6 +153,10 @@ def main() -> None:
                 if args.ablation else ()
             )
         }
+        if args.ablation or args.variants:  # the same full extraction with the previous implementations
+            ablation["all, torch reductions (VITSCOPE_FUSED=0)"] = measure(
+                args, root, "full", large, "", {"VITSCOPE_FUSED": "0"}
+            )
     print(f"machine: {platform.processor() or platform.machine()}, device {args.device}, {args.threads} threads")
     print(f"model: {args.arch} at {args.image_size}px, batch {args.batch_size}, {args.workers} loader workers")
     print(f"{'':70s}{'images/s':>10s}{'peak RSS MiB':>14s}{'peak CUDA MiB':>15s}")
@@ -155,6 +169,11 @@ def main() -> None:
     rows += tuple((f"  products {p}", r) for p, r in ablation.items())
     for name, r in rows:
         print(f"{name:70s}{r['images_per_second']:10.2f}{r['peak_rss_mib']:14.0f}{r['peak_cuda_mib']:15.0f}")
+    for name, r in rows[2:]:
+        if r["waits"]:
+            w = r["waits"]
+            print(f"{name.strip():70s} waited {w['loader']:.2f} s for images, {w['device']:.2f} s for device copies, "
+                  f"{w['writer']:.2f} s for writes, of {r['seconds']:.2f} s")
     ratio = full_large["images_per_second"] / bare["images_per_second"]
     print(f"ratio full / bare images/s at N={large}: {ratio:.3f} (target >= 0.85)")
     rss = full_large["peak_rss_mib"] / full["peak_rss_mib"]

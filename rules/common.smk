@@ -353,3 +353,27 @@ def all_targets():
     targets += knn_figures() + retrieval_figures() + best_layer_tables()
     targets += spair_figures()
     return targets
+
+
+# The HTML report (`snakemake --report report.zip`): every figure is registered with a
+# caption (workflow/report/<figure>.rst), the study's question as category, the figure
+# as subcategory, and labels (figure, model, dataset, ...) to find it by.
+REPORT_ATTENTION = "3. Attention (how)"
+REPORT_FEATURES = "4. Features (what)"
+REPORT_DOWNSTREAM = "5. Downstream (why)"
+
+
+def figure_report(path, figure, category, caption=None, patterns=None, **labels):
+    """``path`` flagged for the report; label values may hold wildcards ("{model}").
+
+    ``caption`` defaults to the figure's name; ``patterns`` selects the files of a
+    directory output (e.g. ["{image}.png"]).
+    """
+    return report(
+        path,
+        caption=f"../workflow/report/{caption or figure}.rst",
+        category=category,
+        subcategory=figure.replace("_", " "),
+        labels={"figure": figure.replace("_", " "), **labels},
+        patterns=patterns or [],
+    )

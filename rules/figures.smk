@@ -6,7 +6,9 @@ rule plot_cls_maps:
         maps="results/attention/{model}/{dataset}/maps.npz",
     output:
         pdf="results/figures/cls_maps/{model}/{dataset}.pdf",
-        png="results/figures/cls_maps/{model}/{dataset}.png",
+        png=figure_report(
+            "results/figures/cls_maps/{model}/{dataset}.png", "cls_maps", REPORT_ATTENTION, model="{model}", dataset="{dataset}"
+        ),
     params:
         cmap=config["analyses"]["cls_maps"]["cmap"],
         dpi=config["figures"]["dpi"],
@@ -24,9 +26,15 @@ rule plot_attention_distance:
         tables=expand("results/attention/{model}/{{dataset}}/distance.csv", model=MODELS),
     output:
         pdf="results/figures/attention_distance/{dataset}.pdf",
-        png="results/figures/attention_distance/{dataset}.png",
+        png=figure_report(
+            "results/figures/attention_distance/{dataset}.png", "attention_distance", REPORT_ATTENTION, model="all",
+            dataset="{dataset}",
+        ),
         heads_pdf="results/figures/attention_distance/{dataset}_heads.pdf",
-        heads_png="results/figures/attention_distance/{dataset}_heads.png",
+        heads_png=figure_report(
+            "results/figures/attention_distance/{dataset}_heads.png", "attention_distance_heads", REPORT_ATTENTION,
+            caption="attention_distance", model="all", dataset="{dataset}",
+        ),
     params:
         models=MODELS,
         units=config["analyses"]["attention_distance"]["units"],
@@ -45,7 +53,9 @@ rule plot_aaam:
         aaam="results/attention/{model}/{dataset}/aaam.npz",
     output:
         pdf="results/figures/aaam/{model}/{dataset}.pdf",
-        png="results/figures/aaam/{model}/{dataset}.png",
+        png=figure_report(
+            "results/figures/aaam/{model}/{dataset}.png", "aaam", REPORT_ATTENTION, model="{model}", dataset="{dataset}"
+        ),
     params:
         cmap=config["analyses"]["offset_heads"]["cmap"],
         dpi=config["figures"]["dpi"],
@@ -63,7 +73,9 @@ rule plot_offsets:
         table="results/attention/{model}/{dataset}/heads.csv",
     output:
         pdf="results/figures/offsets/{model}/{dataset}.pdf",
-        png="results/figures/offsets/{model}/{dataset}.png",
+        png=figure_report(
+            "results/figures/offsets/{model}/{dataset}.png", "offsets", REPORT_ATTENTION, model="{model}", dataset="{dataset}"
+        ),
     params:
         cmap=config["analyses"]["offset_heads"]["offset_cmap"],
         dpi=config["figures"]["dpi"],
@@ -81,7 +93,9 @@ rule plot_offset_heads:
         tables=expand("results/attention/{model}/{{dataset}}/heads.csv", model=MODELS),
     output:
         pdf="results/figures/offset_heads/{dataset}.pdf",
-        png="results/figures/offset_heads/{dataset}.png",
+        png=figure_report(
+            "results/figures/offset_heads/{dataset}.png", "offset_heads", REPORT_ATTENTION, model="all", dataset="{dataset}"
+        ),
     params:
         models=MODELS,
         dpi=config["figures"]["dpi"],
@@ -99,7 +113,9 @@ rule plot_offset_scatter:
         tables=expand("results/attention/{model}/{{dataset}}/heads.csv", model=MODELS),
     output:
         pdf="results/figures/offset_scatter/{dataset}.pdf",
-        png="results/figures/offset_scatter/{dataset}.png",
+        png=figure_report(
+            "results/figures/offset_scatter/{dataset}.png", "offset_scatter", REPORT_ATTENTION, model="all", dataset="{dataset}"
+        ),
     params:
         models=MODELS,
         units=config["analyses"]["offset_heads"]["scatter_units"],
@@ -119,7 +135,9 @@ rule plot_cls_heads:
         tables=expand("results/attention/{model}/{{dataset}}/cls_heads.csv", model=MODELS),
     output:
         pdf="results/figures/cls_heads/{dataset}.pdf",
-        png="results/figures/cls_heads/{dataset}.png",
+        png=figure_report(
+            "results/figures/cls_heads/{dataset}.png", "cls_heads", REPORT_ATTENTION, model="all", dataset="{dataset}"
+        ),
     params:
         models=MODELS,
         depth=config["analyses"]["cls_heads"]["depth"],
@@ -138,7 +156,9 @@ rule plot_saliency_iou:
         tables=expand("results/attention/{model}/{{dataset}}/saliency_iou.csv", model=MODELS),
     output:
         pdf="results/figures/saliency_iou/{dataset}.pdf",
-        png="results/figures/saliency_iou/{dataset}.png",
+        png=figure_report(
+            "results/figures/saliency_iou/{dataset}.png", "saliency_iou", REPORT_ATTENTION, model="all", dataset="{dataset}"
+        ),
     params:
         models=MODELS,
         mass=config["analyses"]["saliency"]["mass"],
@@ -156,7 +176,10 @@ rule plot_attention_grids:
     input:
         arrays="results/attention/{model}/{dataset}/exemplars.npz",
     output:
-        directory("results/figures/attention_grids/{model}/{dataset}"),
+        figure_report(
+            directory("results/figures/attention_grids/{model}/{dataset}"), "attention_grids", REPORT_ATTENTION,
+            patterns=["{image}.png"], model="{model}", dataset="{dataset}", image="{image}",
+        ),
     params:
         heads_per_figure=config["analyses"]["attention_grids"]["heads_per_figure"],
         cmap=config["analyses"]["attention_grids"]["cmap"],
@@ -176,7 +199,10 @@ rule plot_cka_full:
         cka="results/cka/{dataset}/{model_a}/{model_b}.npz",
     output:
         pdf="results/figures/cka_full/{dataset}/{model_a}/{model_b}.pdf",
-        png="results/figures/cka_full/{dataset}/{model_a}/{model_b}.png",
+        png=figure_report(
+            "results/figures/cka_full/{dataset}/{model_a}/{model_b}.png", "cka_full", REPORT_FEATURES,
+            model="{model_a} vs {model_b}", dataset="{dataset}",
+        ),
         table="results/figures/cka_full/{dataset}/{model_a}/{model_b}.csv",
     params:
         representations=config["analyses"]["cka"]["representations"],
@@ -196,7 +222,9 @@ rule plot_cka_last:
         pairs=cka_pair_files,
     output:
         pdf="results/figures/cka_last/{dataset}.pdf",
-        png="results/figures/cka_last/{dataset}.png",
+        png=figure_report(
+            "results/figures/cka_last/{dataset}.png", "cka_last", REPORT_FEATURES, model="all", dataset="{dataset}"
+        ),
         table="results/figures/cka_last/{dataset}.csv",
     params:
         models=MODELS,
@@ -217,7 +245,10 @@ rule plot_clustering:
         tables=expand("results/clustering/{model}/{{dataset}}.csv", model=MODELS),
     output:
         pdf="results/figures/clustering/{dataset}_{metric}.pdf",
-        png="results/figures/clustering/{dataset}_{metric}.png",
+        png=figure_report(
+            "results/figures/clustering/{dataset}_{metric}.png", "clustering", REPORT_FEATURES, model="all",
+            dataset="{dataset}", metric="{metric}",
+        ),
         table="results/figures/clustering/{dataset}_{metric}.csv",
     params:
         models=MODELS,
@@ -238,7 +269,10 @@ rule plot_object_clustering:
         tables=expand("results/object_clustering/{model}/{{dataset}}.csv", model=MODELS),
     output:
         pdf="results/figures/object_clustering/{dataset}_{metric}.pdf",
-        png="results/figures/object_clustering/{dataset}_{metric}.png",
+        png=figure_report(
+            "results/figures/object_clustering/{dataset}_{metric}.png", "object_clustering", REPORT_FEATURES,
+            model="all", dataset="{dataset}", metric="{metric}",
+        ),
         table="results/figures/object_clustering/{dataset}_{metric}.csv",
     params:
         models=MODELS,
@@ -354,7 +388,10 @@ rule plot_downstream:
         tables=expand("results/{{task}}/{model}/{{dataset}}.csv", model=MODELS),
     output:
         pdf="results/figures/{task}/{dataset}.pdf",
-        png="results/figures/{task}/{dataset}.png",
+        png=figure_report(
+            "results/figures/{task}/{dataset}.png", "{task}", REPORT_DOWNSTREAM, caption="downstream", model="all",
+            dataset="{dataset}",
+        ),
         table="results/figures/{task}/{dataset}.csv",
     params:
         models=MODELS,

@@ -101,11 +101,10 @@ def edit_config(workdir: Path, change) -> None:
     path.write_text(yaml.safe_dump(config))
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    workdir = copy_workflow(tmp_path_factory.mktemp("wf"), TINY)
-    snakemake(workdir)
-    return workdir
+@pytest.fixture
+def built(tiny_run: Path) -> Path:
+    """The TINY workflow, run once per session (tests/conftest.py)."""
+    return tiny_run
 
 
 def test_outputs_exist_and_hold_sane_values(built: Path) -> None:

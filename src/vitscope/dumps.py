@@ -9,7 +9,11 @@ complete, so a dump either exists whole or not at all.
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import os
+import re
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .errors import DumpError
+from .errors import DumpError, OutputError
 
 FORMAT_VERSION = 1
 
@@ -54,18 +58,83 @@ def _attr(value: Any) -> Any:
     return value
 
 
+#: errno values that mean "the disk (or a limit) is full", with what to tell the user
+_FULL = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EFBIG: "file too large (file size limit reached)",
+    errno.EDQUOT: "disk quota exceeded",
+}
+
+
+def _full_errno(err: BaseException | None) -> int | None:
+    """The disk-full errno behind ``err`` or its causes, if any.
+
+    HDF5 reports the C errno only inside its message ("errno = 28"), and h5py may
+    raise it as a RuntimeError while closing, with the write error as context.
+    """
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        code = getattr(err, "errno", None)
+        if code in _FULL:
+            return code
+        match = re.search(r"errno = (\d+)", str(err))
+        if match and int(match.group(1)) in _FULL:
+            return int(match.group(1))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.tmp-"
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove temporary files of ``path`` left by killed writers.
+
+    A temporary name carries the writer's host and pid; one from this host whose
+    process is gone, or from another host (Snakemake runs one job per output at a
+    time, so a writer of the same output elsewhere is dead), is stale.
+    """
+    host = socket.gethostname()
+    for tmp in path.parent.glob(f"{glob.escape(_temp_prefix(path))}*"):
+        writer_host, _, pid = tmp.name[len(_temp_prefix(path)) :].rpartition("-")
+        if writer_host == host and pid.isdigit() and _alive(int(pid)):
+            continue
+        tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
-    On any exception the temporary file is removed and ``path`` is untouched.
+    On any exception the temporary file is removed and ``path`` is untouched; a
+    full disk (or file size limit, or quota) becomes an :class:`OutputError`
+    naming ``path``. Temporary files of ``path`` left by a killed writer are
+    removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _remove_stale_temps(path)
+    tmp = path.with_name(f"{_temp_prefix(path)}{socket.gethostname()}-{os.getpid()}")
     try:
         yield tmp
         os.replace(tmp, path)
+    except Exception as err:
+        code = _full_errno(err)
+        if code is None or isinstance(err, OutputError):
+            raise
+        raise OutputError(f"could not write '{path}': {_FULL[code]}; nothing was written") from err
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -29,3 +29,7 @@ class DatasetError(VitscopeError, ValueError):
 
 class DumpError(VitscopeError, ValueError):
     """A dump is missing a product, or two dumps cannot be compared."""
+
+
+class OutputError(VitscopeError, OSError):
+    """An output file could not be written (disk full, file size limit, quota); nothing was left behind."""

@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import __version__, attention
+from . import __version__, attention, fused
 from .data import Entry, ImageDataset, collate_objects
 from .dumps import (
     ATTENTION_PRODUCTS,
@@ -245,17 +245,21 @@ class Recorder:
         cls_row = attn[:, :, 0, :] if p > 0 else None
         if "cls_attention" in self.products and cls_row is not None:
             self.batch.add("attention/cls", cls_row)
-        if {"distance", "attention_sums"} & self.products:
-            spatial = attention.spatial_attention(attn.float(), p)  # (B, H, G, G), rows sum to 1
-            if "distance" in self.products:
-                per_query = torch.einsum("bhqk,qk->bhq", spatial, self.dist32)
+        accumulate = "attention_sums" in self.products and cls_row is not None
+        if "distance" in self.products or accumulate:
+            # spatial rows renormalised (B, H, G, G): per-query distance (B, H, G) and
+            # the float64 sum over images, in one pass on CUDA (vitscope.fused)
+            per_query = fused.reduce_spatial(
+                attn, p, self.dist32, self.spatial_sum[index] if accumulate else None, "distance" in self.products
+            )
+            if per_query is not None:
                 self.batch.add("attention/distance", per_query.mean(dim=-1, dtype=torch.float64))
-            if "attention_sums" in self.products and cls_row is not None:
-                _accumulate(self.spatial_sum[index], spatial)
+            if accumulate:
                 _accumulate(self.cls_sum[index], cls_row)
         for row, pos in self.batch.exemplar_rows:
-            # a copy: a view would keep the whole batch's attention alive
-            self.exemplar_maps.setdefault(pos, []).append(attn[row].to("cpu", torch.float32, copy=True))
+            # a copy (a view would keep the whole batch's attention alive), kept on the
+            # device until the end: a copy to the host here would stall the pipeline
+            self.exemplar_maps.setdefault(pos, []).append(attn[row].to(torch.float32, copy=True))
 
     def start_batch(self, positions: np.ndarray, objects: Sequence[ImageObjects] | None = None) -> None:
         """Note which rows of the coming batch are exemplars, and move its object
@@ -420,6 +424,11 @@ def run(
     found: list[ImageObjects] = []  # the objects of every image, in the order fed
     recorder = Recorder(model, geom, options.products, exemplars, options.cka_batch_size, device)
     set_fused_attention(model, not options.needs_attention)
+    if products & {"distance", "attention_sums"}:
+        log.info(
+            "attention reductions: %s",
+            "fused Triton kernel" if fused.available(device) else "torch (no Triton kernel on this device)",
+        )
     recorder.attach()
     parity = float("nan")
     chunk_start = 0
@@ -431,26 +440,36 @@ def run(
     writing: Future | None = None
     copied: _HostBatch | None = None
 
+    waits = {"loader": 0.0, "device": 0.0, "writer": 0.0}  # seconds the main loop waited on each
+
     def flush(batch: _HostBatch) -> Future:
+        before = time.perf_counter()
         arrays = batch.numpy()
+        copied_at = time.perf_counter()
         if writing is not None:
             writing.result()
+        waits["device"] += copied_at - before
+        waits["writer"] += time.perf_counter() - copied_at
         return io.submit(_write_batch, handle, writer, batch.positions, arrays, batch.chunk_start)
 
     try:
         with torch.inference_mode():
+            ready = time.perf_counter()
             for step, (images, positions, *batch_objects) in enumerate(loader):
+                waits["loader"] += time.perf_counter() - ready
                 images = images.to(device, non_blocking=True)
-                if options.needs_attention and np.isnan(parity):
-                    parity = _parity(model, recorder, images)
+                reference = _fused_forward(model, recorder, images) if options.needs_attention and step == 0 else None
+                recorder.start_batch(positions.numpy(), batch_objects[0] if batch_objects else None)
+                found += [o.index_only() for o in batch_objects[0]] if batch_objects else []
+                tokens = model.forward_features(images)
+                if reference is not None:  # parity of the explicit path, on the first batch
+                    parity = float((reference - tokens).abs().max())
                     if parity > options.parity_tolerance:
                         raise ModelError(
                             f"model {meta.get('model', '?')!r}: explicit attention differs from the fused "
                             f"forward by {parity:.3g} > extract.parity_tolerance = {options.parity_tolerance}"
                         )
-                recorder.start_batch(positions.numpy(), batch_objects[0] if batch_objects else None)
-                found += [o.index_only() for o in batch_objects[0]] if batch_objects else []
-                model.forward_features(images)
+                    del reference
                 _check_hooks(recorder, meta, options)
                 batch = _HostBatch(recorder.take(), positions.numpy(), chunk_start)
                 if device.type == "cuda":
@@ -463,6 +482,7 @@ def run(
                 copied = batch
                 if device.type == "cpu" or step % 16 == 15:  # cheap next to a CPU batch
                     _release_freed_memory()
+                ready = time.perf_counter()
             if copied is not None:
                 writing = flush(copied)
                 bar.update(len(copied.positions))
@@ -483,7 +503,7 @@ def run(
     if "exemplars" in products:
         writer.put("exemplars/position", exemplars)
         for e, pos in enumerate(exemplars.tolist()):
-            handle["exemplars/attention"][e] = torch.stack(recorder.exemplar_maps[pos]).numpy()
+            handle["exemplars/attention"][e] = torch.stack(recorder.exemplar_maps[pos]).cpu().numpy()
     if "gram" in products:
         writer.put("cka/index", partition)
         writer.attrs({"batch_size": options.cka_batch_size, "order_seed": options.order_seed}, group="cka")
@@ -495,6 +515,7 @@ def run(
         "seconds": elapsed,
         "images_per_second": n / elapsed if elapsed > 0 else float("nan"),
         "parity_max_abs_diff": parity,
+        "waits": waits,
     }
     writer.attrs(
         {
@@ -517,8 +538,9 @@ def run(
         }
     )
     log.info(
-        "extracted %d images in %.1f s (%.2f images/s); parity max |explicit - fused| = %.3g",
-        n, elapsed, summary["images_per_second"], parity,
+        "extracted %d images in %.1f s (%.2f images/s); parity max |explicit - fused| = %.3g; "
+        "waited %.1f s for images, %.1f s for device copies, %.1f s for dump writes",
+        n, elapsed, summary["images_per_second"], parity, waits["loader"], waits["device"], waits["writer"],
     )
     return summary
 
@@ -579,18 +601,16 @@ def _libc() -> Any:
     return libc
 
 
-def _parity(model: nn.Module, recorder: Recorder, images: torch.Tensor) -> float:
-    """Largest |explicit - fused| over the output tokens of one batch."""
+def _fused_forward(model: nn.Module, recorder: Recorder, images: torch.Tensor) -> torch.Tensor:
+    """Output tokens of the fused forward, hooks off: the reference the first batch's
+    explicit forward is compared with (``parity_max_abs_diff``)."""
     recorder.active = False
     try:
         set_fused_attention(model, True)
-        fused = model.forward_features(images)
-        set_fused_attention(model, False)
-        explicit = model.forward_features(images)
+        return model.forward_features(images)
     finally:
         recorder.active = True
         set_fused_attention(model, False)
-    return float((fused - explicit).abs().max())
 
 
 def _check_hooks(recorder: Recorder, meta: dict[str, Any], options: ExtractOptions) -> None:

@@ -21,4 +21,23 @@ def to_file(path: str | None, level: int = logging.INFO) -> TextIO:
     root.setLevel(level)
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").handlers[:] = [handler]
+    if path:
+        _log_uncaught(root)
     return stream
+
+
+def _log_uncaught(logger: logging.Logger) -> None:
+    """Also write an uncaught exception to the log, so a failed job's log says why
+    (a vitscope error as its one-line message, anything else with its traceback)."""
+    from .errors import VitscopeError
+
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback) -> None:
+        if isinstance(value, VitscopeError):
+            logger.error("%s: %s", kind.__name__, value)
+        else:
+            logger.error("uncaught exception", exc_info=(kind, value, traceback))
+        previous(kind, value, traceback)
+
+    sys.excepthook = hook

@@ -1,0 +1,139 @@
+"""Per-block spatial attention reductions in one pass over the attention tensor.
+
+Extraction reduces every block's attention probabilities (B, H, T, T) to
+
+- the attention distance per image, block and head: the mean over spatial
+  queries of sum_k a[q, k] d(q, k) with the spatial rows renormalised
+  (protocols.md 3), and
+- the float64 sum over images of the renormalised spatial-query attention
+  (H, G, G), from which the averaged spatial attention and the aligned map follow.
+
+:func:`reduce_reference` is the plain torch version (several passes over the
+tensor: slice, row sums, division, product with the distance matrix, float64
+reduction); it runs on the CPU and wherever Triton is missing. On CUDA,
+:func:`reduce_spatial` runs one Triton kernel that reads each spatial row once,
+keeps the row sum and the distance-weighted sum in registers and adds the
+renormalised row to a float64 accumulator, so the per-block cost is one read
+of the (B, H, G, G) slice (docs/performance.md has the measurements).
+
+Both return per-query distances in float32 (the model's precision, as before)
+and add the renormalised rows to the float64 sum; they agree to float32
+rounding (tests/test_fused.py, benchmarks/attention_reductions.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:  # Triton ships with CUDA builds of torch; CPU-only installs go without it
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+
+__all__ = ["available", "reduce_reference", "reduce_spatial"]
+
+#: largest spatial grid (G = gh * gw tokens) one kernel row holds; larger grids use torch
+MAX_TOKENS = 4096
+
+
+def available(device: torch.device) -> bool:
+    """Whether :func:`reduce_spatial` runs the fused kernel on ``device``.
+
+    Triton on CUDA, or Triton's CPU interpreter when ``TRITON_INTERPRET=1`` (tests).
+    ``VITSCOPE_FUSED=0`` turns the kernel off (the torch reference runs instead).
+    """
+    if triton is None or os.environ.get("VITSCOPE_FUSED", "1") == "0":
+        return False
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def reduce_reference(
+    attn: torch.Tensor,
+    prefix: int,
+    dist: torch.Tensor,
+    total: torch.Tensor | None,
+    distance: bool,
+) -> torch.Tensor | None:
+    """attn (B, H, T, T) float32 -> per-query distance (B, H, G) float32, or None.
+
+    ``dist``: (G, G) float32 token distances. With ``total`` (H, G, G) float64,
+    adds the sum over images of the renormalised spatial rows to it in place.
+    Rows are renormalised over spatial keys when ``prefix`` > 0.
+    """
+    spatial = attn[..., prefix:, prefix:].float()
+    if prefix > 0:
+        spatial = spatial / spatial.sum(dim=-1, keepdim=True)
+    if total is not None:
+        if spatial.device.type == "cpu":  # torch's float64-dtype reduction of float32 is slow on the CPU
+            for value in spatial:
+                total.add_(value)
+        else:
+            total.add_(spatial.sum(dim=0, dtype=total.dtype))
+    if not distance:
+        return None
+    return torch.einsum("bhqk,qk->bhq", spatial, dist)
+
+
+def reduce_spatial(
+    attn: torch.Tensor,
+    prefix: int,
+    dist: torch.Tensor,
+    total: torch.Tensor | None,
+    distance: bool,
+) -> torch.Tensor | None:
+    """Same contract as :func:`reduce_reference`; one fused kernel where :func:`available`."""
+    b, h, t, _ = attn.shape
+    g = t - prefix
+    fits = attn.dtype == torch.float32 and attn.stride(-1) == 1 and g <= MAX_TOKENS
+    if not (available(attn.device) and fits and (distance or total is not None)):
+        return reduce_reference(attn, prefix, dist, total, distance)
+    per_query = torch.empty(b, h, g, dtype=torch.float32, device=attn.device) if distance else attn
+    sums = total if total is not None else attn
+    block = triton.next_power_of_2(g)
+    _spatial_kernel[(h * g,)](
+        attn, dist, sums, per_query,
+        b, h, g, prefix,
+        attn.stride(0), attn.stride(1), attn.stride(2),
+        BLOCK=block, RENORM=prefix > 0, DISTANCE=distance, ACCUMULATE=total is not None,
+        num_warps=4 if block >= 512 else 2,
+    )  # fmt: skip
+    return per_query if distance else None
+
+
+if triton is not None:
+
+    @triton.jit
+    def _spatial_kernel(
+        attn_ptr, dist_ptr, sum_ptr, dist_out_ptr,
+        B, H, G, prefix,
+        stride_b, stride_h, stride_q,
+        BLOCK: tl.constexpr, RENORM: tl.constexpr, DISTANCE: tl.constexpr, ACCUMULATE: tl.constexpr,
+    ):  # fmt: skip
+        """One program per (head, spatial query): loop over the images of the batch."""
+        pid = tl.program_id(0)
+        head = pid // G
+        query = pid % G
+        keys = tl.arange(0, BLOCK)
+        mask = keys < G
+        weights = tl.load(dist_ptr + query * G + keys, mask=mask, other=0.0)
+        acc = tl.zeros([BLOCK], dtype=tl.float64)
+        row_ptr = attn_ptr + head * stride_h + (prefix + query) * stride_q + prefix + keys
+        for image in range(0, B):
+            row = tl.load(row_ptr + image * stride_b, mask=mask, other=0.0)
+            if RENORM:
+                norm = tl.sum(row, axis=0)
+            else:
+                norm = 1.0
+            if DISTANCE:
+                weighted = tl.sum(row * weights, axis=0)
+                tl.store(dist_out_ptr + (image * H + head) * G + query, weighted / norm)
+            if ACCUMULATE:
+                acc += (row / norm).to(tl.float64)
+        if ACCUMULATE:
+            out = sum_ptr + (head * G + query) * G + keys
+            tl.store(out, tl.load(out, mask=mask, other=0.0) + acc, mask=mask)
