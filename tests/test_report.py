@@ -26,5 +26,6 @@ def test_report_holds_every_figure_with_its_caption(tiny_run: Path) -> None:
                  "tiny_a vs tiny_b", "toy_coco",  # labels
                  "Averaged CLS attention maps of model <strong>tiny_b</strong>",  # captions, with wildcards
                  "k-NN classification of <strong>toy_val</strong>", "Image retrieval on <strong>toy_ret</strong>",
+                 "SPair-71k keypoint transfer on <strong>toy_spair</strong>",
                  "<strong>vitscope</strong> compares"):  # the workflow description
         assert text in html, text
