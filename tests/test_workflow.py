@@ -367,6 +367,7 @@ def test_single_figure_target(tmp_path: Path) -> None:
         (lambda c: c["analyses"]["cls_maps"].update(datasets=["toy_spair"]),
          "analyses.cls_maps.datasets names 'toy_spair' of kind 'spair'"),
         (lambda c: c["analyses"]["best_layers"].update(spair={"alpha": 0.2}), "best_layers.spair.alpha = 0.2"),
+        (lambda c: c["datasets"]["toy_spair"].update(root="nowhere"), "nowhere/PairAnnotation/test"),
     ],
 )
 def test_bad_config_fails_before_any_job(tmp_path: Path, change, message: str) -> None:
