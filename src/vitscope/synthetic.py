@@ -16,6 +16,8 @@ Optional extras for the downstream tasks (off by default):
 - ``retrieval_per_class`` > 0: a retrieval benchmark in the revisited
   Oxford/Paris layout, ``{root}/revisited/{retrieval_name}/gnd_{name}.pkl`` and
   ``jpg/<stem>.jpg`` (see :func:`write_revisited`).
+- ``davis_sequences`` (names): short videos of moving textured shapes in the
+  DAVIS layout under ``{root}/davis/`` (see :mod:`vitscope.synthetic_video`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class SyntheticSpec:
     retrieval_per_class: int = 0
     retrieval_queries_per_class: int = 2
     retrieval_name: str = "rshapes"
+    davis_sequences: tuple[str, ...] = ()
+    davis_frames: int = 8
+    davis_size: tuple[int, int] = (96, 128)
+    davis_objects: int = 3
 
     def class_names(self) -> list[str]:
         if not 1 <= self.classes <= len(SHAPES) * len(TEXTURES):
@@ -172,6 +178,10 @@ def write_imagefolder(root: str | Path, spec: SyntheticSpec) -> list[Path]:
                 Image.fromarray(img).save(root / "val" / name / f"{i:05d}.png")
     if spec.retrieval_per_class:
         write_revisited(root / "revisited", spec)
+    if spec.davis_sequences:
+        from .synthetic_video import write_davis  # it imports this module
+
+        write_davis(root / "davis", spec)
     return paths
 
 
