@@ -20,7 +20,7 @@ rule davis_sequence:
         code=code_version(
             "vos", "tasks/davis", "dense", "video", "models", "formats", "zoo", "data", "extract", "tables", "dumps"
         ),
-    threads: 2
+    threads: 1
     conda:
         "../envs/vitscope.yaml"
     log:

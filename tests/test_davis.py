@@ -127,7 +127,7 @@ def test_f_matches_a_brute_force_definition():
         r = davis.bound_pixels(a.shape)
         ea, eb = davis.boundary_map(a), davis.boundary_map(b)
 
-        def near(points, others):
+        def near(points, others, r=r):
             return sum(any((y - v) ** 2 + (x - u) ** 2 <= r * r for v, u in others) for y, x in points)
 
         pa, pb = list(zip(*np.nonzero(ea), strict=True)), list(zip(*np.nonzero(eb), strict=True))

@@ -161,12 +161,16 @@ class DenseFeatures:
         self._outputs.clear()
         self.model.forward_features(batch.to(self.device))
         if len(self._outputs) != self.geom.blocks:
-            raise ModelError(f"models.{self.spec.alias}: {len(self._outputs)} block outputs, expected {self.geom.blocks}")
+            raise ModelError(
+                f"models.{self.spec.alias}: {len(self._outputs)} block outputs, expected {self.geom.blocks}"
+            )
         p = self.geom.prefix
         tokens = torch.stack([out[:, p:].float() for out in self._outputs], dim=1)  # (n, L, th * tw, D)
         self._outputs.clear()
         if tokens.shape[2] != th * tw:
-            raise ModelError(f"models.{self.spec.alias}: {tokens.shape[2]} spatial tokens per window, expected {th * tw}")
+            raise ModelError(
+                f"models.{self.spec.alias}: {tokens.shape[2]} spatial tokens per window, expected {th * tw}"
+            )
         tokens = tokens.reshape(tokens.shape[0], tokens.shape[1], th, tw, tokens.shape[-1])
         starts = [(y // self.patch[0], c // self.patch[1]) for y, c in layout.windows]
         return stitch(tokens, starts, layout.grid), layout

@@ -1,9 +1,10 @@
 """Figures of the downstream tasks (docs/downstream.md): score against block, a line per model.
 
 k-NN: top-1 and top-5 accuracy (%) per k; retrieval: mAP and mP@10 per protocol
-(Easy, Medium, Hard); DAVIS: mean and recall of J&F, J and F (J&F has no recall). Functions take tidy rows (vitscope.tasks.knn.COLUMNS,
-vitscope.tasks.retrieval.COLUMNS) and return figures; :func:`vitscope.plots.save`
-writes them.
+(Easy, Medium, Hard); DAVIS: J&F, J and F, means over objects (recall and decay
+are in the tables). Functions take tidy rows (vitscope.tasks.knn.COLUMNS,
+vitscope.tasks.retrieval.COLUMNS, vitscope.tasks.davis.COLUMNS) and return figures;
+:func:`vitscope.plots.save` writes them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ LAYOUTS = {
     # task: (panel column, its label, rows: (metric, y label, scale))
     "knn": ("k", "k = {}", (("top1", "top-1 accuracy (%)", 100.0), ("top5", "top-5 accuracy (%)", 100.0))),
     "retrieval": ("protocol", "{} protocol", (("mAP", "mAP", 1.0), ("mP@10", "mP@10", 1.0))),
-    "davis": ("measure", "{}", (("mean", "mean over objects", 1.0), ("recall", "recall (> 0.5)", 1.0))),
+    "davis": ("measure", "{}", (("mean", "mean over objects", 1.0),)),
 }
 TITLES = {"knn": "Weighted k-NN (T = 0.07) on {}: CLS token of each block",
           "retrieval": "Retrieval on {} (L2-normalised CLS token, {} queries)",
@@ -54,8 +55,6 @@ def by_block(rows: Sequence[Mapping[str, str]], task: str, models: Sequence[str]
                 )
                 if sel:
                     ax.plot(*zip(*sel, strict=True), marker="o", ms=3.5, color=PALETTE[m % len(PALETTE)], label=model)
-            if not ax.lines:  # e.g. DAVIS: J&F has a mean but no recall
-                ax.set_axis_off()
             if i == 0:
                 ax.set_title(panel_label.format(panel.capitalize() if column == "protocol" else panel), fontsize=9)
             if i == len(metrics) - 1:
