@@ -220,7 +220,7 @@ def davis_sequences(dataset):
     generated = _generated(root)
     if generated:
         spec = config["datasets"][Path(generated).name].get("synthetic", {})
-        if root.rstrip("/") != f"{generated}/davis" or not spec.get("davis_sequences"):
+        if Path(root) != Path(generated, "davis") or not spec.get("davis_sequences"):
             raise WorkflowError(
                 f"datasets.{dataset}.root = '{root}' lies in a generated dataset; the generator writes videos to "
                 f"'{generated}/davis' when its synthetic.davis_sequences lists their names"
