@@ -228,6 +228,21 @@ def test_propagate_matches_the_slow_loop(radius, topk):
     np.testing.assert_allclose(fast.sum(0).numpy(), 1.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize("case", ["tied", "few candidates"])
+def test_propagate_keeps_ties_and_zero_candidates_like_the_slow_loop(case):
+    gen = torch.Generator().manual_seed(7)
+    grid, d = (4, 5), 8
+    target = davis.normalize(torch.randn(20, d, generator=gen))
+    frame = davis.normalize(torch.randn(1, 20, d, generator=gen))
+    # two identical context frames: every similarity appears twice, so the 5th is tied with the 6th;
+    # one frame with radius 1: corner targets have 4 < 5 candidates (the k-th affinity is 0)
+    sources = torch.cat([frame, frame]) if case == "tied" else frame
+    labels = torch.softmax(torch.randn(sources.shape[0], 3, 20, generator=gen), dim=1)
+    fast = davis.propagate(target, sources, labels, 0.1, 5, davis.neighbourhood(grid, 1))
+    slow = slow_propagate(target, sources, labels, 0.1, 5, grid, 1)
+    np.testing.assert_allclose(fast.numpy(), slow, rtol=1e-5, atol=1e-6)
+
+
 def test_neighbourhood_window():
     mask = davis.neighbourhood((5, 6), 1)
     assert mask.shape == (30, 30) and torch.equal(mask, mask.T)

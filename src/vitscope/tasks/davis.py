@@ -338,18 +338,31 @@ def propagate(
     the sources below the k-th largest affinity over all S x G' candidates are dropped
     (ties at the k-th kept, zeros count as candidates), the rest normalised to sum 1.
     Returns (C, G) soft labels.
+
+    Only the top-k similarities are exponentiated (exp is monotonic); a target whose
+    k-th value is tied (or that has fewer than k candidates in its neighbourhood) is
+    recomputed densely, so the result is DINO's thresholding exactly.
     """
-    s, g_src, _ = sources.shape
-    aff = torch.exp(torch.matmul(sources, target.T) / temperature)  # (S, G', G)
+    s, g_src, d = sources.shape
+    g = target.shape[0]
+    sim = target @ sources.reshape(s * g_src, d).T  # (G, S G'), rows contiguous
     if mask is not None:
-        aff = aff * mask.to(aff.dtype)
-    aff = aff.reshape(s * g_src, -1)
-    k = min(topk, aff.shape[0])
-    kth = torch.topk(aff, k, dim=0).values[-1]  # (G,) k-th largest per target
-    aff = torch.where(aff >= kth, aff, torch.zeros((), dtype=aff.dtype, device=aff.device))
-    aff = aff / aff.sum(dim=0, keepdim=True)
-    flat = labels.permute(1, 0, 2).reshape(labels.shape[1], s * g_src).to(aff.dtype)  # (C, S G')
-    return flat @ aff
+        outside = ~mask.T.reshape(g, 1, g_src)
+        sim = sim.view(g, s, g_src).masked_fill(outside, float("-inf")).view(g, s * g_src)
+    k = min(topk, s * g_src)
+    values, index = torch.topk(sim, k, dim=1)  # (G, k), best first
+    weights = torch.exp(values / temperature)  # exp(-inf) = 0: outside the neighbourhood
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    flat = labels.permute(1, 0, 2).reshape(labels.shape[1], s * g_src).to(weights.dtype)  # (C, S G')
+    out = (flat[:, index] * weights).sum(dim=-1)  # (C, G)
+    kth = values[:, -1:]
+    tied = ((sim >= kth).sum(dim=1) > k).nonzero().flatten()
+    if tied.numel():
+        rows = sim[tied]
+        aff = torch.where(rows >= kth[tied], torch.exp(rows / temperature), torch.zeros((), dtype=rows.dtype,
+                                                                                       device=rows.device))
+        out[:, tied] = flat @ (aff / aff.sum(dim=1, keepdim=True)).T
+    return out
 
 
 def first_labels(annotation: np.ndarray, grid: tuple[int, int], num_objects: int) -> torch.Tensor:
