@@ -294,7 +294,11 @@ def test_downstream_settings_rerun_only_their_task(built: Path, tmp_path: Path) 
 def test_davis_results_regenerate_alone(built: Path, tmp_path: Path) -> None:
     workdir = tmp_path / "copy"
     shutil.copytree(built, workdir, symlinks=True)
-    shutil.rmtree(workdir / "results/davis")
+    # the task's results, its figure and the table it feeds: only DAVIS reruns
+    for path in ("results/davis", "results/figures/davis"):
+        shutil.rmtree(workdir / path)
+    for path in (workdir / "results/tables").glob("best_layers.*"):
+        path.unlink()
     assert planned_jobs(workdir) == {
         "davis_sequence": 4, "davis": 2, "plot_downstream": 1, "best_layers": 1, "all": 1,
     }
