@@ -29,7 +29,7 @@ wildcard_constraints:
     model_a=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     model_b=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     metric=r"purity|nmi|ari",
-    task=r"knn|retrieval|spair",
+    task=r"knn|retrieval|spair|davis",
 
 
 include: "rules/common.smk"
@@ -38,6 +38,7 @@ include: "rules/extract.smk"
 include: "rules/attention.smk"
 include: "rules/features.smk"
 include: "rules/downstream.smk"
+include: "rules/davis.smk"
 include: "rules/figures.smk"
 
 

@@ -92,12 +92,32 @@ def _check_spair_datasets():
     if spair.get("datasets") and alpha not in spair.get("alphas", [0.1, 0.05, 0.01]):
         raise WorkflowError(f"analyses.best_layers.spair.alpha = {alpha} is not one of analyses.spair.alphas "
                             f"({spair.get('alphas')})")
+    for dataset, entry in config["datasets"].items():
+        if entry["kind"] == "spair" and entry.get("split", "test") not in ("test", "val", "trn"):
+            raise WorkflowError(f"datasets.{dataset}.split = {entry['split']!r}; SPair-71k splits are test, val, trn")
+
+
+def _check_davis_datasets():
+    """Datasets of kind davis (videos) serve analyses.davis only, and it needs them."""
+    for name, analysis in config["analyses"].items():
+        for dataset in analysis.get("datasets", []):
+            kind = config["datasets"][dataset]["kind"]
+            if (name == "davis") != (kind == "davis"):
+                raise WorkflowError(
+                    f"analyses.{name}.datasets names '{dataset}' of kind '{kind}'; "
+                    + ("davis needs a dataset of kind 'davis' (the DAVIS layout under root)" if name == "davis"
+                       else "a dataset of kind 'davis' (videos) serves analyses.davis only")
+                )
+    for dataset, entry in config["datasets"].items():
+        if entry["kind"] == "davis" and "root" not in entry:
+            raise WorkflowError(f"datasets.{dataset}.root is required for kind 'davis'")
 
 
 _check_analysis_datasets()
 _check_coco_datasets()
 _check_downstream_datasets()
 _check_spair_datasets()
+_check_davis_datasets()
 
 
 def code_version(*modules):
@@ -237,8 +257,75 @@ def retrieval_figures():
     return [f"results/figures/retrieval/{dataset}.pdf" for dataset in analysis_datasets("retrieval")]
 
 
+def davis_sequences(dataset):
+    """The sequences of a davis dataset, known when the DAG is built (no checkpoint needed):
+    datasets.<name>.sequences when given, else the generator's synthetic.davis_sequences when the
+    workflow makes the data (the demo), else {root}/ImageSets/2017/{split}.txt. Called from input
+    functions only, so a missing DAVIS copy fails the DAVIS jobs, not every run."""
+    entry = config["datasets"][dataset]
+    root = entry["root"]
+    generated = _generated(root)
+    if generated:
+        spec = config["datasets"][Path(generated).name].get("synthetic", {})
+        if Path(root) != Path(generated, "davis") or not spec.get("davis_sequences"):
+            raise WorkflowError(
+                f"datasets.{dataset}.root = '{root}' lies in a generated dataset; the generator writes videos to "
+                f"'{generated}/davis' when its synthetic.davis_sequences lists their names"
+            )
+        available = list(spec["davis_sequences"])
+    else:
+        path = Path(root) / "ImageSets" / "2017" / f"{entry.get('split', 'val')}.txt"
+        if not path.is_file():
+            if entry.get("sequences"):
+                return list(entry["sequences"])
+            raise WorkflowError(
+                f"datasets.{dataset}: '{path}' does not exist (the DAVIS layout under root = '{root}'), "
+                f"so the sequences are unknown; fix root or list datasets.{dataset}.sequences"
+            )
+        available = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    chosen = list(entry.get("sequences") or available)
+    unknown = [name for name in chosen if name not in available]
+    if unknown:
+        raise WorkflowError(f"datasets.{dataset}.sequences names {', '.join(unknown)}, not in {root}")
+    return chosen
+
+
+def davis_entry(wildcards):
+    entry = config["datasets"][wildcards.dataset]
+    return {"root": entry["root"], "resolution": entry.get("resolution", "480p")}
+
+
+def davis_options():
+    """The analyses.davis settings a sequence's job uses (not its dataset list)."""
+    return {key: value for key, value in config["analyses"]["davis"].items() if key != "datasets"}
+
+
+def davis_sequence_input(wildcards):
+    """The sequence's frame and annotation folders, or the generated folder that holds them."""
+    entry = config["datasets"][wildcards.dataset]
+    generated = _generated(entry["root"])
+    if generated:
+        return [generated]
+    res = entry.get("resolution", "480p")
+    return [f"{entry['root']}/{part}/{res}/{wildcards.sequence}" for part in ("JPEGImages", "Annotations")]
+
+
+def davis_sequence_tables(wildcards):
+    return [f"results/davis/{wildcards.model}/{wildcards.dataset}/sequences/{seq}.csv"
+            for seq in davis_sequences(wildcards.dataset)]
+
+
+def davis_sequence_masks(wildcards):
+    return [f"results/davis/{wildcards.model}/{wildcards.dataset}/sequences/{seq}"
+            for seq in davis_sequences(wildcards.dataset)]
+
+
+def davis_figures():
+    return [f"results/figures/davis/{dataset}.pdf" for dataset in analysis_datasets("davis")]
+
+
 def best_layer_tasks():
-    """The columns of the best-layer table: one per k-NN query dataset, retrieval dataset and SPair dataset.
+    """The columns of the best-layer table: one per k-NN query dataset, retrieval, SPair and DAVIS dataset.
 
     Each is {label, files (every model's tidy result CSV), select (column -> value), scale,
     digits}; a new downstream task adds its entries here (vitscope.tasks.table.Task).
@@ -270,6 +357,15 @@ def best_layer_tasks():
             "files": [f"results/spair/{model}/{dataset}.csv" for model in MODELS],
             "select": {"metric": "PCK", "alpha": float(alpha)},
             "scale": 100.0,
+            "digits": 2,
+        })
+    dav = settings["davis"]
+    for dataset in analysis_datasets("davis"):
+        tasks.append({
+            "label": f"{dataset} {dav['measure']}",
+            "files": [f"results/davis/{model}/{dataset}.csv" for model in MODELS],
+            "select": {"measure": dav["measure"], "metric": "mean"},
+            "scale": 1.0,
             "digits": 2,
         })
     return tasks
@@ -352,6 +448,7 @@ def all_targets():
     targets += object_clustering_figures()
     targets += knn_figures() + retrieval_figures() + best_layer_tables()
     targets += spair_figures()
+    targets += davis_figures()
     return targets
 
 

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 pytestmark = [pytest.mark.workflow]
 
@@ -29,8 +30,10 @@ TINY = {
             "kind": "synthetic",
             "synthetic": {"classes": 2, "per_class": 5, "image_size": 40, "val_per_class": 2,
                           "retrieval_per_class": 3, "retrieval_queries_per_class": 1,
-                          "spair_categories": 2, "spair_images_per_category": 3},
+                          "spair_categories": 2, "spair_images_per_category": 3,
+                          "davis_sequences": ["clip-a", "clip-b"], "davis_frames": 4, "davis_size": [40, 56]},
         },
+        "toy_davis": {"kind": "davis", "root": "results/synthetic/toy/davis"},
         "toy_val": {"kind": "imagefolder", "root": "results/synthetic/toy/val", "products": ["tokens"]},
         "toy_ret": {"kind": "revisited", "root": "results/synthetic/toy/revisited", "name": "rshapes",
                     "products": ["tokens"]},
@@ -56,6 +59,7 @@ TINY = {
         "knn": {"datasets": ["toy_val"], "train": "toy", "ks": [1, 3, 20]},
         "retrieval": {"datasets": ["toy_ret"]},
         "spair": {"datasets": ["toy_spair"], "pairs_per_category": 2},
+        "davis": {"datasets": ["toy_davis"], "short_side": 48},
         "best_layers": {"knn": {"k": 3}},
     },
     "figures": {"dpi": 60},
@@ -215,16 +219,35 @@ def test_outputs_exist_and_hold_sane_values(built: Path) -> None:
         assert (built / f"results/figures/spair/toy_spair.{suffix}").stat().st_size > 1000
     best = list(csv.DictReader(open(built / "results/tables/best_layers.csv")))
     assert [(r["model"], r["task"]) for r in best] == [
-        ("tiny_a", "toy_val k-NN top-1 (k=3)"), ("tiny_a", "toy_ret (M) mAP"), ("tiny_a", "toy_spair PCK@0.1"),
-        ("tiny_b", "toy_val k-NN top-1 (k=3)"), ("tiny_b", "toy_ret (M) mAP"), ("tiny_b", "toy_spair PCK@0.1"),
+        (model, task)
+        for model in ("tiny_a", "tiny_b")
+        for task in ("toy_val k-NN top-1 (k=3)", "toy_ret (M) mAP", "toy_spair PCK@0.1", "toy_davis J&F")
     ]
     assert all(1 <= int(r["block"]) <= 6 for r in best)
     assert all(0 <= float(r["score"]) <= 100 for r in best if "PCK" in r["task"])  # in % in the table
     md = (built / "results/tables/best_layers.md").read_text().splitlines()
-    assert md[0] == "| model | toy_val k-NN top-1 (k=3) | toy_ret (M) mAP | toy_spair PCK@0.1 |" and len(md) == 4
+    header = "| model | toy_val k-NN top-1 (k=3) | toy_ret (M) mAP | toy_spair PCK@0.1 | toy_davis J&F |"
+    assert md[0] == header and len(md) == 4
     assert "\\toprule" in (built / "results/tables/best_layers.tex").read_text()
     index = (built / "results/index/toy_ret.csv").read_text().splitlines()
     assert index[0] == "path,label,class,box" and len(index) == 1 + 6 + 2
+    for model in TINY["models"]:
+        rows = list(csv.DictReader(open(built / f"results/davis/{model}/toy_davis.csv")))
+        assert len(rows) == 6 * 7  # blocks x (J&F mean; J, F x mean, recall, decay)
+        assert {r["objects"] for r in rows} == {"3"}  # clip-a: 1 object, clip-b: 2
+        assert all(0 <= float(r["value"]) <= 1 for r in rows if r["metric"] != "decay")
+        for seq, objects in (("clip-a", 1), ("clip-b", 2)):
+            per_object = list(csv.DictReader(open(built / f"results/davis/{model}/toy_davis/sequences/{seq}.csv")))
+            assert len(per_object) == 6 * objects * 2 * 3 and {r["frames"] for r in per_object} == {"2"}
+            for block in (1, 6):
+                folder = built / f"results/davis/{model}/toy_davis/masks/block{block:02d}/{seq}"
+                assert sorted(p.name for p in folder.iterdir()) == [f"{t:05d}.png" for t in range(4)]
+                with Image.open(folder / "00003.png") as mask:
+                    assert mask.mode == "P" and mask.size == (56, 40)
+                    assert int(np.asarray(mask).max()) <= objects
+        assert (built / f"results/benchmarks/davis/{model}/toy_davis/clip-a.tsv").is_file()
+    for suffix in ("pdf", "png"):
+        assert (built / f"results/figures/davis/toy_davis.{suffix}").stat().st_size > 1000
     for model in TINY["models"]:
         assert (built / f"results/benchmarks/extract/{model}/toy.tsv").is_file()
         assert (built / f"logs/extract/{model}/toy.log").read_text().count("images/s") >= 1
@@ -290,6 +313,25 @@ def test_downstream_settings_rerun_only_their_task(built: Path, tmp_path: Path) 
     assert planned_jobs(workdir) == {"best_layers": 1, "all": 1}
     edit_config(workdir, lambda c: c["analyses"]["spair"].update(pairs_per_category=None))
     assert planned_jobs(workdir) == {"spair": 2, "plot_downstream": 1, "best_layers": 1, "all": 1}
+    edit_config(workdir, lambda c: c["analyses"]["spair"].update(pairs_per_category=2))
+    edit_config(workdir, lambda c: c["analyses"]["best_layers"].pop("retrieval"))
+    edit_config(workdir, lambda c: c["analyses"]["davis"].update(topk=3))
+    assert planned_jobs(workdir) == {
+        "davis_sequence": 4, "davis": 2, "plot_downstream": 1, "best_layers": 1, "all": 1,
+    }
+
+
+def test_davis_results_regenerate_alone(built: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "copy"
+    shutil.copytree(built, workdir, symlinks=True)
+    # the task's results, its figure and the table it feeds: only DAVIS reruns
+    for path in ("results/davis", "results/figures/davis"):
+        shutil.rmtree(workdir / path)
+    for path in (workdir / "results/tables").glob("best_layers.*"):
+        path.unlink()
+    assert planned_jobs(workdir) == {
+        "davis_sequence": 4, "davis": 2, "plot_downstream": 1, "best_layers": 1, "all": 1,
+    }
 
 
 def test_extraction_parameter_reextracts(built: Path, tmp_path: Path) -> None:
@@ -345,6 +387,8 @@ def test_single_figure_target(tmp_path: Path) -> None:
     assert jobs["retrieval"] == 2 and jobs["plot_downstream"] == 1 and "knn" not in jobs and jobs["extract"] == 2
     jobs = planned_jobs(workdir, "fig_spair")
     assert jobs == {"synthetic_dataset": 1, "spair": 2, "plot_downstream": 1, "fig_spair": 1}
+    jobs = planned_jobs(workdir, "fig_davis")
+    assert jobs == {"synthetic_dataset": 1, "davis_sequence": 4, "davis": 2, "plot_downstream": 1, "fig_davis": 1}
     jobs = planned_jobs(workdir, "table_best_layers")
     assert jobs["best_layers"] == 1 and jobs["knn"] == 2 and jobs["retrieval"] == 2 and "plot_downstream" not in jobs
     assert jobs["spair"] == 2
@@ -368,6 +412,8 @@ def test_single_figure_target(tmp_path: Path) -> None:
          "analyses.cls_maps.datasets names 'toy_spair' of kind 'spair'"),
         (lambda c: c["analyses"]["best_layers"].update(spair={"alpha": 0.2}), "best_layers.spair.alpha = 0.2"),
         (lambda c: c["datasets"]["toy_spair"].update(root="nowhere"), "nowhere/PairAnnotation/test"),
+        (lambda c: c["analyses"]["davis"].update(datasets=["toy"]), "davis needs a dataset of kind 'davis'"),
+        (lambda c: c["analyses"]["cls_maps"].update(datasets=["toy_davis"]), "serves analyses.davis only"),
     ],
 )
 def test_bad_config_fails_before_any_job(tmp_path: Path, change, message: str) -> None:

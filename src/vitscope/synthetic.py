@@ -18,6 +18,8 @@ Optional extras for the downstream tasks (off by default):
   ``jpg/<stem>.jpg`` (see :func:`write_revisited`).
 - ``spair_categories`` > 0: image pairs with keypoints and boxes in the SPair-71k
   layout under ``{root}/spair/`` (see :func:`write_spair`).
+- ``davis_sequences`` (names): short videos of moving textured shapes in the
+  DAVIS layout under ``{root}/davis/`` (see :mod:`vitscope.synthetic_video`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class SyntheticSpec:
     retrieval_name: str = "rshapes"
     spair_categories: int = 0
     spair_images_per_category: int = 4
+    davis_sequences: tuple[str, ...] = ()
+    davis_frames: int = 8
+    davis_size: tuple[int, int] = (96, 128)
+    davis_objects: int = 3
 
     def class_names(self) -> list[str]:
         if not 1 <= self.classes <= len(SHAPES) * len(TEXTURES):
@@ -178,6 +184,10 @@ def write_imagefolder(root: str | Path, spec: SyntheticSpec) -> list[Path]:
         write_revisited(root / "revisited", spec)
     if spec.spair_categories:
         write_spair(root / "spair", spec)
+    if spec.davis_sequences:
+        from .synthetic_video import write_davis  # it imports this module
+
+        write_davis(root / "davis", spec)
     return paths
 
 

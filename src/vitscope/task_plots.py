@@ -1,10 +1,11 @@
 """Figures of the downstream tasks (docs/downstream.md): score against block, a line per model.
 
 k-NN: top-1 and top-5 accuracy (%) per k; retrieval: mAP and mP@10 per protocol
-(Easy, Medium, Hard); SPair-71k: PCK (%) per alpha. Functions take tidy rows
+(Easy, Medium, Hard); SPair-71k: PCK (%) per alpha; DAVIS: J&F, J and F, means over
+objects (recall and decay are in the tables). Functions take tidy rows
 (vitscope.tasks.knn.COLUMNS, vitscope.tasks.retrieval.COLUMNS,
-vitscope.tasks.spair_run.COLUMNS) and return figures; :func:`vitscope.plots.save`
-writes them.
+vitscope.tasks.spair_run.COLUMNS, vitscope.tasks.davis.COLUMNS) and return figures;
+:func:`vitscope.plots.save` writes them.
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ LAYOUTS = {
     "knn": ("k", "k = {}", (("top1", "top-1 accuracy (%)", 100.0), ("top5", "top-5 accuracy (%)", 100.0))),
     "retrieval": ("protocol", "{} protocol", (("mAP", "mAP", 1.0), ("mP@10", "mP@10", 1.0))),
     "spair": ("alpha", "alpha = {}", (("PCK", "PCK (%)", 100.0),)),
+    "davis": ("measure", "{}", (("mean", "mean over objects", 1.0),)),
 }
-TITLES = {"knn": "Weighted k-NN (T = 0.07) on {}: CLS token of each block",
-          "retrieval": "Retrieval on {} (L2-normalised CLS token, {} queries)",
-          "spair": "Keypoint transfer on {}: PCK, mean over categories (spatial tokens of each block)"}
+TITLES = {
+    "knn": "Weighted k-NN (T = 0.07) on {}: CLS token of each block",
+    "retrieval": "Retrieval on {} (L2-normalised CLS token, {} queries)",
+    "spair": "Keypoint transfer on {}: PCK, mean over categories (spatial tokens of each block)",
+    "davis": "DAVIS label propagation on {}: spatial tokens of each block",
+}
 
 
 def _panels(rows: Sequence[Mapping[str, str]], column: str) -> list[str]:

@@ -1,0 +1,54 @@
+# DAVIS-2017 semi-supervised video object segmentation with every block (protocols.md 5,
+# docs/downstream.md): one job per model, dataset and sequence (a cluster runs the sequences in
+# parallel), then the objects of all sequences pooled per block.
+
+
+rule davis_sequence:
+    input:
+        data=davis_sequence_input,
+        checkpoint=checkpoint_input,
+    output:
+        masks=directory("results/davis/{model}/{dataset}/sequences/{sequence}"),
+        table="results/davis/{model}/{dataset}/sequences/{sequence}.csv",
+    wildcard_constraints:
+        sequence=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    params:
+        model=model_entry,
+        entry=davis_entry,
+        options=davis_options(),
+        device=config["extract"]["device"],
+        code=code_version(
+            "vos", "tasks/davis", "dense", "video", "models", "formats", "zoo", "data", "extract", "tables", "dumps"
+        ),
+    threads: 1
+    conda:
+        "../envs/vitscope.yaml"
+    log:
+        "logs/davis/{model}/{dataset}/{sequence}.log",
+    benchmark:
+        "results/benchmarks/davis/{model}/{dataset}/{sequence}.tsv"
+    script:
+        "../workflow/scripts/davis_sequence.py"
+
+
+rule davis:
+    input:
+        tables=davis_sequence_tables,
+        masks=davis_sequence_masks,
+    output:
+        table="results/davis/{model}/{dataset}.csv",
+        masks=directory("results/davis/{model}/{dataset}/masks"),
+    params:
+        code=code_version("vos", "tasks/davis", "tables", "dumps"),
+    conda:
+        "../envs/vitscope.yaml"
+    log:
+        "logs/davis/{model}/{dataset}.log",
+    script:
+        "../workflow/scripts/davis.py"
+
+
+rule fig_davis:
+    localrule: True
+    input:
+        davis_figures(),
