@@ -41,6 +41,10 @@ include: "rules/downstream.smk"
 include: "rules/figures.smk"
 
 
+# Figures are quick and read small tables: on a cluster they are not submitted as jobs.
+workflow.localrules(*figure_rules())
+
+
 rule all:
     input:
         all_targets(),
