@@ -41,7 +41,8 @@ include: "rules/downstream.smk"
 include: "rules/figures.smk"
 
 
-# Figures are quick and read small tables: on a cluster they are not submitted as jobs.
+# After every include: figures (every plot_* rule) are quick and read small tables,
+# so on a cluster they run on the submitting host instead of being submitted.
 workflow.localrules(*figure_rules())
 
 

@@ -21,9 +21,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import yaml
 from test_workflow import TINY, copy_workflow
-
-pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_PYTHON = Path(os.environ.get("VITSCOPE_SLURM_PYTHON", REPO / ".venv-slurm" / "bin" / "python"))
@@ -91,6 +90,20 @@ GresTypes=gpu
 {node} NodeAddr=127.0.0.1 Gres=gpu:1 State=UNKNOWN
 PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
+
+
+@pytest.mark.workflow
+def test_profile_groups_name_existing_rules_and_no_figure(tmp_path: Path) -> None:
+    """Runs without Slurm: a renamed rule would silently leave its group; a grouped figure cannot be local."""
+    workdir = copy_workflow(tmp_path, TINY)
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    listed = subprocess.run([snakemake, "--list-rules"], cwd=workdir, capture_output=True, text=True, check=True)
+    rules = set(listed.stdout.split())
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    grouped = dict(entry.split("=") for entry in profile["groups"])
+    assert set(grouped) <= rules, set(grouped) - rules
+    assert not [rule for rule in grouped if rule.startswith("plot_")]
+    assert set(grouped.values()) == {entry.split("=")[0] for entry in profile["group-components"]}
 
 
 @pytest.fixture(scope="module")
@@ -219,6 +232,8 @@ def h5_items(path: Path) -> dict[str, tuple]:
     return items
 
 
+@pytest.mark.slurm
+@pytest.mark.workflow
 def test_slurm_run_submits_gpu_extraction_groups_tables_and_keeps_figures_local(runs) -> None:
     _, cluster, log = runs
     # the SLURM log folder of each submitted job: rule_<rule> or group_<group>_<rules>
@@ -234,6 +249,8 @@ def test_slurm_run_submits_gpu_extraction_groups_tables_and_keeps_figures_local(
         assert re.search(r"WARNING .*CUDA_VISIBLE_DEVICES=0 .*falling back to the CPU", extract_log), extract_log
 
 
+@pytest.mark.slurm
+@pytest.mark.workflow
 def test_slurm_outputs_equal_local_outputs(runs) -> None:
     local, cluster, _ = runs
     assert files(cluster) == files(local)
