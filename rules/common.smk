@@ -414,6 +414,10 @@ def dataset_images(dataset, index=None):
         return len(entry["classes"]) * entry["per_class"]
     if entry["kind"] == "coco" and "max_images" in entry:
         return entry["max_images"]
+    if entry["kind"] == "spair":
+        # two images a pair: analyses.spair.pairs_per_category of 18 categories, or all 12,234 test pairs
+        per_category = config["analyses"].get("spair", {}).get("pairs_per_category")
+        return 2 * (18 * per_category if per_category else 12234)
     return DEFAULT_IMAGES
 
 
