@@ -42,6 +42,11 @@ include: "rules/davis.smk"
 include: "rules/figures.smk"
 
 
+# After every include: figures (every plot_* rule) are quick and read small tables,
+# so on a cluster they run on the submitting host instead of being submitted.
+workflow.localrules(*figure_rules())
+
+
 rule all:
     input:
         all_targets(),

@@ -1,6 +1,8 @@
 # Helpers shared by the rule files (config look-ups, code versions).
 
+import csv
 import hashlib
+import math
 from pathlib import Path
 
 PACKAGE = Path(workflow.basedir) / "src" / "vitscope"
@@ -474,3 +476,65 @@ def figure_report(path, figure, category, caption=None, patterns=None, **labels)
         labels={"figure": figure.replace("_", " "), **labels},
         patterns=patterns or [],
     )
+
+
+# A GPU belongs to one machine: --resources gpu=1 (profiles/default) limits a local run
+# or one cluster job, never how many jobs a cluster run submits.
+resource_scopes:
+    gpu="local",
+
+
+# Resources (used by the Slurm profile, profiles/slurm; a local run only counts `gpu`,
+# limited by profiles/default). Rules that run a model over a dataset, like extract,
+# declare `resources: gpu=model_gpus, mem_mb=model_mem_mb, runtime=model_runtime`;
+# every other rule gets the profile's default-resources. See README "Running on a
+# Slurm cluster".
+
+# Conservative throughput of a full extraction for wall-time requests, images/s
+# (docs/performance.md: ViT-B/16 ~800/s on an H100/H200, ViT-S/16 ~10/s on two
+# CPU threads; ViT-L/14 costs about 6x B/16).
+IMAGES_PER_S = {"gpu": 25.0, "cpu": 0.5}
+# Images assumed for a dataset whose size is not known before it is indexed.
+DEFAULT_IMAGES = 10000
+
+
+def dataset_images(dataset, index=None):
+    """Images in ``dataset``: rows of its index CSV when it exists, else what the config tells, else a guess."""
+    if index and Path(index).is_file():
+        with open(index, newline="") as handle:
+            return max(0, sum(1 for _ in csv.reader(handle)) - 1)
+    entry = config["datasets"][dataset]
+    if entry["kind"] == "synthetic":
+        spec = entry.get("synthetic", {})
+        return spec.get("classes", 6) * spec.get("per_class", 12)
+    if entry["kind"] == "imagefolder" and "classes" in entry and "per_class" in entry:
+        return len(entry["classes"]) * entry["per_class"]
+    if entry["kind"] == "coco" and "max_images" in entry:
+        return entry["max_images"]
+    if entry["kind"] == "spair":
+        # two images a pair: analyses.spair.pairs_per_category of 18 categories, or all 12,234 test pairs
+        per_category = config["analyses"].get("spair", {}).get("pairs_per_category")
+        return 2 * (18 * per_category if per_category else 12234)
+    return DEFAULT_IMAGES
+
+
+def model_gpus(wildcards):
+    """1 when extract.device may use CUDA (auto, cuda, cuda:N), else 0."""
+    return 1 if config["extract"]["device"].startswith(("auto", "cuda")) else 0
+
+
+def model_runtime(wildcards, input, attempt):
+    """Wall time in minutes of a pass over the dataset: 10 + images at IMAGES_PER_S, doubled per retry."""
+    rate = IMAGES_PER_S["gpu" if model_gpus(wildcards) else "cpu"]
+    images = dataset_images(wildcards.dataset, input.get("index"))
+    return (10 + math.ceil(images / rate / 60)) * attempt
+
+
+def model_mem_mb(wildcards, attempt):
+    """Host memory in MB: the flat extraction RSS (docs/performance.md) plus 1 GB per loader worker."""
+    return (6000 + 1000 * config["extract"]["num_workers"]) * attempt
+
+
+def figure_rules():
+    """Every plot_* rule: figures read small tables, so a cluster run makes them on the submitting host."""
+    return [rule.name for rule in workflow.rules if rule.name.startswith("plot_")]

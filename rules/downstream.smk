@@ -66,6 +66,10 @@ rule spair:
             "tasks/spair", "tasks/spair_data", "tasks/spair_run", "models", "formats", "zoo", "data", "extract", "tables"
         ),
     threads: 2
+    resources:
+        gpu=model_gpus,
+        mem_mb=model_mem_mb,
+        runtime=model_runtime,
     conda:
         "../envs/vitscope.yaml"
     log:

@@ -21,6 +21,10 @@ rule extract:
         coco=object_source,
         code=code_version("extract", "models", "formats", "zoo", "data", "dumps", "attention", "objects", "saliency"),
     threads: 2
+    resources:
+        gpu=model_gpus,
+        mem_mb=model_mem_mb,
+        runtime=model_runtime,
     conda:
         "../envs/vitscope.yaml"
     log:

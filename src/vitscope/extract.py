@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -623,11 +624,26 @@ def _check_hooks(recorder: Recorder, meta: dict[str, Any], options: ExtractOptio
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu (logged); anything else as given."""
+    """``auto`` -> cuda when available, else cpu; the choice is logged, a fallback says so.
+
+    A fallback is a warning when a GPU was allocated to the job (CUDA_VISIBLE_DEVICES
+    set, as Slurm does for ``--gpus``) but torch cannot use it.
+    """
     if name == "auto":
-        chosen = "cuda" if torch.cuda.is_available() else "cpu"
-        log.info("device auto -> %s%s", chosen, "" if chosen == "cuda" else " (no CUDA device found)")
-        return torch.device(chosen)
+        if torch.cuda.is_available():
+            log.info("device auto -> cuda (%s)", torch.cuda.get_device_name())
+            return torch.device("cuda")
+        allocated = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        if allocated:
+            log.warning(
+                "device auto -> cpu: CUDA_VISIBLE_DEVICES=%s but torch %s finds no usable CUDA device "
+                "(no driver, or a CPU build of torch); falling back to the CPU (%d threads)",
+                allocated, torch.__version__, torch.get_num_threads(),
+            )
+        else:
+            threads = torch.get_num_threads()
+            log.info("device auto -> cpu: no CUDA device found; falling back to the CPU (%d threads)", threads)
+        return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"extract.device = {name!r} but no CUDA device is available (use 'auto' or 'cpu')")
