@@ -515,6 +515,9 @@ def dataset_images(dataset, index=None):
         # two images a pair: analyses.spair.pairs_per_category of 18 categories, or all 12,234 test pairs
         per_category = config["analyses"].get("spair", {}).get("pairs_per_category")
         return 2 * (18 * per_category if per_category else 12234)
+    if entry["kind"] == "davis":
+        # one job per sequence: at most 104 frames (DAVIS-2017 val), each 8 tiled windows at 448 x 784
+        return 104 * 8
     return DEFAULT_IMAGES
 
 

@@ -21,6 +21,10 @@ rule davis_sequence:
             "vos", "tasks/davis", "dense", "video", "models", "formats", "zoo", "data", "extract", "tables", "dumps"
         ),
     threads: 1
+    resources:
+        gpu=model_gpus,
+        mem_mb=model_mem_mb,
+        runtime=model_runtime,
     conda:
         "../envs/vitscope.yaml"
     log:
