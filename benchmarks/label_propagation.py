@@ -49,6 +49,34 @@ def timed(fn, repeats, device):
     return best, result
 
 
+def measure(grid=(28, 49), dim=768, context=8, classes=3, radius=12, topk=5, repeats=3, device="cpu") -> dict:
+    """Best-of-``repeats`` seconds of the vectorised kernel and of the loop, and their largest difference."""
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(0)
+    g = grid[0] * grid[1]
+    target = davis.normalize(torch.randn(g, dim, generator=gen)).to(device)
+    sources = davis.normalize(torch.randn(context, g, dim, generator=gen)).to(device)
+    labels = torch.softmax(torch.randn(context, classes, g, generator=gen), dim=1).to(device)
+    mask = davis.neighbourhood(tuple(grid), radius, device=device)
+    fast_s, fast = timed(lambda: davis.propagate(target, sources, labels, 0.1, topk, mask), repeats, device)
+    loop_s, slow = timed(
+        lambda: loop_propagate(target, sources, labels, 0.1, topk, tuple(grid), radius), repeats, device
+    )
+    return {"vectorised_s": fast_s, "loop_s": loop_s, "max_abs_diff": float((fast - slow).abs().max())}
+
+
+def benchmark(quick: bool = False) -> list[tuple[str, float, str, str]]:
+    """Rows for benchmarks/suite.py: (what, value, unit, note)."""
+    grid = (14, 25) if quick else (28, 49)
+    r = measure(grid=grid, repeats=1 if quick else 3)
+    note = f"grid {grid[0]}x{grid[1]}, D 768, 8 context frames, radius 12, top-5, {torch.get_num_threads()} thread(s)"
+    return [
+        ("label propagation, vectorised, per frame and block", r["vectorised_s"] * 1e3, "ms", note),
+        ("label propagation, loop over target tokens", r["loop_s"] * 1e3, "ms", note),
+        ("ratio loop / vectorised", r["loop_s"] / r["vectorised_s"], "x", f"max |difference| {r['max_abs_diff']:.1e}"),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grid", type=int, nargs=2, default=[28, 49])
@@ -62,22 +90,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    gen = torch.Generator().manual_seed(0)
-    g = args.grid[0] * args.grid[1]
-    target = davis.normalize(torch.randn(g, args.dim, generator=gen)).to(device)
-    sources = davis.normalize(torch.randn(args.context, g, args.dim, generator=gen)).to(device)
-    labels = torch.softmax(torch.randn(args.context, args.classes, g, generator=gen), dim=1).to(device)
-    mask = davis.neighbourhood(tuple(args.grid), args.radius, device=device)
-    fast_s, fast = timed(lambda: davis.propagate(target, sources, labels, 0.1, args.topk, mask), args.repeats, device)
-    loop_s, slow = timed(lambda: loop_propagate(target, sources, labels, 0.1, args.topk, tuple(args.grid),
-                                                args.radius), args.repeats, device)
-    diff = float((fast - slow).abs().max())
+    r = measure(tuple(args.grid), args.dim, args.context, args.classes, args.radius, args.topk, args.repeats,
+                args.device)
     print(f"grid {args.grid[0]}x{args.grid[1]}, D {args.dim}, {args.context} context frames, radius {args.radius}, "
           f"top-{args.topk}, {args.classes} channels, {args.device}, {args.threads} thread(s)")
-    print(f"vectorised: {fast_s * 1000:.1f} ms per frame and block")
-    print(f"loop:       {loop_s * 1000:.1f} ms per frame and block")
-    print(f"ratio loop / vectorised: {loop_s / fast_s:.1f}x; max |difference| {diff:.2e}")
+    print(f"vectorised: {r['vectorised_s'] * 1000:.1f} ms per frame and block")
+    print(f"loop:       {r['loop_s'] * 1000:.1f} ms per frame and block")
+    print(f"ratio loop / vectorised: {r['loop_s'] / r['vectorised_s']:.1f}x; max |difference| {r['max_abs_diff']:.2e}")
 
 
 if __name__ == "__main__":
