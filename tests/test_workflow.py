@@ -352,7 +352,7 @@ def test_package_edit_reruns_the_rules_that_use_it(built: Path, tmp_path: Path) 
         "plot_cls_maps": 2, "plot_attention_distance": 1, "plot_aaam": 2, "plot_offsets": 2,
         "plot_offset_heads": 1, "plot_offset_scatter": 1, "plot_cls_heads": 1, "plot_saliency_iou": 1,
         "plot_attention_grids": 2, "plot_cka_full": 3, "plot_cka_last": 1, "plot_clustering": 3,
-        "plot_object_clustering": 3, "plot_downstream": 3, "all": 1,
+        "plot_object_clustering": 3, "plot_downstream": 4, "all": 1,
     }
     with open(workdir / "src/vitscope/attention.py", "a") as handle:
         handle.write("\n# edited\n")
