@@ -15,6 +15,7 @@ import yaml
 from vitscope import models, synthetic
 from vitscope.data import index_imagefolder, write_index
 from vitscope.errors import ConfigError, DatasetError
+from vitscope.formats import mocov3
 from vitscope.tasks import knn
 from vitscope.training import augment, loop, mae, run, settings
 
@@ -186,12 +187,17 @@ def test_checkpoint_loads_through_the_registry_with_provenance(tmp_path: Path, s
     model, report = models.build(spec)
     assert report.source == "checkpoint" and report.sha256 == models.sha256_file(path)
     assert report.loaded == len(model.state_dict()) and not report.dropped
-    initial = models.build(_tiny_spec(weights="random"))[0].state_dict()
+    initial = run.initial_encoder(_tiny_spec()).state_dict()
     assert any(not torch.equal(v, initial[k]) for k, v in model.state_dict().items())
-    # random: the checkpoint is exactly the weights: random model of the same seed
-    path, summary = _train(tmp_path, [], "random", objective="random", steps=0)
-    loaded = models.build(_tiny_spec(weights="checkpoint", format="timm", checkpoint=path))[0].state_dict()
-    assert summary["steps"] == 0 and all(torch.equal(v, initial[k]) for k, v in loaded.items())
+    # random: the checkpoint is the shared initialisation: the weights: random model of the
+    # same seed with the sin-cos position embedding (or exactly it without)
+    timm_init = models.build(_tiny_spec(weights="random"))[0].state_dict()
+    for sincos in (True, False):
+        path, summary = _train(tmp_path, [], "random", objective="random", steps=0, sincos_pos_embed=sincos)
+        loaded = models.build(_tiny_spec(weights="checkpoint", format="timm", checkpoint=path))[0].state_dict()
+        differ = sorted(k for k, v in loaded.items() if not torch.equal(v, timm_init[k]))
+        assert summary["steps"] == 0 and differ == (["pos_embed"] if sincos else [])
+    torch.testing.assert_close(initial["pos_embed"], mocov3.sincos_pos_embed((4, 4), 32))
 
 
 def test_fs_needs_labels(tmp_path: Path, shapes) -> None:
@@ -208,21 +214,6 @@ def _cls_features(encoder: torch.nn.Module, entries, spec: models.ModelSpec) -> 
         return encoder.forward_features(images)[:, 0].numpy()
 
 
-def test_fs_beats_random_on_knn(tmp_path: Path, shapes) -> None:
-    """The demo's claim in miniature: supervised training separates the classes, the initialisation does not."""
-    spec = _tiny_spec()
-    s = settings.TrainSettings(objective="fs", dataset="shapes", steps=250, batch_size=32, lr=2e-3)
-    trained, rows = run.train_encoder(s, spec, shapes["train"])
-    untrained = run.initial_encoder(spec)
-    labels = {name: np.array([e.label for e in shapes[name]]) for name in ("bank", "val")}
-    accuracy = {}
-    for name, encoder in (("fs", trained), ("random", untrained)):
-        bank, val = (_cls_features(encoder, shapes[n], spec) for n in ("bank", "val"))
-        accuracy[name] = knn.classify(bank, labels["bank"], val, labels["val"], 3, ks=(10,))[10]["top1"]
-    assert np.mean([r["loss"] for r in rows[-25:]]) < np.mean([r["loss"] for r in rows[:25]])
-    assert accuracy["fs"] >= accuracy["random"] + 0.2, accuracy
-
-
 def test_mae_reconstructs_masked_patches_better_than_random(shapes) -> None:
     spec = _tiny_spec()
     s = settings.TrainSettings(objective="mae", dataset="shapes", steps=150, batch_size=32, lr=2e-3)
@@ -235,3 +226,27 @@ def test_mae_reconstructs_masked_patches_better_than_random(shapes) -> None:
     with torch.no_grad():
         error = {name: float(o.masked_error(held_out, keep)) for name, o in (("mae", trained), ("random", untrained))}
     assert error["mae"] < 0.8 * error["random"], error
+
+
+@pytest.mark.slow
+def test_demo_fs_recipe_beats_random_on_demo_knn(tmp_path: Path) -> None:
+    """config.yaml's fs model, trained as the demo trains it, against its untrained twin on the demo's k-NN."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    entry = config["models"]["fs"]
+    train = entry["train"]
+    for name in ("demo", train["dataset"]):
+        spec = synthetic.SyntheticSpec(**config["datasets"][name]["synthetic"])
+        synthetic.write_imagefolder(tmp_path / name, spec)
+    spec = models.spec_from_config("fs", entry)
+    s = settings.from_config("fs", train)
+    trained, _ = run.train_encoder(s, spec, index_imagefolder(tmp_path / train["dataset"] / "images"))
+    untrained = run.initial_encoder(spec, s.sincos_pos_embed)
+    bank, val = index_imagefolder(tmp_path / "demo/images"), index_imagefolder(tmp_path / "demo/val")
+    classes = len({e.label for e in bank})
+    accuracy = {}
+    for name, encoder in (("fs", trained), ("random", untrained)):
+        accuracy[name] = knn.classify(
+            _cls_features(encoder, bank, spec), np.array([e.label for e in bank]),
+            _cls_features(encoder, val, spec), np.array([e.label for e in val]), classes, ks=(20,),
+        )[20]["top1"]
+    assert accuracy["fs"] >= accuracy["random"] + 0.25, accuracy

@@ -4,11 +4,13 @@ from vitscope import logs
 from vitscope.training import run
 
 progress = logs.to_file(snakemake.log[0])
+index = snakemake.input.get("index") or []  # one index CSV; none for objective random
+index = [index] if isinstance(index, str) else list(index)
 run.train_checkpoint(
     alias=snakemake.wildcards.model,
     model_entry=snakemake.params.model,
     train_entry=snakemake.params.train,
-    index=snakemake.input.index if snakemake.input.get("index") else None,
+    index=index[0] if index else None,
     checkpoint=snakemake.output.checkpoint,
     losses=snakemake.output.losses,
     threads=snakemake.threads,

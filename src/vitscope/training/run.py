@@ -6,16 +6,19 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 import torch
 from torch import nn
 
 from .. import models
 from ..data import Entry, load_image, preprocess, read_index
 from ..dumps import atomic_path
-from ..errors import DatasetError
+from ..errors import DatasetError, ModelError
+from ..formats import mocov3
 from ..tables import write_csv
 from .augment import Augment
 from .contrastive import Contrastive
@@ -29,11 +32,23 @@ log = logging.getLogger(__name__)
 LOSS_COLUMNS = ("model", "objective", "step", "loss", "lr")
 
 
-def initial_encoder(spec: models.ModelSpec) -> nn.Module:
-    """The encoder every objective starts from: exactly the ``weights: random`` model of ``spec`` (same seed)."""
-    from dataclasses import replace
+def initial_encoder(spec: models.ModelSpec, sincos_pos_embed: bool = True) -> nn.Module:
+    """The encoder every objective (``random`` included) starts from.
 
+    The ``weights: random`` model of ``spec`` (timm's initialisation, ``spec.seed``); with
+    ``sincos_pos_embed`` its learned position embedding starts as the fixed 2-D sin-cos
+    embedding of MoCo-v3 and MAE (CLS row zero) instead of noise, which lets a small ViT
+    leave its initial plateau in far fewer steps (docs/demo.md).
+    """
     model, _ = models.build(replace(spec, weights="random", checkpoint=None))
+    if sincos_pos_embed:
+        pos = getattr(model, "pos_embed", None)
+        if pos is None or getattr(model, "no_embed_class", False) or pos.shape[1] != 1 + int(
+            np.prod(model.patch_embed.grid_size)
+        ):
+            raise ModelError(f"{spec.arch}: sincos_pos_embed needs a ViT whose pos_embed covers CLS and the grid")
+        with torch.no_grad():
+            pos.copy_(mocov3.sincos_pos_embed(tuple(model.patch_embed.grid_size), pos.shape[-1]))
     return model
 
 
@@ -81,7 +96,7 @@ def train_encoder(
     Returns the trained encoder (eval mode; for ``random`` the initialisation) and the
     loss rows (step, loss, lr), none for ``random``.
     """
-    encoder = initial_encoder(spec)
+    encoder = initial_encoder(spec, settings.sincos_pos_embed)
     if settings.objective == "random":
         return encoder, []
     if not entries:

@@ -26,6 +26,7 @@ class TrainSettings:
     weight_decay: float = 0.05
     warmup: float = 0.1
     seed: int = 0
+    sincos_pos_embed: bool = True
     crop_scale: tuple[float, float] = (0.35, 1.0)
     jitter: float = 0.4
     label_smoothing: float = 0.1
