@@ -49,7 +49,7 @@ def loss_curves(curves: Mapping[str, Sequence[Mapping[str, str]]]) -> Figure:
         ax.plot(steps, loss, color=colour, alpha=0.3, lw=0.8)
         ax.plot(steps, smooth(loss, max(1, steps.size // 20)), color=colour, lw=1.6)
         objective = rows[0]["objective"]
-        ax.set_title(f"{model} ({objective})", fontsize=9)
+        ax.set_title(model if model == objective else f"{model} ({objective})", fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.set_ylabel(YLABELS.get(objective, "loss"), fontsize=8)
         ax.tick_params(labelsize=7)
