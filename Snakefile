@@ -34,6 +34,7 @@ wildcard_constraints:
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/train.smk"
 include: "rules/extract.smk"
 include: "rules/attention.smk"
 include: "rules/features.smk"

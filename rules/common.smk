@@ -113,6 +113,39 @@ def _check_davis_datasets():
     for dataset, entry in config["datasets"].items():
         if entry["kind"] == "davis" and "root" not in entry:
             raise WorkflowError(f"datasets.{dataset}.root is required for kind 'davis'")
+TRAINED = [alias for alias, entry in config["models"].items() if "train" in entry]
+
+
+def trained_checkpoint(alias):
+    """Where the train rule writes the checkpoint of models.<alias>."""
+    return f"results/checkpoints/{alias}.safetensors"
+
+
+def _check_trained_models():
+    """A model with a train entry loads the train rule's output like any checkpoint: say so explicitly."""
+    for alias in TRAINED:
+        entry, key = config["models"][alias], f"models.{alias}"
+        expected = {"weights": "checkpoint", "format": "timm", "checkpoint": trained_checkpoint(alias)}
+        for name, value in expected.items():
+            if entry.get(name) != value:
+                raise WorkflowError(
+                    f"{key}.{name} = {entry.get(name)!r}, but {key}.train makes the checkpoint: set "
+                    + ", ".join(f"{k}: {v}" for k, v in expected.items())
+                )
+        train = entry["train"]
+        if train["objective"] == "random":
+            continue
+        dataset = train.get("dataset")
+        if dataset not in config["datasets"]:
+            raise WorkflowError(
+                f"{key}.train.dataset = {dataset!r} must name a dataset in datasets ({', '.join(DATASETS)})"
+            )
+        kind = config["datasets"][dataset]["kind"]
+        if kind not in ("synthetic", "imagefolder"):
+            raise WorkflowError(
+                f"{key}.train.dataset names '{dataset}' of kind '{kind}'; training reads class folders "
+                "(kind synthetic or imagefolder)"
+            )
 
 
 _check_analysis_datasets()
@@ -120,6 +153,7 @@ _check_coco_datasets()
 _check_downstream_datasets()
 _check_spair_datasets()
 _check_davis_datasets()
+_check_trained_models()
 
 
 def code_version(*modules):
@@ -161,6 +195,20 @@ def checkpoint_input(wildcards):
     """The model's checkpoint file, as an input so a new file re-extracts."""
     entry = config["models"][wildcards.model]
     return [entry["checkpoint"]] if entry.get("weights") == "checkpoint" and "checkpoint" in entry else []
+
+
+def train_entry(wildcards):
+    return config["models"][wildcards.model]["train"]
+
+
+def train_index(wildcards):
+    """The index of the training images (none for objective random, which reads no data)."""
+    train = train_entry(wildcards)
+    return [] if train["objective"] == "random" else [f"results/index/{train['dataset']}.csv"]
+
+
+def train_figures():
+    return expand("results/figures/train/loss.{ext}", ext=["pdf", "png"]) if TRAINED else []
 
 
 def synthetic_spec(wildcards):
@@ -451,6 +499,7 @@ def all_targets():
     targets += knn_figures() + retrieval_figures() + best_layer_tables()
     targets += spair_figures()
     targets += davis_figures()
+    targets += train_figures()
     return targets
 
 

@@ -22,7 +22,10 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 TINY = {
     "models": {
-        "tiny_a": {"arch": "test_vit", "weights": "random", "seed": 0, "image_size": 48},
+        # trained in the workflow (rule train, two steps), then loaded like a downloaded checkpoint
+        "tiny_a": {"arch": "test_vit", "weights": "checkpoint", "format": "timm", "seed": 0, "image_size": 48,
+                   "checkpoint": "results/checkpoints/tiny_a.safetensors",
+                   "train": {"objective": "fs", "dataset": "toy", "steps": 2, "batch_size": 4}},
         "tiny_b": {"arch": "test_vit", "weights": "random", "seed": 1, "image_size": [32, 48]},
     },
     "datasets": {
@@ -334,6 +337,23 @@ def test_davis_results_regenerate_alone(built: Path, tmp_path: Path) -> None:
     }
 
 
+def test_training_parameter_reruns_only_that_models_chain(built: Path, tmp_path: Path) -> None:
+    with h5py.File(built / "results/dumps/tiny_a/toy.h5") as dump:
+        assert dump.attrs["weights"] == "checkpoint" and len(dump.attrs["weights_sha256"]) == 64
+    assert (built / "results/train/tiny_a/loss.csv").read_text().count("\n") == 1 + 2
+    assert (built / "results/figures/train/loss.png").stat().st_size > 1000
+    workdir = tmp_path / "copy"
+    shutil.copytree(built, workdir, symlinks=True)
+    edit_config(workdir, lambda c: c["models"]["tiny_a"]["train"].update(lr=0.002))
+    jobs = planned_jobs(workdir)
+    assert jobs["train"] == 1 and jobs["plot_train_loss"] == 1
+    assert jobs["extract"] == 4 and jobs["knn"] == 1 and jobs["clustering"] == 1  # tiny_a's dumps only
+    assert jobs["cka_pair"] == 2 and "synthetic_dataset" not in jobs  # (a, a) and (a, b), not (b, b)
+    edit_config(workdir, lambda c: c["models"]["tiny_a"].update(checkpoint="weights/tiny_a.pt"))
+    proc = snakemake(workdir, "--dry-run", check=False)
+    assert proc.returncode != 0 and "models.tiny_a.checkpoint = 'weights/tiny_a.pt'" in proc.stdout + proc.stderr
+
+
 def test_extraction_parameter_reextracts(built: Path, tmp_path: Path) -> None:
     workdir = tmp_path / "copy"
     shutil.copytree(built, workdir, symlinks=True)
@@ -352,7 +372,7 @@ def test_package_edit_reruns_the_rules_that_use_it(built: Path, tmp_path: Path) 
         "plot_cls_maps": 2, "plot_attention_distance": 1, "plot_aaam": 2, "plot_offsets": 2,
         "plot_offset_heads": 1, "plot_offset_scatter": 1, "plot_cls_heads": 1, "plot_saliency_iou": 1,
         "plot_attention_grids": 2, "plot_cka_full": 3, "plot_cka_last": 1, "plot_clustering": 3,
-        "plot_object_clustering": 3, "plot_downstream": 4, "all": 1,
+        "plot_object_clustering": 3, "plot_downstream": 4, "plot_train_loss": 1, "all": 1,
     }
     with open(workdir / "src/vitscope/attention.py", "a") as handle:
         handle.write("\n# edited\n")
@@ -399,6 +419,8 @@ def test_single_figure_target(tmp_path: Path) -> None:
     [
         (lambda c: c["extract"].update(batchsize=3), "batchsize"),
         (lambda c: c["models"]["tiny_a"].update(weights="pretrained"), "pretrained"),
+        (lambda c: c["models"]["tiny_a"]["train"].update(objective="dino"), "dino"),
+        (lambda c: c["models"]["tiny_a"]["train"].update(dataset="toy_ret"), "train.dataset names 'toy_ret' of kind"),
         (lambda c: c["analyses"]["cls_maps"].update(datasets=["nope"]), "analyses.cls_maps.datasets names 'nope'"),
         (lambda c: c["analyses"]["saliency"].update(datasets=["toy"]), "saliency.datasets names 'toy' of kind"),
         (lambda c: c["analyses"]["object_clustering"].update(datasets=["toy"]),
@@ -428,7 +450,7 @@ def test_bad_config_fails_before_any_job(tmp_path: Path, change, message: str) -
 def test_configfile_replaces_the_demo_config(tmp_path: Path) -> None:
     """`--configfile` must not be merged with config.yaml (the demo's models would join a study run)."""
     workdir = copy_workflow(tmp_path, TINY)
-    other = {**TINY, "models": {"only_c": TINY["models"]["tiny_a"]}}
+    other = {**TINY, "models": {"only_c": TINY["models"]["tiny_b"]}}
     (workdir / "other.yaml").write_text(yaml.safe_dump(other))
     proc = snakemake(workdir, "--dry-run", "--configfile", "other.yaml")
     text = proc.stdout + proc.stderr

@@ -54,6 +54,11 @@ class SyntheticSpec:
     davis_frames: int = 8
     davis_size: tuple[int, int] = (96, 128)
     davis_objects: int = 3
+    class_colours: bool = False  # object colours around a hue fixed per class (a cue small models learn fast)
+
+    def hue(self, name: str) -> float | None:
+        """The object hue of class ``name`` (its index / classes) with ``class_colours``, else None."""
+        return self.class_names().index(name) / self.classes if self.class_colours else None
 
     def class_names(self) -> list[str]:
         if not 1 <= self.classes <= len(SHAPES) * len(TEXTURES):
@@ -111,18 +116,33 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.asarray(img, dtype=np.float64) / 255 + noise, 0, 1)
 
 
+def class_colours(hue: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two RGB colours in [0, 1] of one class: a saturated one within 0.04 of ``hue`` (a turn = 1)
+    and a darker one of the same hue (the texture's two colours)."""
+    import colorsys
+
+    h = (hue + rng.uniform(-0.04, 0.04)) % 1.0
+    s, v = rng.uniform(0.6, 1.0), rng.uniform(0.7, 1.0)
+    return np.array(colorsys.hsv_to_rgb(h, s, v)), np.array(colorsys.hsv_to_rgb(h, s, v * 0.45))
+
+
 def render(
-    name: str, size: int, rng: np.random.Generator, scale: tuple[float, float] = (0.18, 0.34)
+    name: str, size: int, rng: np.random.Generator, scale: tuple[float, float] = (0.18, 0.34),
+    hue: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One image of class ``name``: ((size, size, 3) uint8 image, (size, size) bool mask).
 
-    The object's half-size is drawn from ``scale`` x size."""
+    The object's half-size is drawn from ``scale`` x size; its two colours are random, or
+    around ``hue`` when given (:func:`class_colours`)."""
     shape, kind = name.split("-")
     radius = rng.uniform(*scale) * size
     cy, cx = rng.uniform(radius, size - radius, size=2)
     mask = shape_mask(shape, size, cy, cx, radius)
     pattern = texture(kind, size, rng)
-    colour_a, colour_b = rng.uniform(0, 1, size=3), rng.uniform(0, 1, size=3)
+    if hue is None:
+        colour_a, colour_b = rng.uniform(0, 1, size=3), rng.uniform(0, 1, size=3)
+    else:
+        colour_a, colour_b = class_colours(hue, rng)
     fg = pattern[..., None] * colour_a + (1 - pattern[..., None]) * colour_b
     img = np.where(mask[..., None], fg, _background(size, rng))
     return (img * 255).round().astype(np.uint8), mask
@@ -162,7 +182,7 @@ def write_imagefolder(root: str | Path, spec: SyntheticSpec) -> list[Path]:
         (root / "images" / name).mkdir(parents=True, exist_ok=True)
         (root / "masks" / name).mkdir(parents=True, exist_ok=True)
         for i in range(spec.per_class):
-            img, mask = render(name, spec.image_size, rng)
+            img, mask = render(name, spec.image_size, rng, hue=spec.hue(name))
             path = root / "images" / name / f"{i:05d}.png"
             Image.fromarray(img).save(path)
             Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / name / f"{i:05d}.png")
@@ -178,7 +198,7 @@ def write_imagefolder(root: str | Path, spec: SyntheticSpec) -> list[Path]:
         for name in names:
             (root / "val" / name).mkdir(parents=True, exist_ok=True)
             for i in range(spec.val_per_class):
-                img, _ = render(name, spec.image_size, val_rng)
+                img, _ = render(name, spec.image_size, val_rng, hue=spec.hue(name))
                 Image.fromarray(img).save(root / "val" / name / f"{i:05d}.png")
     if spec.retrieval_per_class:
         write_revisited(root / "revisited", spec)
@@ -214,7 +234,8 @@ def write_revisited(root: str | Path, spec: SyntheticSpec) -> dict:
     for c, cls in enumerate(spec.class_names()):
         for i in range(spec.retrieval_per_class):
             big = i % 2 == 0
-            img, _ = render(cls, size, rng, scale=(EASY_SCALE, 0.36) if big else (0.14, EASY_SCALE - 0.01))
+            img, _ = render(cls, size, rng, scale=(EASY_SCALE, 0.36) if big else (0.14, EASY_SCALE - 0.01),
+                            hue=spec.hue(cls))
             stem = f"db_{cls}_{i:03d}"
             Image.fromarray(img).save(folder / "jpg" / f"{stem}.jpg", quality=95)
             imlist.append(stem)
@@ -227,7 +248,7 @@ def write_revisited(root: str | Path, spec: SyntheticSpec) -> dict:
         easy = [j for j in members if large[j] and j not in junk]
         hard = [j for j in members if not large[j] and j not in junk]
         for i in range(spec.retrieval_queries_per_class):
-            img, mask = render(cls, size, rng, scale=(0.16, 0.26))
+            img, mask = render(cls, size, rng, scale=(0.16, 0.26), hue=spec.hue(cls))
             ys, xs = np.nonzero(mask)
             bbx = [float(max(xs.min() - 2, 0)), float(max(ys.min() - 2, 0)),
                    float(min(xs.max() + 3, size)), float(min(ys.max() + 3, size))]

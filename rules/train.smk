@@ -1,0 +1,47 @@
+# Training: the demo's models taught differently on its synthetic images (docs/demo.md).
+# Each writes an ordinary checkpoint that extraction loads like a downloaded one.
+
+
+rule train:
+    input:
+        index=train_index,
+    output:
+        checkpoint="results/checkpoints/{model}.safetensors",
+        losses="results/train/{model}/loss.csv",
+    params:
+        model=model_entry,
+        train=train_entry,
+        code=code_version("training", "models", "formats", "zoo", "data", "dumps", "tables"),
+    threads: 1
+    conda:
+        "../envs/vitscope.yaml"
+    log:
+        "logs/train/{model}.log",
+    benchmark:
+        "results/benchmarks/train/{model}.tsv"
+    script:
+        "../workflow/scripts/train.py"
+
+
+rule plot_train_loss:
+    input:
+        losses=expand("results/train/{model}/loss.csv", model=TRAINED),
+    output:
+        pdf="results/figures/train/loss.pdf",
+        png="results/figures/train/loss.png",
+    params:
+        models=TRAINED,
+        dpi=config["figures"]["dpi"],
+        code=code_version("train_plots", "plots"),
+    conda:
+        "../envs/plots.yaml"
+    log:
+        "logs/plot_train_loss/all.log",
+    script:
+        "../workflow/scripts/plot_train_loss.py"
+
+
+rule fig_train_loss:
+    localrule: True
+    input:
+        train_figures(),

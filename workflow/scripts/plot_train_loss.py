@@ -1,0 +1,9 @@
+"""Figure: the training loss of every trained model against step (a panel per model)."""
+
+from vitscope import logs, plots, tables, train_plots
+
+logs.to_file(snakemake.log[0])
+curves = {model: tables.read_csv(path) for model, path in zip(snakemake.params.models, snakemake.input.losses,
+                                                               strict=True)}
+fig = train_plots.loss_curves(curves)
+plots.save(fig, [snakemake.output.pdf, snakemake.output.png], dpi=snakemake.params.dpi)
