@@ -506,6 +506,7 @@ def all_targets():
 # The HTML report (`snakemake --report report.zip`): every figure is registered with a
 # caption (workflow/report/<figure>.rst), the study's question as category, the figure
 # as subcategory, and labels (figure, model, dataset, ...) to find it by.
+REPORT_TRAINING = "2. Training (models the workflow trains)"
 REPORT_ATTENTION = "3. Attention (how)"
 REPORT_FEATURES = "4. Features (what)"
 REPORT_DOWNSTREAM = "5. Downstream (why)"

@@ -28,7 +28,7 @@ rule plot_train_loss:
         losses=expand("results/train/{model}/loss.csv", model=TRAINED),
     output:
         pdf="results/figures/train/loss.pdf",
-        png="results/figures/train/loss.png",
+        png=figure_report("results/figures/train/loss.png", "train_loss", REPORT_TRAINING, model="all"),
     params:
         models=TRAINED,
         dpi=config["figures"]["dpi"],
