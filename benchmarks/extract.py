@@ -3,7 +3,10 @@
 Prints, for one model and batch size:
 - images/s of the full extraction (every product, HDF5 writes included) and of
   a bare fused ``forward_features`` over the same DataLoader at 8N images, and
-  their ratio; also the model alone on one preloaded batch, for context;
+  their ratio; also the model alone on one preloaded batch, for context. On CUDA
+  both run one warm-up batch while the loader workers start (extract.run does;
+  the bare loop does the same, so the ratio compares like with like), and the
+  ratio of their steady rates (last 3/4 of the batches) is printed too;
 - peak resident memory (and peak CUDA memory) of the extraction at N and 8N images.
 
 Each measurement runs in a fresh subprocess so peaks do not mix. Synthetic
@@ -50,6 +53,9 @@ def child(args: argparse.Namespace) -> None:
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    if args.no_warm_up:
+        extract._wants_warm_up = lambda device: False
+    done: list[float] = []
     if args.mode == "model":
         model = model.to(device).eval()
         models.set_fused_attention(model, True)
@@ -73,12 +79,28 @@ def child(args: argparse.Namespace) -> None:
             data.ImageDataset(entries, transform, extract.image_order(len(entries), options)),
             batch_size=args.batch_size, num_workers=args.workers, pin_memory=device.type == "cuda",
         )
+        cuda = device.type == "cuda"
+        events = []  # one per batch, timed on the device: when each batch's forward ended
         start = time.perf_counter()
         with torch.inference_mode():
-            for images, _ in loader:
-                model.forward_features(images.to(device, non_blocking=True))
-            if device.type == "cuda":
+            batches = iter(loader)  # as in extract.run: a warm-up batch while the workers start
+            if cuda and not args.no_warm_up:
+                model.forward_features(torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device))
                 torch.cuda.synchronize()
+            if cuda:
+                first = torch.cuda.Event(enable_timing=True)
+                first.record()
+            for images, _ in batches:
+                model.forward_features(images.to(device, non_blocking=True))
+                if cuda:
+                    events.append(torch.cuda.Event(enable_timing=True))
+                    events[-1].record()
+                else:
+                    done.append(time.perf_counter() - start)
+            if cuda:
+                torch.cuda.synchronize()
+                offset = time.perf_counter() - start - first.elapsed_time(events[-1]) / 1000
+                done = [offset + first.elapsed_time(e) / 1000 for e in events]
         seconds = time.perf_counter() - start
     else:
         with tempfile.TemporaryDirectory() as tmp, h5py.File(Path(tmp) / "d.h5", "w") as handle:
@@ -87,27 +109,38 @@ def child(args: argparse.Namespace) -> None:
                 torch.cuda.synchronize()
             seconds = summary["seconds"]
             waits = summary["waits"]
+            done = summary["batch_done_seconds"]
     result = {
         "seconds": seconds,
         "images_per_second": len(entries) / seconds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0,
         "waits": waits if args.mode == "full" else {},
+        "batch_done_seconds": done,
     }
     print(json.dumps(result))
 
 
 def measure(
-    args: argparse.Namespace, root: str, mode: str, n: int, products: str = "", env: dict | None = None
+    args: argparse.Namespace, root: str, mode: str, n: int, products: str = "", env: dict | None = None,
+    warm_up: bool = True,
 ) -> dict:
     cmd = [
         sys.executable, __file__, "--child", "--mode", mode, "--n", str(n), "--root", root,
         "--arch", args.arch, "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
         "--device", args.device, "--workers", str(args.workers), "--threads", str(args.threads),
-        "--products", products,
+        "--products", products, *(() if warm_up else ("--no-warm-up",)),
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def steady_rate(times: list[float], batch_size: int) -> float | None:
+    """Images/s over the last 3/4 of the batches (start-up excluded); None for short runs."""
+    if len(times) < 8:
+        return None
+    k = len(times) // 4
+    return (len(times) - 1 - k) * batch_size / (times[-1] - times[k])
 
 
 def main() -> None:
@@ -128,6 +161,7 @@ def main() -> None:
     )
     parser.add_argument("--products", default="", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-warm-up", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="full", help=argparse.SUPPRESS)
     parser.add_argument("--root", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -144,6 +178,7 @@ def main() -> None:
         measure(args, root, "bare", args.batch_size)  # warm caches (disk, allocator) once
         alone = measure(args, root, "model", large)
         bare = measure(args, root, "bare", large)
+        cold = measure(args, root, "bare", large, warm_up=False) if args.variants else None
         full = measure(args, root, "full", args.n)
         full_large = measure(args, root, "full", large)
         ablation = {
@@ -157,25 +192,38 @@ def main() -> None:
             ablation["all, torch reductions (VITSCOPE_FUSED=0)"] = measure(
                 args, root, "full", large, "", {"VITSCOPE_FUSED": "0"}
             )
+            ablation["all, without the warm-up batch"] = measure(args, root, "full", large, "", warm_up=False)
     print(f"machine: {platform.processor() or platform.machine()}, device {args.device}, {args.threads} threads")
     print(f"model: {args.arch} at {args.image_size}px, batch {args.batch_size}, {args.workers} loader workers")
     print(f"{'':70s}{'images/s':>10s}{'peak RSS MiB':>14s}{'peak CUDA MiB':>15s}")
     rows = (
         ("model alone, one preloaded batch", alone),
         (f"bare fused forward, N={large}", bare),
+        *(((f"  bare fused forward without its warm-up batch, N={large}", cold),) if cold else ()),
         (f"full extraction, N={args.n}", full),
         (f"full extraction, N={large}", full_large),
     )
     rows += tuple((f"  products {p}", r) for p, r in ablation.items())
     for name, r in rows:
         print(f"{name:70s}{r['images_per_second']:10.2f}{r['peak_rss_mib']:14.0f}{r['peak_cuda_mib']:15.0f}")
-    for name, r in rows[2:]:
+    for name, r in rows[1:]:
         if r["waits"]:
             w = r["waits"]
             print(f"{name.strip():70s} waited {w['loader']:.2f} s for images, {w['device']:.2f} s for device copies, "
                   f"{w['writer']:.2f} s for writes, of {r['seconds']:.2f} s")
+    print("time line (seconds from the start until a batch was done; steady = images/s over the last 3/4):")
+    for name, r in rows[1:]:
+        times = r["batch_done_seconds"]
+        steady = steady_rate(times, args.batch_size)
+        if steady:
+            k = len(times) // 4
+            print(f"{name.strip():70s} first {times[0]:.2f} s, batch {k + 1} at {times[k]:.2f} s, "
+                  f"last {times[-1]:.2f} s of {r['seconds']:.2f} s; steady {steady:.1f} images/s")
     ratio = full_large["images_per_second"] / bare["images_per_second"]
     print(f"ratio full / bare images/s at N={large}: {ratio:.3f} (target >= 0.85)")
+    steady = [steady_rate(r["batch_done_seconds"], args.batch_size) for r in (full_large, bare)]
+    if all(steady):
+        print(f"ratio of the steady rates (last 3/4 of the batches): {steady[0] / steady[1]:.3f}")
     rss = full_large["peak_rss_mib"] / full["peak_rss_mib"]
     print(f"peak RSS at {large} / at {args.n} images: {rss:.3f} (target <= 1.1)")
     if args.device.startswith("cuda"):

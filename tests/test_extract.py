@@ -434,6 +434,35 @@ def test_two_extractions_are_identical(tmp_path, entries, name):
             np.testing.assert_array_equal(value, t2[group][key], err_msg=f"{group}.{key}")
 
 
+def test_warm_up_batch_leaves_no_trace(tmp_path, entries, monkeypatch):
+    """The warm-up batch (CUDA only; forced here on the CPU) runs every hook and
+    reduction on random images through a recorder of its own: the dump is
+    bit-identical to one extracted without it."""
+    options = {"batch_size": 8, "cka_batch_size": 4, "exemplars": 3}
+    calls = []
+    real = extract._warm_up
+    outputs = []
+    for warm in (False, True):
+        monkeypatch.setattr(extract, "_wants_warm_up", lambda device, warm=warm: warm)
+        monkeypatch.setattr(extract, "_warm_up", lambda *a: (calls.append(a), real(*a)))
+        spec, model = build(ENTRIES["registers"])
+        extract_to(tmp_path / f"{warm}.h5", model, spec, entries, **options)
+        outputs.append(read_all(tmp_path / f"{warm}.h5"))
+    assert len(calls) == 1
+    (a1, t1), (a2, t2) = outputs
+    assert sorted(a1) == sorted(a2)
+    for key in a1:
+        np.testing.assert_array_equal(a1[key], a2[key], err_msg=key)
+    for group in t1:
+        for key, value in t1[group].items():
+            np.testing.assert_array_equal(value, t2[group][key], err_msg=f"{group}.{key}")
+
+
+def test_warm_up_only_on_cuda():
+    assert extract._wants_warm_up(torch.device("cuda"))
+    assert not extract._wants_warm_up(CPU)
+
+
 @pytest.mark.parametrize("batch_size,cka_batch_size", [(4, 4), (12, 4), (8, 8)])
 def test_last_batch_smaller_than_cka_batch(tmp_path, entries, batch_size, cka_batch_size):
     """N = 14: the last batch (2, 2 and 6 images) holds fewer than cka_batch_size images;

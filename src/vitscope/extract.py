@@ -430,6 +430,9 @@ def run(
             "attention reductions: %s",
             "fused Triton kernel" if fused.available(device) else "torch (no Triton kernel on this device)",
         )
+    batches = iter(loader)  # starts the loader workers
+    if _wants_warm_up(device):  # while they read the first images
+        _warm_up(model, geom, options, device)
     recorder.attach()
     parity = float("nan")
     chunk_start = 0
@@ -442,11 +445,13 @@ def run(
     copied: _HostBatch | None = None
 
     waits = {"loader": 0.0, "device": 0.0, "writer": 0.0}  # seconds the main loop waited on each
+    done: list[float] = []  # seconds from the start until each batch's products were on the host
 
     def flush(batch: _HostBatch) -> Future:
         before = time.perf_counter()
         arrays = batch.numpy()
         copied_at = time.perf_counter()
+        done.append(copied_at - start)
         if writing is not None:
             writing.result()
         waits["device"] += copied_at - before
@@ -456,7 +461,7 @@ def run(
     try:
         with torch.inference_mode():
             ready = time.perf_counter()
-            for step, (images, positions, *batch_objects) in enumerate(loader):
+            for step, (images, positions, *batch_objects) in enumerate(batches):
                 waits["loader"] += time.perf_counter() - ready
                 images = images.to(device, non_blocking=True)
                 reference = _fused_forward(model, recorder, images) if options.needs_attention and step == 0 else None
@@ -517,6 +522,7 @@ def run(
         "images_per_second": n / elapsed if elapsed > 0 else float("nan"),
         "parity_max_abs_diff": parity,
         "waits": waits,
+        "batch_done_seconds": done,
     }
     writer.attrs(
         {
@@ -539,9 +545,11 @@ def run(
         }
     )
     log.info(
-        "extracted %d images in %.1f s (%.2f images/s); parity max |explicit - fused| = %.3g; "
+        "extracted %d images in %.1f s (%.2f images/s; first batch on the host after %.2f s); "
+        "parity max |explicit - fused| = %.3g; "
         "waited %.1f s for images, %.1f s for device copies, %.1f s for dump writes",
-        n, elapsed, summary["images_per_second"], parity, waits["loader"], waits["device"], waits["writer"],
+        n, elapsed, summary["images_per_second"], done[0] if done else float("nan"), parity,
+        waits["loader"], waits["device"], waits["writer"],
     )
     return summary
 
@@ -600,6 +608,39 @@ def _libc() -> Any:
     except (OSError, AttributeError):
         return None
     return libc
+
+
+def _wants_warm_up(device: torch.device) -> bool:
+    """A warm-up batch pays on CUDA (kernels load lazily); on the CPU it is pure cost."""
+    return device.type == "cuda"
+
+
+def _warm_up(model: nn.Module, geom: Geometry, options: ExtractOptions, device: torch.device) -> None:
+    """Run one seeded random batch through every path of the first real batch (fused
+    forward, explicit forward with the hooks, reductions, asynchronous host copies)
+    and discard it.
+
+    Called while the DataLoader workers read the first images, so the one-off costs
+    (lazy loading of the CUDA kernels, Triton's JIT or cache load, the first pinned
+    host buffers) are paid while the device would otherwise wait. A recorder of its
+    own: nothing of the warm-up reaches the dump or the real recorder's sums.
+    """
+    (gh, gw), (ph, pw) = geom.grid, geom.patch
+    generator = torch.Generator(device=device).manual_seed(0)
+    images = torch.randn(options.batch_size, 3, gh * ph, gw * pw, generator=generator, device=device)
+    scratch = Recorder(model, geom, options.products, np.zeros(0, np.int64), options.cka_batch_size, device)
+    scratch.attach()
+    try:
+        with torch.inference_mode():
+            if options.needs_attention:
+                _fused_forward(model, scratch, images)
+            model.forward_features(images)
+            products = scratch.take()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            del products  # the pinned host buffers go back to torch's cache for the real batches
+    finally:
+        scratch.detach()
 
 
 def _fused_forward(model: nn.Module, recorder: Recorder, images: torch.Tensor) -> torch.Tensor:

@@ -107,7 +107,9 @@ def reduce_spatial(
 
 if triton is not None:
 
-    @triton.jit
+    # B (images in the batch) is not specialised on: a short last batch would otherwise
+    # compile a second variant (Triton specialises integers on divisibility by 16)
+    @triton.jit(do_not_specialize=["B"])
     def _spatial_kernel(
         attn_ptr, dist_ptr, sum_ptr, dist_out_ptr,
         B, H, G, prefix,
