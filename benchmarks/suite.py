@@ -96,12 +96,17 @@ def extract_part(args: argparse.Namespace) -> list[Row]:
         bare = bench.measure(opts, root, "bare", large)
         full = bench.measure(opts, root, "full", args.n)
         full_large = bench.measure(opts, root, "full", large)
+    steady = [bench.steady_rate(r["batch_done_seconds"], args.batch_size) for r in (full_large, bare)]
     what = f"{args.arch} {args.image_size}px, batch {args.batch_size}, {args.device}"
     return [
         Row("extract", f"bare fused forward, N={large}", bare["images_per_second"], "images/s", what),
         Row("extract", f"full extraction, N={large}", full_large["images_per_second"], "images/s"),
         Row("extract", "ratio full / bare", full_large["images_per_second"] / bare["images_per_second"], "x",
             "target >= 0.85"),
+        *(
+            [Row("extract", "ratio of the steady rates", steady[0] / steady[1], "x", "last 3/4 of the batches")]
+            if all(steady) else []
+        ),
         Row("extract", f"peak RSS, full extraction N={args.n}", full["peak_rss_mib"], "MiB"),
         Row("extract", f"peak RSS, full extraction N={large}", full_large["peak_rss_mib"], "MiB"),
         Row("extract", f"peak RSS ratio {large} / {args.n}", full_large["peak_rss_mib"] / full["peak_rss_mib"], "x",
