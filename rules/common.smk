@@ -192,9 +192,23 @@ def products(wildcards):
 
 
 def checkpoint_input(wildcards):
-    """The model's checkpoint file, as an input so a new file re-extracts."""
-    entry = config["models"][wildcards.model]
-    return [entry["checkpoint"]] if entry.get("weights") == "checkpoint" and "checkpoint" in entry else []
+    """The model's checkpoint file, as an input so a new file re-extracts.
+
+    A file no rule makes (anything but a train rule's output) must exist when a job
+    needs it: the error names the config key, not only the path. Checked here, when
+    the DAG needs the model, so a missing file of an unused model blocks nothing.
+    """
+    alias = wildcards.model
+    entry = config["models"][alias]
+    if entry.get("weights") != "checkpoint" or "checkpoint" not in entry:
+        return []
+    path = entry["checkpoint"]
+    if alias not in TRAINED and not Path(path).exists():
+        raise WorkflowError(
+            f"models.{alias}.checkpoint = {path!r}: no such file (relative paths are from the working "
+            f"directory {Path.cwd()}); download it there or point the key at it"
+        )
+    return [path]
 
 
 def train_entry(wildcards):

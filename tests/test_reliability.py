@@ -7,7 +7,7 @@ checks the message a user sees and that nothing half-written is left:
 
 | bad input | unit tests | here |
 |---|---|---|
-| missing checkpoint | test_models (checkpoint errors), test_formats (missing file) | dry run fails naming the file |
+| missing checkpoint | test_models (checkpoint errors), test_formats (missing file) | dry run fails naming the key and the file |
 | wrong-family checkpoint | test_formats (file of another family) | extract job fails, no dump |
 | missing dataset root | test_data (imagefolder errors) | index job fails, no index |
 | wrong dataset layout | test_data (imagefolder, coco, revisited) | flat folder; revisited without gnd |
@@ -125,7 +125,7 @@ def test_bad_inputs_fail_their_jobs_and_leave_nothing(tmp_path: Path) -> None:
     [
         pytest.param(
             lambda c, d: c["models"].update(m={**MODEL, "weights": "checkpoint", "checkpoint": "weights/nope.pth"}),
-            ["Missing input files for rule extract", "weights/nope.pth", "model=m"],
+            ["models.m.checkpoint = 'weights/nope.pth': no such file", "rule extract", "model=m"],
             id="missing-checkpoint",
         ),
         pytest.param(
