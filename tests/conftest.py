@@ -2,17 +2,52 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
+#: the test that compares two independent runs of the TINY workflow (tests/test_reliability.py)
+TWO_RUNS = "test_two_cpu_runs_of_the_demo_are_bit_identical"
+
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    """A temporary copy of the workflow on the TINY config (tests/test_workflow.py), run once
-    per session: test_workflow, test_report and test_reliability all read it."""
-    from test_workflow import TINY, copy_workflow, snakemake
+def tiny_runs(request, tmp_path_factory) -> dict[str, Path]:
+    """The TINY workflow (tests/test_workflow.py) run once per session, in a temporary copy
+    ("first"): test_workflow, test_report, test_reliability and test_slurm read it.
 
-    workdir = copy_workflow(tmp_path_factory.mktemp("wf"), TINY)
-    snakemake(workdir)
-    return workdir
+    When the session also holds the bit-identical test, a second, independent run
+    ("second", another folder) runs at the same time: neither keeps both cores busy all the
+    way (single-threaded jobs, a chain of dependent steps), so together they take far less
+    than one after the other.
+    """
+    from test_workflow import SNAKEMAKE, TINY, copy_workflow
+
+    wanted = ["first"]
+    if any(getattr(item, "originalname", item.name) == TWO_RUNS for item in request.session.items):
+        wanted.append("second")
+    folders = {name: copy_workflow(tmp_path_factory.mktemp(f"wf-{name}"), TINY) for name in wanted}
+    procs = {
+        name: subprocess.Popen(
+            [SNAKEMAKE, "--cores", "2"], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for name, folder in folders.items()
+    }
+    failed = []
+    for name, proc in procs.items():
+        try:
+            out, _ = proc.communicate(timeout=900)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        if proc.returncode != 0:
+            failed.append(f"the {name} TINY run (exit {proc.returncode}):\n{out}")
+    if failed:
+        raise AssertionError("\n".join(failed))
+    return folders
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_runs: dict[str, Path]) -> Path:
+    """The folder of the session's TINY run (see :func:`tiny_runs`)."""
+    return tiny_runs["first"]

@@ -1,5 +1,6 @@
 """The Slurm profile against a real Slurm: a controller and a node on this host run the tiny
-workflow through `--profile profiles/slurm`, and every output equals a local run's.
+workflow through `--profile profiles/slurm`, and every output equals the local run's
+(the session's TINY run, tests/conftest.py).
 
 Needs root, Debian's slurmctld, slurmd and slurm-client, and the executor plugin in
 .venv-slurm (`make slurm-venv`; docs/development.md). Skipped where any is missing,
@@ -185,20 +186,17 @@ def finish(proc: subprocess.Popen, what: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs(slurm: dict[str, str], tmp_path_factory) -> tuple[Path, Path, str]:
-    """The same config run locally and on Slurm (at the same time); returns both folders and the Slurm log."""
-    local = copy_workflow(tmp_path_factory.mktemp("local"), CONFIG)
+def runs(slurm: dict[str, str], tiny_run: Path, tmp_path_factory) -> tuple[Path, Path, str]:
+    """CONFIG run on Slurm, and the session's local run of TINY (tests/conftest.py), of which
+    CONFIG is a part; returns both folders and the Slurm log."""
     cluster = copy_workflow(tmp_path_factory.mktemp("cluster"), CONFIG)
-    snakemake = str(Path(sys.executable).with_name("snakemake"))
     on_slurm = run(
         [str(SLURM_PYTHON), "-m", "snakemake", "--profile", "profiles/slurm", "--cores", "2",
          "--retries", "0", "--latency-wait", "5", "--slurm-init-seconds-before-status-checks", "1"],
         cluster, slurm,
     )
-    at_home = run([snakemake, "--cores", "2"], local, {**os.environ})
-    finish(at_home, "the local run")
     log = finish(on_slurm, "the Slurm run")
-    return local, cluster, log
+    return tiny_run, cluster, log
 
 
 def files(root: Path) -> set[str]:
@@ -255,10 +253,13 @@ def test_slurm_run_submits_gpu_extraction_groups_tables_and_keeps_figures_local(
 @pytest.mark.slurm
 @pytest.mark.workflow
 def test_slurm_outputs_equal_local_outputs(runs) -> None:
+    """Every output of the Slurm run equals the same file of the local TINY run (TINY makes
+    more: its other datasets and analyses)."""
     local, cluster, _ = runs
-    assert files(cluster) == files(local)
-    assert any(name.endswith(".h5") for name in files(local))
-    for name in sorted(files(local)):
+    assert files(cluster) <= files(local), sorted(files(cluster) - files(local))
+    assert any(name.endswith(".h5") for name in files(cluster))
+    assert any(name.startswith("results/checkpoints/") for name in files(cluster))
+    for name in sorted(files(cluster)):
         a, b = local / name, cluster / name
         if a.suffix == ".h5":
             assert h5_items(a) == h5_items(b), name
