@@ -11,6 +11,12 @@ import pytest
 TWO_RUNS = "test_two_cpu_runs_of_the_demo_are_bit_identical"
 
 
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """The Slurm tests first (order kept otherwise): their cluster run mostly waits on
+    Slurm, so it starts before the TINY runs and goes beside them (tests/test_slurm.py)."""
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is None)
+
+
 @pytest.fixture(scope="session")
 def tiny_runs(request, tmp_path_factory) -> dict[str, Path]:
     """The TINY workflow (tests/test_workflow.py) run once per session, in a temporary copy

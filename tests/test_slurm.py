@@ -186,17 +186,28 @@ def finish(proc: subprocess.Popen, what: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs(slurm: dict[str, str], tiny_run: Path, tmp_path_factory) -> tuple[Path, Path, str]:
+def runs(slurm: dict[str, str], request, tmp_path_factory) -> tuple[Path, Path, str]:
     """CONFIG run on Slurm, and the session's local run of TINY (tests/conftest.py), of which
-    CONFIG is a part; returns both folders and the Slurm log."""
+    CONFIG is a part; returns both folders and the Slurm log.
+
+    The Slurm run mostly waits (the plugin polls squeue at growing intervals), so it is
+    started first and the TINY runs go beside it: conftest.py puts the Slurm tests at the
+    front of the session, so they are the first to ask for the TINY run.
+    """
     cluster = copy_workflow(tmp_path_factory.mktemp("cluster"), CONFIG)
     on_slurm = run(
         [str(SLURM_PYTHON), "-m", "snakemake", "--profile", "profiles/slurm", "--cores", "2",
          "--retries", "0", "--latency-wait", "5", "--slurm-init-seconds-before-status-checks", "1"],
         cluster, slurm,
     )
+    try:
+        local = request.getfixturevalue("tiny_run")
+    except BaseException:
+        on_slurm.kill()
+        on_slurm.communicate()
+        raise
     log = finish(on_slurm, "the Slurm run")
-    return tiny_run, cluster, log
+    return local, cluster, log
 
 
 def files(root: Path) -> set[str]:
