@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import torch
 
-from vitscope import data, extract, models, synthetic
+from vitscope import data, extract, loading, models, synthetic
 
 
 def dump(root: Path, arch: str, device: str, out: Path) -> None:
@@ -25,7 +25,7 @@ def dump(root: Path, arch: str, device: str, out: Path) -> None:
     options = extract.ExtractOptions(batch_size=16, cka_batch_size=16, exemplars=2, num_workers=2)
     with h5py.File(out, "w") as handle:
         summary = extract.run(
-            model, entries, data.preprocess(spec.image_size, spec.mean, spec.std), handle, options,
+            model, entries, loading.preprocess(spec.image_size, spec.mean, spec.std), handle, options,
             torch.device(device), {"model": "check"},
         )
     print(f"{device}: {summary['images_per_second']:.1f} images/s, parity {summary['parity_max_abs_diff']:.2e}")

@@ -36,7 +36,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
     from torch.utils.data import DataLoader
 
-    from vitscope import data, extract, models
+    from vitscope import data, extract, loading, models
 
     torch.set_num_threads(args.threads)
     waits: dict = {}
@@ -45,7 +45,7 @@ def child(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     distinct = data.index_imagefolder(Path(args.root) / "images")
     entries = [distinct[i % len(distinct)] for i in range(args.n)]
-    transform = data.preprocess(spec.image_size, spec.mean, spec.std)
+    transform = loading.preprocess(spec.image_size, spec.mean, spec.std)
     products = tuple(args.products.split(",")) if args.products else extract.DEFAULT_PRODUCTS
     options = extract.ExtractOptions(
         products=products, batch_size=args.batch_size, cka_batch_size=args.batch_size,
@@ -76,7 +76,7 @@ def child(args: argparse.Namespace) -> None:
         model = model.to(device).eval()
         models.set_fused_attention(model, True)
         loader = DataLoader(
-            data.ImageDataset(entries, transform, extract.image_order(len(entries), options)),
+            loading.ImageDataset(entries, transform, extract.image_order(len(entries), options)),
             batch_size=args.batch_size, num_workers=args.workers, pin_memory=device.type == "cuda",
         )
         cuda = device.type == "cuda"

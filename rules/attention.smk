@@ -119,7 +119,7 @@ rule attention_exemplars:
     output:
         arrays="results/attention/{model}/{dataset}/exemplars.npz",
     params:
-        code=code_version("exemplars", "data", "dumps", "tables"),
+        code=code_version("exemplars", "data", "loading", "dumps", "tables"),
     conda:
         "../envs/vitscope.yaml"
     log:

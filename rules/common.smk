@@ -1,5 +1,6 @@
 # Helpers shared by the rule files (config look-ups, code versions).
 
+import ast
 import csv
 import hashlib
 import math
@@ -156,21 +157,67 @@ _check_davis_datasets()
 _check_trained_models()
 
 
+#: package modules that shape only messages and log files, never an output: not hashed
+CODE_VERSION_IGNORED = ("errors.py", "logs.py")
+
+
+def _package_file(parts):
+    """src/vitscope/<parts>.py, or the package's __init__.py when <parts> is a subpackage (or None)."""
+    path = PACKAGE.joinpath(*parts)
+    if path.with_suffix(".py").is_file():
+        return path.with_suffix(".py")
+    if (path / "__init__.py").is_file():
+        return path / "__init__.py"
+    return None
+
+
+def _package_imports(file):
+    """The package files that ``file`` imports (anywhere in it: function-level imports count)."""
+    here = file.relative_to(PACKAGE).with_suffix("").parts
+    package = list(here[:-1])
+    candidates = []
+    for node in ast.walk(ast.parse(file.read_text(), str(file))):
+        if isinstance(node, ast.Import):
+            candidates += [a.name.split(".")[1:] for a in node.names if a.name.split(".")[0] == "vitscope"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+            elif node.module and node.module.split(".")[0] == "vitscope":
+                base = node.module.split(".")[1:]
+            else:
+                continue
+            candidates += [base] + [base + [a.name] for a in node.names]
+    return {f for f in map(_package_file, candidates) if f is not None}
+
+
 def code_version(*modules):
     """Hash of the package modules a rule uses, so editing them reruns the rule.
 
-    Each name is a module of src/vitscope ("attention") or a subpackage
-    ("formats"); the package's __init__ (its version) always counts.
+    Each name is a module of src/vitscope ("attention"), a module of a subpackage
+    ("tasks/knn") or a whole subpackage ("formats"); every module they import,
+    directly or not, counts too (found in their source, so a new import is never
+    forgotten), and so does the package's __init__ (its version). errors.py and
+    logs.py do not: they shape messages, never outputs. tests/test_code_version.py
+    checks that every rule names at least the modules its script imports.
     """
-    digest = hashlib.sha256()
-    for name in ("__init__",) + modules:
+    todo = [PACKAGE / "__init__.py"]
+    for name in modules:
         path = PACKAGE / name
         files = sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
         if not files or not files[0].is_file():
             raise WorkflowError(f"code_version: no module vitscope.{name} in {PACKAGE}")
-        for file in files:
-            digest.update(file.relative_to(PACKAGE).as_posix().encode())
-            digest.update(file.read_bytes())
+        todo += files
+    seen = set()
+    while todo:
+        file = todo.pop()
+        if file in seen or file.name in CODE_VERSION_IGNORED and file.parent == PACKAGE:
+            continue
+        seen.add(file)
+        todo += _package_imports(file)
+    digest = hashlib.sha256()
+    for file in sorted(seen):
+        digest.update(file.relative_to(PACKAGE).as_posix().encode())
+        digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -18,7 +18,7 @@ rule davis_sequence:
         options=davis_options(),
         device=config["extract"]["device"],
         code=code_version(
-            "vos", "tasks/davis", "dense", "video", "models", "formats", "zoo", "data", "extract", "tables", "dumps"
+            "vos", "tasks/davis", "dense", "video", "models", "formats", "zoo", "data", "devices", "tables", "dumps"
         ),
     threads: 1
     resources:

@@ -63,7 +63,7 @@ rule spair:
         max_images=config["analyses"]["spair"]["max_images"],
         device=config["extract"]["device"],
         code=code_version(
-            "tasks/spair", "tasks/spair_data", "tasks/spair_run", "models", "formats", "zoo", "data", "extract", "tables"
+            "tasks/spair", "tasks/spair_data", "tasks/spair_run", "models", "formats", "zoo", "data", "devices", "tables"
         ),
     threads: 2
     resources:

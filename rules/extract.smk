@@ -19,7 +19,7 @@ rule extract:
         parity_tolerance=config["extract"]["parity_tolerance"],
         num_workers=config["extract"]["num_workers"],
         coco=object_source,
-        code=code_version("extract", "models", "formats", "zoo", "data", "dumps", "attention", "objects", "saliency"),
+        code=code_version("extract", "models", "formats", "zoo", "data", "loading", "dumps", "attention", "fused", "devices", "objects", "saliency"),
     threads: 2
     resources:
         gpu=model_gpus,

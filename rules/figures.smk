@@ -12,7 +12,7 @@ rule plot_cls_maps:
     params:
         cmap=config["analyses"]["cls_maps"]["cmap"],
         dpi=config["figures"]["dpi"],
-        code=code_version("plots"),
+        code=code_version("plots", "tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -39,7 +39,7 @@ rule plot_attention_distance:
         models=MODELS,
         units=config["analyses"]["attention_distance"]["units"],
         dpi=config["figures"]["dpi"],
-        code=code_version("plots"),
+        code=code_version("plots", "tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -59,7 +59,7 @@ rule plot_aaam:
     params:
         cmap=config["analyses"]["offset_heads"]["cmap"],
         dpi=config["figures"]["dpi"],
-        code=code_version("head_plots", "plots"),
+        code=code_version("head_plots", "plots", "tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -79,7 +79,7 @@ rule plot_offsets:
     params:
         cmap=config["analyses"]["offset_heads"]["offset_cmap"],
         dpi=config["figures"]["dpi"],
-        code=code_version("head_plots", "plots"),
+        code=code_version("head_plots", "plots", "tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -99,7 +99,7 @@ rule plot_offset_heads:
     params:
         models=MODELS,
         dpi=config["figures"]["dpi"],
-        code=code_version("head_plots", "plots"),
+        code=code_version("head_plots", "plots", "tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -120,7 +120,7 @@ rule plot_offset_scatter:
         models=MODELS,
         units=config["analyses"]["offset_heads"]["scatter_units"],
         dpi=config["figures"]["dpi"],
-        code=code_version("head_plots", "plots"),
+        code=code_version("head_plots", "plots", "tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -144,7 +144,7 @@ rule plot_cls_heads:
         quantiles=config["analyses"]["cls_heads"]["quantiles"],
         cmap=config["analyses"]["cls_heads"]["cmap"],
         dpi=config["figures"]["dpi"],
-        code=code_version("head_plots", "heads", "plots"),
+        code=code_version("head_plots", "heads", "plots", "tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -163,7 +163,7 @@ rule plot_saliency_iou:
         models=MODELS,
         mass=config["analyses"]["saliency"]["mass"],
         dpi=config["figures"]["dpi"],
-        code=code_version("plots"),
+        code=code_version("plots", "tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -185,7 +185,7 @@ rule plot_attention_grids:
         cmap=config["analyses"]["attention_grids"]["cmap"],
         alpha=config["analyses"]["attention_grids"]["alpha"],
         dpi=config["figures"]["dpi"],
-        code=code_version("plots", "exemplars"),
+        code=code_version("plots", "exemplars", "tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -231,7 +231,7 @@ rule plot_cka_last:
         pairs=cka_pairs(),
         cmap=config["analyses"]["cka"]["cmap"],
         dpi=config["figures"]["dpi"],
-        code=code_version("feature_plots", "features", "plots", "tables"),
+        code=code_version("feature_plots", "features", "plots", "tables", "dumps"),
     conda:
         "../envs/plots.yaml"
     log:

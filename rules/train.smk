@@ -11,7 +11,7 @@ rule train:
     params:
         model=model_entry,
         train=train_entry,
-        code=code_version("training", "models", "formats", "zoo", "data", "dumps", "tables"),
+        code=code_version("training", "models", "formats", "zoo", "data", "loading", "dumps", "tables"),
     threads: 1
     conda:
         "../envs/vitscope.yaml"
@@ -32,7 +32,7 @@ rule plot_train_loss:
     params:
         models=TRAINED,
         dpi=config["figures"]["dpi"],
-        code=code_version("train_plots", "plots"),
+        code=code_version("train_plots", "plots", "tables"),
     conda:
         "../envs/plots.yaml"
     log:

@@ -1,4 +1,4 @@
-"""Dataset readers: ImageFolder subset rules, image lists, preprocessing, bad input."""
+"""Dataset readers: ImageFolder subset rules, image lists, COCO, bad input (preprocessing: test_loading)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from vitscope import data
@@ -58,34 +57,6 @@ def test_imagelist_and_index_roundtrip(tmp_path: Path) -> None:
     listing.write_text("a/nope.png\n")
     with pytest.raises(DatasetError, match="line 1: image '.*nope.png' does not exist"):
         data.index_imagelist(listing, root)
-
-
-def test_corrupt_image_is_named(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.jpg"
-    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    with pytest.raises(DatasetError, match=r"image '.*bad.jpg' is corrupt or unreadable"):
-        data.load_image(bad)
-    ds = data.ImageDataset([data.Entry(str(bad), 0, "a")], data.preprocess((32, 32), (0.5,) * 3, (0.5,) * 3))
-    with pytest.raises(DatasetError, match="bad.jpg"):
-        ds[0]
-
-
-def test_preprocess_shorter_side_then_center_crop() -> None:
-    # A 40 x 80 image with a left half of 0 and right half of 255: resizing the
-    # shorter side to 20 gives 20 x 40, the center crop keeps columns 10..29.
-    img = np.zeros((40, 80, 3), dtype=np.uint8)
-    img[:, 40:] = 255
-    out = data.preprocess((20, 20), (0.0,) * 3, (1.0,) * 3)(Image.fromarray(img))
-    assert out.shape == (3, 20, 20) and out.dtype == torch.float32
-    assert out[0, 10, 0] < 0.05 and out[0, 10, -1] > 0.95
-    assert abs(out[0].mean().item() - 0.5) < 0.05
-
-
-def test_preprocess_non_square_covers_the_target() -> None:
-    img = Image.fromarray(np.full((50, 50, 3), 128, dtype=np.uint8))
-    out = data.preprocess((24, 40), (0.5,) * 3, (0.5,) * 3)(img)
-    assert out.shape == (3, 24, 40)
-    assert torch.allclose(out, torch.full_like(out, 128 / 255 * 2 - 1), atol=1e-2)
 
 
 def test_index_dataset_dispatches_on_kind(tmp_path: Path) -> None:

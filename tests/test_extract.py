@@ -25,7 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitscope import attention, data, extract, models
+from vitscope import attention, data, extract, loading, models
 from vitscope.errors import ModelError
 
 ENTRIES = {
@@ -66,7 +66,7 @@ def build(entry: dict[str, Any], alias: str = "tiny") -> tuple[models.ModelSpec,
 
 
 def transform_of(spec: models.ModelSpec):
-    return data.preprocess(spec.image_size, spec.mean, spec.std, spec.interpolation)
+    return loading.preprocess(spec.image_size, spec.mean, spec.std, spec.interpolation)
 
 
 def read_all(path: Path) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
@@ -592,14 +592,3 @@ def test_no_cls_model_uses_spatial_mean(tmp_path, entries):
     # distance from our own q-k attention, no prefix to drop (rows already sum to 1)
     want = slow_reductions(ref["attention"], (4, 4), prefix=0)["attention/distance"]
     np.testing.assert_allclose(a["attention/distance"], want, rtol=1e-4, atol=1e-6)
-
-
-@pytest.mark.parametrize(("visible", "level"), [("", "INFO"), ("0", "WARNING")])
-def test_auto_device_falls_back_to_cpu_and_says_so(monkeypatch, caplog, visible, level):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-    with caplog.at_level("INFO", logger="vitscope"):
-        assert extract.resolve_device("auto") == torch.device("cpu")
-    (record,) = [r for r in caplog.records if "device auto" in r.message]
-    assert record.levelname == level and "falling back to the CPU" in record.message
-    assert ("CUDA_VISIBLE_DEVICES=0" in record.message) == bool(visible)

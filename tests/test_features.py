@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitscope import data, extract, features, models
+from vitscope import data, extract, features, loading, models
 from vitscope.errors import DumpError
 
 # --------------------------------------------------------------------------- helpers
@@ -198,7 +198,7 @@ def dump(path: Path, entries: list[data.Entry], seed: int, order_seed: int = 0) 
     entry = {"arch": "test_vit", "weights": "random", "seed": seed, "image_size": 32}
     spec = models.spec_from_config(f"m{seed}", entry)
     model, _ = models.build(spec)
-    transform = data.preprocess(spec.image_size, spec.mean, spec.std, spec.interpolation)
+    transform = loading.preprocess(spec.image_size, spec.mean, spec.std, spec.interpolation)
     options = extract.ExtractOptions(
         products=("tokens", "gram"), batch_size=8, cka_batch_size=4, order_seed=order_seed
     )

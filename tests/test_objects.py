@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from vitscope import data, extract, features, models
+from vitscope import data, extract, features, loading, models
 from vitscope.errors import ConfigError
 from vitscope.objects import ObjectMasks, object_weights
 
@@ -136,7 +136,7 @@ def build():
 
 def block_outputs(model, spec, entries) -> np.ndarray:
     """(N, L, T, D) float64 block outputs of our own forward (fused attention)."""
-    transform = data.preprocess(spec.image_size, spec.mean, spec.std, spec.interpolation)
+    transform = loading.preprocess(spec.image_size, spec.mean, spec.std, spec.interpolation)
     images = torch.stack([transform(data.load_image(e.path)) for e in entries])
     outputs: dict[int, torch.Tensor] = {}
     handles = [
@@ -161,7 +161,7 @@ def extract_objects(path: Path, coco_dataset, products=("objects",), **options) 
                         models.geometry(model).grid)
     with h5py.File(path, "w") as handle:
         extract.run(
-            model, entries, data.preprocess(spec.image_size, spec.mean, spec.std, spec.interpolation), handle,
+            model, entries, loading.preprocess(spec.image_size, spec.mean, spec.std, spec.interpolation), handle,
             extract.ExtractOptions(products=products, **options), CPU, {"model": "tiny", "dataset": "coco"},
             objects=masks,
         )
@@ -248,7 +248,7 @@ def test_objects_need_annotations(tmp_path, coco_dataset):
     spec, model = build()
     entries = data.index_coco(root, annotations)
     with h5py.File(tmp_path / "x.h5", "w") as handle, pytest.raises(ConfigError, match="kind coco"):
-        extract.run(model, entries, data.preprocess(spec.image_size, spec.mean, spec.std), handle,
+        extract.run(model, entries, loading.preprocess(spec.image_size, spec.mean, spec.std), handle,
                     extract.ExtractOptions(products=("objects",)), CPU, {"dataset": "coco"})
     assert "objects" not in extract.ExtractOptions().products
 

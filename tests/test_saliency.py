@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitscope import data, saliency
+from vitscope import data, loading, saliency
 from vitscope.errors import DatasetError
 
 # ------------------------------------------------------------ slow references
@@ -61,10 +61,10 @@ def slow_mass_set(row: np.ndarray, mass: float) -> np.ndarray:
     [((40, 80), (20, 20)), ((81, 37), (24, 24)), ((50, 50), (24, 40)), ((61, 37), (24, 40)), ((30, 90), (32, 16))],
 )
 def test_resize_crop_geometry_matches_preprocess(shape, image_size) -> None:
-    """The geometry equals what data.preprocess does: resized size and the center crop offsets."""
+    """The geometry equals what loading.preprocess does: resized size and the center crop offsets."""
     height, width = shape
     (rh, rw), (top, left) = data.resize_crop_geometry(height, width, image_size)
-    transform = data.preprocess(image_size, (0.0,) * 3, (1.0,) * 3, "nearest")
+    transform = loading.preprocess(image_size, (0.0,) * 3, (1.0,) * 3, "nearest")
     resized = transform.transforms[1](torch.zeros(3, height, width))
     assert tuple(resized.shape[-2:]) == (rh, rw)
     # a resized image whose pixels hold their own row/col survives the crop at (top, left)
@@ -93,12 +93,12 @@ def test_mask_coverage_equals_slow_loop(shape, image_size, grid) -> None:
 
 @pytest.mark.parametrize(("shape", "image_size", "grid"), [((60, 100), (32, 32), (4, 4)), ((70, 50), (24, 40), (3, 5))])
 def test_mask_coverage_agrees_with_the_image_transform(shape, image_size, grid) -> None:
-    """A mask pushed through data.preprocess like an image, then averaged per token, gives the coverage."""
+    """A mask pushed through loading.preprocess like an image, then averaged per token, gives the coverage."""
     height, width = shape
     mask = np.zeros(shape, dtype=bool)
     mask[height // 5 : height * 3 // 4, width // 3 : width * 5 // 6] = True
     img = Image.fromarray(np.repeat(mask[..., None].astype(np.uint8) * 255, 3, axis=-1))
-    out = data.preprocess(image_size, (0.0,) * 3, (1.0,) * 3, "bilinear")(img)[0].clamp(0, 1).numpy()
+    out = loading.preprocess(image_size, (0.0,) * 3, (1.0,) * 3, "bilinear")(img)[0].clamp(0, 1).numpy()
     gh, gw = grid
     pooled = out.reshape(gh, image_size[0] // gh, gw, image_size[1] // gw).mean(axis=(1, 3))
     np.testing.assert_allclose(saliency.mask_coverage(mask, image_size, grid), pooled, atol=0.04)

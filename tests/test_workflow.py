@@ -384,6 +384,22 @@ def test_package_edit_reruns_the_rules_that_use_it(built: Path, tmp_path: Path) 
     assert jobs["saliency_iou"] == 2 and jobs["plot_saliency_iou"] == 1
 
 
+def test_code_version_follows_imports(built: Path, tmp_path: Path) -> None:
+    """code_version also hashes what the named modules import: fused.py is named by no rule
+    but imported by extract.py, so editing it re-extracts; errors.py shapes messages only,
+    so editing it reruns nothing (tests/test_code_version.py checks the named modules)."""
+    workdir = tmp_path / "copy"
+    shutil.copytree(built, workdir, symlinks=True)
+    with open(workdir / "src/vitscope/errors.py", "a") as handle:
+        handle.write("\n# edited\n")
+    assert planned_jobs(workdir) == {}
+    with open(workdir / "src/vitscope/fused.py", "a") as handle:
+        handle.write("\n# edited\n")
+    jobs = planned_jobs(workdir)
+    # DAVIS and SPair run their own forward passes (vitscope.dense, tasks.spair_run): not rerun
+    assert jobs["extract"] == 8 and not {"train", "davis_sequence", "spair"} & set(jobs)
+
+
 def test_single_figure_target(tmp_path: Path) -> None:
     workdir = copy_workflow(tmp_path, TINY)
     jobs = planned_jobs(workdir, "fig_attention_distance")

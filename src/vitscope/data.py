@@ -1,4 +1,4 @@
-"""Datasets: index readers, the image dataset, and the study's preprocessing.
+"""Datasets: index readers, image loading and the preprocessing geometry (no torch).
 
 An *index* is the ordered list of images one dump covers: a CSV with the
 columns ``path`` (as opened), ``label`` (integer, -1 if unlabelled) and
@@ -6,6 +6,10 @@ columns ``path`` (as opened), ``label`` (integer, -1 if unlabelled) and
 cropped (revisited retrieval queries), a fourth column ``box``: ``x1 y1 x2 y2``
 in pixels of the original image, empty for uncropped images. Index order is
 dump order.
+
+Feeding images to a model (the study's preprocessing, the torch dataset) is
+:mod:`vitscope.loading`; this module imports no torch, so the jobs that only
+index or read images start fast.
 """
 
 from __future__ import annotations
@@ -15,16 +19,12 @@ import csv
 import io
 import json
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
-from torchvision.transforms import v2 as T
-from torchvision.transforms.functional import InterpolationMode
 
 from .errors import DatasetError
 
@@ -280,40 +280,15 @@ def read_index(path: str | Path) -> list[Entry]:
         ]
 
 
-def preprocess(
-    image_size: tuple[int, int],
-    mean: Sequence[float],
-    std: Sequence[float],
-    interpolation: str = "bicubic",
-) -> T.Compose:
-    """The study's preprocessing: resize the shorter side (bicubic), center crop, normalize.
-
-    For a non-square ``image_size`` (h, w), the image is resized just enough to
-    cover h x w, keeping its aspect ratio, then center-cropped.
-    """
-    h, w = image_size
-    mode = InterpolationMode(interpolation)
-    resize = T.Resize(h, interpolation=mode, antialias=True) if h == w else _Cover((h, w), mode)
-    return T.Compose(
-        [
-            T.ToImage(),
-            resize,
-            T.CenterCrop((h, w)),
-            T.ToDtype(torch.float32, scale=True),
-            T.Normalize(mean=list(mean), std=list(std)),
-        ]
-    )
-
-
 def resize_crop_geometry(
     height: int, width: int, image_size: tuple[int, int]
 ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Where :func:`preprocess` puts an image of ``height`` x ``width``.
+    """Where :func:`vitscope.loading.preprocess` puts an image of ``height`` x ``width``.
 
     Returns the resized size (rh, rw) and the center crop's (top, left) offset
     in the resized image, computed exactly as torchvision does (shorter side to
     h with the longer side truncated for a square target; the covering resize
-    of :class:`_Cover` otherwise; crop offsets rounded). Resized pixel y covers
+    of :class:`vitscope.loading.Cover` otherwise; crop offsets rounded). Resized pixel y covers
     the original rows [y * height / rh, (y + 1) * height / rh).
     """
     h, w = image_size
@@ -322,26 +297,15 @@ def resize_crop_geometry(
         new_long = int(h * long / short)
         rh, rw = (h, new_long) if height <= width else (new_long, h)
     else:
-        rh, rw = _cover_size((height, width), (h, w))
+        rh, rw = cover_size((height, width), (h, w))
     return (rh, rw), (int(round((rh - h) / 2.0)), int(round((rw - w) / 2.0)))
 
 
-def _cover_size(image: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+def cover_size(image: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """Size (h, w) of ``image`` (h, w) resized, aspect kept, just enough to cover ``size``."""
     ih, iw = image
     scale = max(size[0] / ih, size[1] / iw)
     return max(size[0], round(ih * scale)), max(size[1], round(iw * scale))
-
-
-class _Cover(torch.nn.Module):
-    """Resize so the image covers ``size`` (h, w), keeping the aspect ratio."""
-
-    def __init__(self, size: tuple[int, int], mode: InterpolationMode):
-        super().__init__()
-        self.size, self.mode = size, mode
-
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        new = _cover_size(tuple(img.shape[-2:]), self.size)
-        return T.functional.resize(img, list(new), interpolation=self.mode, antialias=True)
 
 
 def load_image(path: str | Path, box: Sequence[float] | None = None) -> Image.Image:
@@ -356,45 +320,6 @@ def load_image(path: str | Path, box: Sequence[float] | None = None) -> Image.Im
         raise DatasetError(f"image '{path}' does not exist") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DatasetError(f"image '{path}' is corrupt or unreadable: {err}") from err
-
-
-class ImageDataset(Dataset):
-    """Images of an index, in a given order, preprocessed; yields (image, position).
-
-    With ``objects`` (a callable (position, (w, h)) -> that image's objects, e.g.
-    :class:`vitscope.objects.ObjectMasks`) it yields (image, position, objects):
-    the per-image host work runs where the image is loaded (DataLoader workers);
-    batch such items with :func:`collate_objects`.
-    """
-
-    def __init__(
-        self,
-        entries: Sequence[Entry],
-        transform: T.Compose,
-        order: Sequence[int] | None = None,
-        objects: Callable[[int, tuple[int, int]], Any] | None = None,
-    ):
-        self.entries = list(entries)
-        self.transform = transform
-        self.order = list(range(len(self.entries))) if order is None else [int(i) for i in order]
-        self.objects = objects
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __getitem__(self, i: int) -> tuple[Any, ...]:
-        pos = self.order[i]
-        entry = self.entries[pos]
-        image = load_image(entry.path, entry.box)
-        if self.objects is None:
-            return self.transform(image), pos
-        return self.transform(image), pos, self.objects(pos, image.size)
-
-
-def collate_objects(items: Sequence[tuple[torch.Tensor, int, Any]]) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
-    """Batch (image, position, objects) items: stacked images, positions, the objects as a list."""
-    images, positions, objects = zip(*items, strict=True)
-    return torch.stack(images), torch.tensor(positions, dtype=torch.int64), list(objects)
 
 
 def index_dataset(name: str, entry: dict, synthetic_root: Sequence[str] = ()) -> list[Entry]:

@@ -66,7 +66,8 @@ def figure_stem(position: int, group: tuple[int, int], groups: Sequence[tuple[in
 
 def display_image(path: str, image_size: tuple[int, int], interpolation: str = "bicubic") -> np.ndarray:
     """(h, w, 3) uint8: the image as the model saw it (resize, center crop), before normalisation."""
-    from .data import load_image, preprocess
+    from .data import load_image
+    from .loading import preprocess
 
     tensor = preprocess(image_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), interpolation)(load_image(path))
     return (tensor.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)

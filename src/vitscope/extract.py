@@ -22,7 +22,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -39,7 +38,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import __version__, attention, fused
-from .data import Entry, ImageDataset, collate_objects
+from .data import Entry
+from .devices import resolve_device
 from .dumps import (
     ATTENTION_PRODUCTS,
     DEFAULT_PRODUCTS,
@@ -50,6 +50,7 @@ from .dumps import (
     write_images,
 )
 from .errors import ConfigError, ModelError
+from .loading import ImageDataset, collate_objects
 from .models import Geometry, geometry, set_fused_attention
 
 if TYPE_CHECKING:
@@ -664,33 +665,6 @@ def _check_hooks(recorder: Recorder, meta: dict[str, Any], options: ExtractOptio
         )
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; the choice is logged, a fallback says so.
-
-    A fallback is a warning when a GPU was allocated to the job (CUDA_VISIBLE_DEVICES
-    set, as Slurm does for ``--gpus``) but torch cannot use it.
-    """
-    if name == "auto":
-        if torch.cuda.is_available():
-            log.info("device auto -> cuda (%s)", torch.cuda.get_device_name())
-            return torch.device("cuda")
-        allocated = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        if allocated:
-            log.warning(
-                "device auto -> cpu: CUDA_VISIBLE_DEVICES=%s but torch %s finds no usable CUDA device "
-                "(no driver, or a CPU build of torch); falling back to the CPU (%d threads)",
-                allocated, torch.__version__, torch.get_num_threads(),
-            )
-        else:
-            threads = torch.get_num_threads()
-            log.info("device auto -> cpu: no CUDA device found; falling back to the CPU (%d threads)", threads)
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"extract.device = {name!r} but no CUDA device is available (use 'auto' or 'cpu')")
-    return device
-
-
 def extract_dump(
     model: str,
     dataset: str,
@@ -708,8 +682,9 @@ def extract_dump(
     ``coco``: the dataset's ``root`` and ``annotations`` (kind coco), read for the
     product ``objects``.
     """
-    from .data import load_coco, preprocess, read_index
+    from .data import load_coco, read_index
     from .dumps import atomic_path
+    from .loading import preprocess
     from .models import build, spec_from_config
 
     torch.set_num_threads(max(1, threads))

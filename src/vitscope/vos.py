@@ -30,8 +30,8 @@ import torch
 from . import video
 from .data import load_image
 from .dense import DenseFeatures
+from .devices import resolve_device
 from .errors import DatasetError
-from .extract import resolve_device
 from .tables import read_csv
 from .tasks import davis
 

@@ -186,7 +186,7 @@ def run(
     threads: int = 1,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Build ``model`` as extraction does and score every block: (mean rows, per-category rows)."""
-    from ..extract import resolve_device
+    from ..devices import resolve_device
     from ..models import build, spec_from_config
 
     if not alphas or min(alphas) <= 0:

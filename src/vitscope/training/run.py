@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from .. import models
-from ..data import Entry, load_image, preprocess, read_index
+from ..data import Entry, load_image, read_index
 from ..dumps import atomic_path
 from ..errors import DatasetError, ModelError
 from ..formats import mocov3
+from ..loading import preprocess
 from ..tables import write_csv
 from .augment import Augment
 from .contrastive import Contrastive
