@@ -1,9 +1,10 @@
 # Helpers shared by the rule files (config look-ups, code versions).
 
-import ast
 import csv
+import functools
 import hashlib
 import math
+import re
 from pathlib import Path
 
 PACKAGE = Path(workflow.basedir) / "src" / "vitscope"
@@ -171,22 +172,36 @@ def _package_file(parts):
     return None
 
 
+#: an import statement at the start of a line (a parenthesised name list may span lines)
+_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n]*)|import[ \t]+([^\n]+))", re.M)
+
+
+@functools.cache  # every rule's code_version walks the same files: read each once
 def _package_imports(file):
-    """The package files that ``file`` imports (anywhere in it: function-level imports count)."""
+    """The package files that ``file`` imports (anywhere in it: function-level imports count).
+
+    A regular expression over the source, not ``ast``: parsing every module took ~1 s
+    of each Snakemake start. A line in a docstring that looks like an import can only
+    add a file to the hash, never drop one.
+    """
     here = file.relative_to(PACKAGE).with_suffix("").parts
     package = list(here[:-1])
     candidates = []
-    for node in ast.walk(ast.parse(file.read_text(), str(file))):
-        if isinstance(node, ast.Import):
-            candidates += [a.name.split(".")[1:] for a in node.names if a.name.split(".")[0] == "vitscope"]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package[: len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
-            elif node.module and node.module.split(".")[0] == "vitscope":
-                base = node.module.split(".")[1:]
-            else:
-                continue
-            candidates += [base] + [base + [a.name] for a in node.names]
+    for source, names, plain in _IMPORT.findall(file.read_text()):
+        if plain:
+            candidates += [n.split()[0].split(".")[1:] for n in plain.split(",") if n.split()[0].split(".")[0] == "vitscope"]
+            continue
+        level = len(source) - len(source.lstrip("."))
+        dotted = source[level:]
+        if level:
+            base = package[: len(package) - (level - 1)] + (dotted.split(".") if dotted else [])
+        elif dotted.split(".")[0] == "vitscope":
+            base = dotted.split(".")[1:]
+        else:
+            continue
+        names = re.sub(r"#[^\n]*", "", names).strip("()").replace("\\", " ")  # comments, continuations
+        listed = [n.split()[0] for n in names.split(",") if n.split()]
+        candidates += [base] + [base + [n] for n in listed if n.isidentifier()]
     return {f for f in map(_package_file, candidates) if f is not None}
 
 
@@ -216,9 +231,16 @@ def code_version(*modules):
         todo += _package_imports(file)
     digest = hashlib.sha256()
     for file in sorted(seen):
-        digest.update(file.relative_to(PACKAGE).as_posix().encode())
-        digest.update(file.read_bytes())
+        digest.update(_file_digest(file))
     return digest.hexdigest()[:16]
+
+
+@functools.cache
+def _file_digest(file):
+    """SHA-256 of a module's name and source (each file read once per Snakemake start)."""
+    digest = hashlib.sha256(file.relative_to(PACKAGE).as_posix().encode())
+    digest.update(file.read_bytes())
+    return digest.digest()
 
 
 def analysis_datasets(name):

@@ -71,3 +71,36 @@ def test_code_version_names_what_the_script_imports(rule: str, script: Path, nam
     missing = sorted(m for m in modules if not any(m == n or m.startswith(n + "/") for n in names))
     assert not missing, f"rule {rule}: add {missing} to its code_version({', '.join(map(repr, names))})"
     assert all(is_module(n) for n in names), f"rule {rule}: code_version names a module that does not exist"
+
+
+def package_imports_from_common_smk():
+    """rules/common.smk's _package_imports (a regular expression over the source), run here."""
+    import functools
+
+    source = (REPO / "rules/common.smk").read_text()
+    start, end = source.index("def _package_file(parts):"), source.index("def code_version(*modules):")
+    namespace = {"functools": functools, "re": re, "PACKAGE": PACKAGE, "Path": Path}
+    exec(source[start:end], namespace)
+    return namespace["_package_file"], namespace["_package_imports"]
+
+
+def test_code_version_reads_imports_like_python() -> None:
+    """For every package module, the files common.smk finds imported equal those of an ``ast`` walk."""
+    package_file, package_imports = package_imports_from_common_smk()
+    for file in sorted(PACKAGE.rglob("*.py")):
+        package = list(file.relative_to(PACKAGE).with_suffix("").parts[:-1])
+        candidates = []
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Import):
+                candidates += [a.name.split(".")[1:] for a in node.names if a.name.split(".")[0] == "vitscope"]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[: len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+                elif node.module and node.module.split(".")[0] == "vitscope":
+                    base = node.module.split(".")[1:]
+                else:
+                    continue
+                candidates += [base] + [base + [a.name] for a in node.names]
+        expected = {f for f in map(package_file, candidates) if f is not None}
+        assert package_imports(file) == expected, file.relative_to(PACKAGE)
+    assert package_file(["fused"]) in package_imports(PACKAGE / "extract.py")
