@@ -102,6 +102,7 @@ rule saliency_iou:
         per_image="results/attention/{model}/{dataset}/saliency_iou.npz",
     params:
         entry=dataset_entry,
+        files=annotation_stamp,
         mass=config["analyses"]["saliency"]["mass"],
         threshold=config["analyses"]["saliency"]["mask_threshold"],
         code=code_version("saliency", "data", "dumps", "tables"),

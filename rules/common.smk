@@ -4,10 +4,18 @@ import csv
 import functools
 import hashlib
 import math
+import os
 import re
+import sys
 from pathlib import Path
 
 PACKAGE = Path(workflow.basedir) / "src" / "vitscope"
+# The workflow's own package, for planning here and for every job's script (a job
+# inherits this environment; with --sdm conda the env holds only the dependencies).
+sys.path.insert(0, str(PACKAGE.parent))
+os.environ["PYTHONPATH"] = os.pathsep.join([str(PACKAGE.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+from vitscope import fingerprint, inputs  # noqa: E402 (after the path is set)
 
 
 MODELS = list(config["models"])
@@ -260,24 +268,146 @@ def products(wildcards):
     return entry.get("products", config["extract"]["products"])
 
 
-def checkpoint_input(wildcards):
-    """The model's checkpoint file, as an input so a new file re-extracts.
+@functools.cache
+def missing_inputs():
+    """Every checkpoint and dataset path of the config that does not exist (workflow-made ones aside)."""
+    return inputs.missing_inputs(
+        config, generated=lambda path: _generated(path) is not None, trained=frozenset(TRAINED)
+    )
 
-    A file no rule makes (anything but a train rule's output) must exist when a job
-    needs it: the error names the config key, not only the path. Checked here, when
-    the DAG needs the model, so a missing file of an unused model blocks nothing.
+
+def require(needs):
+    """Stop planning, listing every missing input of the config, when one of ``needs`` is missing.
+
+    Called from the input and param functions of the jobs that read a model or a
+    dataset, so a target that needs none of the missing files is not blocked, and a
+    run that does is told everything missing at once (not one file per attempt).
+    """
+    paths = {need.path for need in needs}
+    if any(need.path in paths for need in missing_inputs()):
+        raise WorkflowError(inputs.missing_message(missing_inputs(), Path.cwd()))
+
+
+def checkpoint_file(alias):
+    """The checkpoint file of models.<alias> (zoo and flat entries alike), or None."""
+    return inputs.checkpoint_of(alias, config["models"][alias])
+
+
+def checkpoint_input(wildcards):
+    """The model's checkpoint file, an input of every job that loads the model.
+
+    A file no rule makes (anything but a train rule's output) must exist when a
+    job needs it: the error names the config key, the file and where the release
+    is published, with every other missing input of the config.
     """
     alias = wildcards.model
-    entry = config["models"][alias]
-    if entry.get("weights") != "checkpoint" or "checkpoint" not in entry:
+    path = checkpoint_file(alias)
+    if path is None:
         return []
-    path = entry["checkpoint"]
-    if alias not in TRAINED and not Path(path).exists():
-        raise WorkflowError(
-            f"models.{alias}.checkpoint = {path!r}: no such file (relative paths are from the working "
-            f"directory {Path.cwd()}); download it there or point the key at it"
-        )
+    if alias not in TRAINED:
+        require([inputs.checkpoint_need(alias, config["models"][alias])])
     return [path]
+
+
+def checkpoint_stamp(wildcards):
+    """Size and modification time of the model's checkpoint, so a replaced file re-extracts even
+    when it is older than the dump (a copy that kept its date); '' for trained or hub weights."""
+    alias = wildcards.model
+    path = checkpoint_file(alias)
+    if path is None or alias in TRAINED:
+        return ""
+    require([inputs.checkpoint_need(alias, config["models"][alias])])
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def fingerprint_mode(dataset):
+    return config["datasets"][dataset].get("fingerprint", "stat")
+
+
+def dataset_fingerprint(wildcards):
+    return _dataset_fingerprint(wildcards.dataset)
+
+
+@functools.cache  # one pass over the folders per planning process
+def _dataset_fingerprint(name):
+    """Fingerprint of every file the dataset's index is made from (vitscope.fingerprint), so adding,
+    removing or replacing an image, or editing a list or annotation file, re-indexes; '' for a dataset
+    the workflow generates (its folder is an input)."""
+    entry = config["datasets"][name]
+    if entry["kind"] in ("synthetic", "spair", "davis") or _generated(entry.get("root", "")):
+        return ""
+    require(inputs.dataset_paths(name, entry))
+    mode = fingerprint_mode(name)
+    kind, root = entry["kind"], entry.get("root")
+    if kind == "imagefolder":
+        classes = entry.get("classes") or sorted(p.name for p in os.scandir(root) if p.is_dir())
+        return fingerprint.folders([str(Path(root) / c) for c in sorted(classes)], mode)
+    if kind == "imagelist":
+        base = Path(root) if root else Path(entry["list"]).parent
+        names = [line.strip() for line in Path(entry["list"]).read_text(errors="surrogateescape").splitlines()]
+        listed = [str(base / n) for n in names if n and not n.startswith("#")]
+        return fingerprint.digest([fingerprint.folders([entry["list"]], mode), fingerprint.files(
+            [p for p in listed if os.path.isfile(p)], mode)])
+    if kind == "coco":
+        return fingerprint.folders([entry["annotations"], root], mode, recursive=True)
+    if kind == "revisited":
+        base = Path(root) / entry["name"]
+        return fingerprint.folders([str(base / f"gnd_{entry['name']}.pkl"), str(base / "jpg")], mode)
+    return ""
+
+
+def indexed_images(wildcards):
+    """Fingerprint of the images the dataset's index lists (read when the index exists, else '' until
+    the index checkpoint has run): a replaced image re-extracts, an image added outside the index does not."""
+    return _indexed_images(wildcards.dataset)
+
+
+def _indexed_images(dataset):
+    entry = config["datasets"][dataset]
+    index = Path(f"results/index/{dataset}.csv")
+    if entry["kind"] == "synthetic" or _generated(entry.get("root", "")) or not index.is_file():
+        return ""
+    _dataset_fingerprint(dataset)  # the folder scans, whose stamps fingerprint.files reuses
+    with open(index, newline="") as handle:
+        paths = [row[0] for row in csv.reader(handle)][1:]
+    return fingerprint.files(paths, fingerprint_mode(dataset))
+
+
+def annotation_stamp(wildcards):
+    """Fingerprint of the annotation file a job reads beside its dump (coco annotations, revisited
+    ground truth), so a replaced file reruns it even with an older modification time."""
+    entry = config["datasets"][wildcards.dataset]
+    if _generated(entry.get("root", "")) or entry["kind"] not in ("coco", "revisited"):
+        return ""
+    path = entry["annotations"] if entry["kind"] == "coco" else gnd_file(wildcards.dataset)
+    require(inputs.dataset_paths(wildcards.dataset, entry))
+    return fingerprint.folders([path], fingerprint_mode(wildcards.dataset))
+
+
+def spair_stamp(wildcards):
+    """Fingerprint of the SPair-71k pair annotations of the split and of every image."""
+    entry = config["datasets"][wildcards.dataset]
+    if _generated(entry["root"]):
+        return ""
+    require(inputs.dataset_paths(wildcards.dataset, entry))
+    split = entry.get("split", "test")
+    parts = [f"{entry['root']}/PairAnnotation/{split}", f"{entry['root']}/JPEGImages"]
+    return fingerprint.folders(parts, fingerprint_mode(wildcards.dataset), recursive=True)
+
+
+def davis_sequence_stamp(wildcards):
+    """Fingerprint of one DAVIS sequence's frames and annotations."""
+    entry = config["datasets"][wildcards.dataset]
+    if _generated(entry["root"]):
+        return ""
+    return fingerprint.folders(davis_sequence_input(wildcards), fingerprint_mode(wildcards.dataset))
+
+
+def train_images(wildcards):
+    """Fingerprint of the training images (see indexed_images); '' for objective random."""
+    train = train_entry(wildcards)
+    return "" if train["objective"] == "random" else _indexed_images(train["dataset"])
 
 
 def train_entry(wildcards):
@@ -375,6 +505,8 @@ def spair_entry(wildcards):
 def spair_input(wildcards):
     """The pair annotations of a spair dataset, or the synthetic folder that holds them."""
     entry = spair_entry(wildcards)
+    if not _generated(entry["root"]):
+        require(inputs.dataset_paths(wildcards.dataset, config["datasets"][wildcards.dataset]))
     return [_generated(entry["root"]) or f"{entry['root']}/PairAnnotation/{entry['split']}"]
 
 
@@ -411,6 +543,7 @@ def davis_sequences(dataset):
         if not path.is_file():
             if entry.get("sequences"):
                 return list(entry["sequences"])
+            require(inputs.dataset_paths(dataset, entry))
             raise WorkflowError(
                 f"datasets.{dataset}: '{path}' does not exist (the DAVIS layout under root = '{root}'), "
                 f"so the sequences are unknown; fix root or list datasets.{dataset}.sequences"

@@ -15,13 +15,16 @@ rule synthetic_dataset:
         "../workflow/scripts/synthetic_dataset.py"
 
 
-rule index_dataset:
+# A checkpoint: when its dataset changed but the index came out the same (an image added
+# beyond per_class, a file touched), nothing that reads the index reruns.
+checkpoint index_dataset:
     input:
         synthetic_input,
     output:
         "results/index/{dataset}.csv",
     params:
         entry=dataset_entry,
+        files=dataset_fingerprint,
         code=code_version("data"),
     conda:
         "../envs/vitscope.yaml"

@@ -14,6 +14,8 @@ rule davis_sequence:
         sequence=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     params:
         model=model_entry,
+        weights=checkpoint_stamp,
+        files=davis_sequence_stamp,
         entry=davis_entry,
         options=davis_options(),
         device=config["extract"]["device"],

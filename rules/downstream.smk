@@ -34,6 +34,7 @@ rule retrieval:
         table="results/retrieval/{model}/{dataset}.csv",
     params:
         entry=revisited_entry,
+        files=annotation_stamp,
         code=code_version("tasks/retrieval", "data", "dumps", "tables"),
     threads: 2
     conda:
@@ -54,6 +55,8 @@ rule spair:
         pairs="results/spair/{model}/{dataset}/pairs.csv",
     params:
         model=model_entry,
+        weights=checkpoint_stamp,
+        files=spair_stamp,
         entry=spair_entry,
         alphas=config["analyses"]["spair"]["alphas"],
         pairs_per_category=config["analyses"]["spair"]["pairs_per_category"],

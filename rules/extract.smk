@@ -10,6 +10,8 @@ rule extract:
         dump="results/dumps/{model}/{dataset}.h5",
     params:
         model=model_entry,
+        weights=checkpoint_stamp,
+        images=indexed_images,
         products=products,
         device=config["extract"]["device"],
         batch_size=config["extract"]["batch_size"],

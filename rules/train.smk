@@ -11,6 +11,7 @@ rule train:
     params:
         model=model_entry,
         train=train_entry,
+        images=train_images,
         code=code_version("training", "models", "formats", "zoo", "data", "loading", "dumps", "tables"),
     threads: 1
     conda:

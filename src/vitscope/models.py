@@ -31,12 +31,11 @@ import timm
 import torch
 from torch import nn
 
+from . import zoo
 from .errors import CheckpointError, CheckpointNotFound, ConfigError, ModelError
+from .zoo import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 WEIGHT_SOURCES = ("timm", "checkpoint", "random")
 
@@ -153,8 +152,6 @@ def spec_from_config(alias: str, entry: Mapping[str, Any]) -> ModelSpec:
     """
     key = f"models.{alias}"
     if "family" in entry:
-        from . import zoo  # local import: the zoo depends on this module
-
         entry = zoo.expand(alias, entry)
     if "arch" not in entry:
         raise ConfigError(f"{key}.arch is required (a timm model name) unless {key}.family is set")

@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .errors import ConfigError
-from .models import IMAGENET_MEAN, IMAGENET_STD
 
+# No torch here: the workflow reads the zoo when it plans the jobs (rules/common.smk).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -82,6 +84,9 @@ class Family:
 
     ``releases`` maps each size to the original release file name; ``tags`` the
     sizes timm hosts to their pretrained tag (``{}``: none, ``no_timm`` says why).
+    ``url`` is where the publisher serves a release (``{file}`` filled with its
+    name, ``{stem}`` with the name up to its first dot); ``sha256`` the digests the
+    publisher gives (OpenAI puts them in its download addresses; the others give none).
     """
 
     name: str
@@ -93,6 +98,8 @@ class Family:
     tags: Mapping[str, str] = field(default_factory=dict)
     format: str | None = None
     source: str = ""
+    url: str = ""
+    sha256: Mapping[str, str] = field(default_factory=dict)
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
     size_kwargs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     no_timm: str = ""
@@ -109,6 +116,8 @@ class Release:
     format: str | None
     release: str | None
     source: str
+    url: str | None
+    sha256: str | None
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     image_size: int
@@ -132,7 +141,8 @@ FAMILIES: dict[str, Family] = {
             mean=HALF,
             std=HALF,
             format="augreg_npz",
-            source="google-research/vision_transformer (gs://vit_models/augreg/)",
+            source="google-research/vision_transformer",
+            url="https://storage.googleapis.com/vit_models/augreg/{file}",
             releases={
                 "S/16": "S_16" + _AUGREG.format("light1-wd_0.03-do_0.0-sd_0.0", "0.03"),
                 "B/32": "B_32" + _AUGREG.format("medium1-wd_0.03-do_0.0-sd_0.0", "0.03"),
@@ -151,6 +161,13 @@ FAMILIES: dict[str, Family] = {
             format="openai_clip",
             source="openai/CLIP",
             releases={"B/32": "ViT-B-32.pt", "B/16": "ViT-B-16.pt", "L/14": "ViT-L-14.pt"},
+            # openai/CLIP's clip.py downloads from here and checks these digests
+            url="https://openaipublic.azureedge.net/clip/models/{sha256}/{file}",
+            sha256={
+                "B/32": "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
+                "B/16": "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
+                "L/14": "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836",
+            },
             tags=dict.fromkeys(("B/32", "B/16", "L/14"), "openai"),
             model_kwargs={"act_layer": "quick_gelu"},
         ),
@@ -162,6 +179,7 @@ FAMILIES: dict[str, Family] = {
             std=IMAGENET_STD,
             format="dino",
             source="facebookresearch/dino",
+            url="https://dl.fbaipublicfiles.com/dino/{stem}/{file}",
             releases={
                 "S/16": "dino_deitsmall16_pretrain.pth",
                 "S/8": "dino_deitsmall8_pretrain.pth",
@@ -178,6 +196,7 @@ FAMILIES: dict[str, Family] = {
             std=IMAGENET_STD,
             format="mocov3",
             source="facebookresearch/moco-v3",
+            url="https://dl.fbaipublicfiles.com/moco-v3/{stem}/{file}",
             releases={"S/16": "vit-s-300ep.pth.tar", "B/16": "vit-b-300ep.pth.tar"},
             # qkv bias and LayerNorm eps 1e-6 are timm's ViT defaults; the fixed sin-cos
             # position embedding is read from the file (formats/mocov3.py).
@@ -192,6 +211,7 @@ FAMILIES: dict[str, Family] = {
             std=IMAGENET_STD,
             format="mae",
             source="facebookresearch/mae",
+            url="https://dl.fbaipublicfiles.com/mae/pretrain/{file}",
             releases={
                 "B/16": "mae_pretrain_vit_base.pth",
                 "L/16": "mae_pretrain_vit_large.pth",
@@ -207,6 +227,8 @@ FAMILIES: dict[str, Family] = {
             std=HALF,
             format="beit",
             source="microsoft/unilm (beit)",
+            # the unilm README links this container (older links on unilm.blob.core.windows.net moved here)
+            url="https://conversationhub.blob.core.windows.net/beit-share-public/beit/{file}",
             releases={
                 "B/16": "beit_base_patch16_224_pt22k.pth",
                 "L/16": "beit_large_patch16_224_pt22k.pth",
@@ -243,14 +265,19 @@ def release(family: str, size: str, key: str = "models") -> Release:
         raise ConfigError(f"{key}.size = {size!r}; {family} has {', '.join(fam.releases)}")
     size = size.strip().upper()
     shape = SIZES[size]
+    file = fam.releases[size] or None
+    digest = fam.sha256.get(size)
+    url = fam.url.format(file=file, stem=file.split(".")[0], sha256=digest) if file and fam.url else None
     return Release(
         family=fam.name,
         size=size,
         arch=fam.arch.format(scale=_SCALE[size[0]], patch=shape.patch),
         tag=fam.tags.get(size),
         format=fam.format,
-        release=fam.releases[size] or None,
+        release=file,
         source=fam.source,
+        url=url,
+        sha256=digest,
         mean=fam.mean,
         std=fam.std,
         image_size=IMAGE_SIZE,
@@ -276,6 +303,27 @@ def table_markdown() -> str:
             f"{row.release or '-'} | {row.format or '-'} | {kwargs or '-'} |"
         )
     return "\n".join(lines)
+
+
+def releases_markdown() -> str:
+    """Where each original release file is published, with the publisher's SHA-256 (for the docs)."""
+    lines = ["| family | size | publisher | download | SHA-256 (publisher's) |", "|---|---|---|---|---|"]
+    for row in table():
+        if row.release:
+            lines.append(
+                f"| {row.family} | {row.size} | {row.source} | [{row.release}]({row.url}) | {row.sha256 or '-'} |"
+            )
+    return "\n".join(lines)
+
+
+def where_published(row: Release) -> str:
+    """One line for an error message: the release file, who publishes it, where, and its digest."""
+    text = f"the original release is {row.release}, published by {row.source}"
+    if row.url:
+        text += f" at {row.url}"
+    if row.sha256:
+        text += f" (SHA-256 {row.sha256})"
+    return text
 
 
 def expand(alias: str, entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -319,13 +367,12 @@ def _weights(key: str, row: Release, entry: Mapping[str, Any]) -> str:
     default = "checkpoint" if entry.get("checkpoint") else ("timm" if row.tag else None)
     weights = entry.get("weights", default)
     if weights is None:
-        raise ConfigError(f"{key}.checkpoint is required: {fam.no_timm} ({row.release}, from {row.source})")
+        raise ConfigError(f"{key}.checkpoint is required: {fam.no_timm}; {where_published(row)}")
     if weights == "timm" and not row.tag and not entry.get("tag"):
         raise ConfigError(f"{key}.weights = 'timm'; {fam.no_timm} ({row.release})")
     if weights == "checkpoint" and not entry.get("checkpoint"):
         raise ConfigError(
-            f"{key}.checkpoint is required when {key}.weights = 'checkpoint' "
-            f"(the original release is {row.release}, from {row.source})"
+            f"{key}.checkpoint is required when {key}.weights = 'checkpoint' ({where_published(row)})"
         )
     return str(weights)
 
