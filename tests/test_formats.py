@@ -915,3 +915,38 @@ def test_npz_object_array_payload_never_runs(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=rf"{path.name}' cannot be read as format 'augreg_npz'"):
         load("fs", path)
     assert not (tmp_path / "marker").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncate storage", r"data\.pkl: ViT-T-8-fp16/data/0 holds \d+ bytes, not the \d+ x 2-byte elements declared"),
+        ("drop storage", r"data\.pkl: storage 0 is referenced, but ViT-T-8-fp16/data/0 is missing"),
+        ("drop code", r"module class __torch__\.test_formats\.\w+ is not defined in the archive's code/"),
+        ("second top folder", r"expected one <folder>/data\.pkl record .* found several"),
+    ],
+)
+def test_damaged_torchscript_archive_names_file_and_record(files, tmp_path: Path, damage: str, message: str) -> None:
+    path = files["clip"][0]
+    top = path.stem
+
+    def edit(name: str, blob: bytes) -> tuple[str, bytes]:
+        if damage == "truncate storage" and name == f"{top}/data/0":
+            return name, blob[:-2]
+        if damage == "drop storage" and name == f"{top}/data/0":
+            return "elsewhere/0", blob
+        if damage == "drop code" and name.startswith(f"{top}/code/__torch__/test_formats"):
+            return "elsewhere/" + name, blob
+        if damage == "second top folder" and name == f"{top}/data.pkl":
+            return "copy/data.pkl", blob
+        return name, blob
+
+    damaged = rewrite_zip(path, tmp_path / "ViT-damaged.pt", edit)
+    if damage == "second top folder":
+        with zipfile.ZipFile(damaged, "a") as archive:
+            archive.writestr(f"{top}/data.pkl", zipfile.ZipFile(path).read(f"{top}/data.pkl"))
+    expected = r"ViT-damaged\.pt' cannot be read as format 'openai_clip': " + message
+    with pytest.raises(CheckpointError, match=expected) as e:
+        load("clip", damaged)
+    # only a well-formed archive this reader cannot follow gets the hint to trust its code
+    assert ("trust_torchscript_code" in str(e.value)) == (damage == "drop code")

@@ -56,9 +56,7 @@ def read(path: Path) -> dict[str, torch.Tensor]:
         return torch_load(path)
     try:
         return torchscript.state_dict(path)
-    except torchscript.RefusedArchive:
-        raise
-    except ValueError as err:
+    except torchscript.UnsupportedArchive as err:
         raise ValueError(
             f"{err} (TorchScript read without running its code; for a file from a source you trust, "
             "trust_torchscript_code: true in the model's config reads it with torch.jit.load, which runs its code)"

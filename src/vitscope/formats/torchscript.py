@@ -71,6 +71,10 @@ class RefusedArchive(ValueError):
     """``data.pkl`` names a global no TorchScript weight archive needs (a crafted file)."""
 
 
+class UnsupportedArchive(ValueError):
+    """A well-formed archive whose state only its code can rebuild, or laid out in a way this reader does not know."""
+
+
 class ScriptObject:
     """An object of a ``__torch__`` class: records the state pickled for it, nothing more."""
 
@@ -108,9 +112,10 @@ class ModuleClass:
 def state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """``{dotted name: tensor}`` of the TorchScript archive at ``path``, as ``torch.jit.load(path).state_dict()``.
 
-    Raises :class:`RefusedArchive` for a global outside the admitted ones and
-    ``ValueError`` (naming the record at fault) for anything else this reader does
-    not understand; never runs code from the file.
+    Raises :class:`RefusedArchive` for a global outside the admitted ones,
+    :class:`UnsupportedArchive` for state only the archive's code can rebuild, and
+    ``ValueError`` (naming the record at fault) for a damaged archive; never runs
+    code from the file.
     """
     try:
         with zipfile.ZipFile(path) as archive:
@@ -121,7 +126,8 @@ def state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise RefusedArchive(f"{err} in data.pkl; a TorchScript archive read without its code may hold only "
                              "modules, tensors and plain values") from err
     except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError) as err:
-        raise ValueError(f"data.pkl cannot be read without running code: {type(err).__name__}: {err}") from err
+        detail = str(err) if isinstance(err, pickle.UnpicklingError) else f"{type(err).__name__}: {err}"
+        raise ValueError(f"data.pkl: {detail}") from err
     except (zipfile.BadZipFile, zipfile.LargeZipFile) as err:
         raise ValueError(f"not a readable zip archive: {err}") from err
     if not isinstance(root, ScriptObject):
@@ -201,12 +207,12 @@ def _collect(
     """Add the parameters and buffers of ``obj`` and its submodules to ``out`` (state_dict order)."""
     kind = modules.get(obj.qualname)
     if kind is None:
-        raise ValueError(f"module class {obj.qualname} is not defined in the archive's code/")
+        raise UnsupportedArchive(f"module class {obj.qualname} is not defined in the archive's code/")
     if id(obj) in path:
         raise ValueError(f"module {prefix.rstrip('.') or '<root>'} contains itself")
     state = obj.state
     if not isinstance(state, dict):
-        raise ValueError(
+        raise UnsupportedArchive(
             f"module {prefix.rstrip('.') or '<root>'} ({obj.qualname}) stores its state through __getstate__, "
             "which only its TorchScript code can rebuild"
         )
@@ -224,7 +230,7 @@ def _collect(
             if value.qualname in modules:
                 _collect(value, modules, others, f"{prefix}{name}.", out, (*path, id(obj)))
             elif value.qualname not in others:
-                raise ValueError(f"class {value.qualname} (attribute {prefix}{name}) is not defined in code/")
+                raise UnsupportedArchive(f"class {value.qualname} (attribute {prefix}{name}) is not defined in code/")
 
 
 # --------------------------------------------------------------------------- unpickling
@@ -236,7 +242,7 @@ def _identity_list(value: Any, *_: Any) -> Any:
 
 
 def _refuse_tensor_id(*_: Any) -> Any:
-    raise pickle.UnpicklingError("refused build_tensor_from_id (tensors outside the archive's storages)")
+    raise UnsupportedArchive("data.pkl: build_tensor_from_id (tensors kept outside the archive's storages)")
 
 
 class _Unpickler(RestrictedUnpickler):
@@ -291,11 +297,11 @@ class _Unpickler(RestrictedUnpickler):
         try:
             info = self._archive.getinfo(record)
         except KeyError as err:
-            raise pickle.UnpicklingError(f"data.pkl references storage {key}, but {record} is missing") from err
+            raise pickle.UnpicklingError(f"storage {key} is referenced, but {record} is missing") from err
         itemsize = torch.empty((), dtype=dtype).element_size()
         if info.file_size != numel * itemsize:
             raise pickle.UnpicklingError(
-                f"{record} holds {info.file_size} bytes; data.pkl declares {numel} x {itemsize}-byte elements"
+                f"{record} holds {info.file_size} bytes, not the {numel} x {itemsize}-byte elements declared"
             )
         if numel == 0:
             return torch.empty(0, dtype=dtype)
@@ -331,7 +337,7 @@ class _Unpickler(RestrictedUnpickler):
         if not (all(map(_ints, size)) and all(map(_ints, stride)) and len(size) == len(stride)):
             raise pickle.UnpicklingError(f"malformed tensor: size {size!r}, stride {stride!r}")
         if hooks or metadata:
-            raise pickle.UnpicklingError("tensor with backward hooks or metadata (not plain weights)")
+            raise UnsupportedArchive("data.pkl: a tensor with backward hooks or metadata (not plain weights)")
         if 0 not in size:
             end = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
             if end >= flat.numel():
