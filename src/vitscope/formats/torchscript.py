@@ -93,7 +93,7 @@ class StorageType:
     dtype: torch.dtype
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Storage:
     """One storage record: its key and its elements as a 1-D tensor."""
 
@@ -125,7 +125,8 @@ def state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except RefusedGlobal as err:
         raise RefusedArchive(f"{err} in data.pkl; a TorchScript archive read without its code may hold only "
                              "modules, tensors and plain values") from err
-    except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError) as err:
+    except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError, RuntimeError,
+            OverflowError) as err:
         detail = str(err) if isinstance(err, pickle.UnpicklingError) else f"{type(err).__name__}: {err}"
         raise ValueError(f"data.pkl: {detail}") from err
     except (zipfile.BadZipFile, zipfile.LargeZipFile) as err:
