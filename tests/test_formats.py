@@ -10,8 +10,12 @@ and final tokens compared with vitscope's model on the same input.
 from __future__ import annotations
 
 import argparse
+import builtins
 import copy
 import math
+import os
+import pickle
+import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitscope import models
-from vitscope.errors import CheckpointError, CheckpointNotFound
+from vitscope.errors import CheckpointError, CheckpointNotFound, ConfigError
 from vitscope.formats import mocov3
 
 D, DEPTH, HEADS, PATCH, IMAGE = 64, 3, 4, 8, 32
@@ -631,3 +635,318 @@ def test_fine_tuned_releases_are_refused(files, tmp_path: Path) -> None:
     torch.save(raw, tmp_path / "beit_ft.pth")
     with pytest.raises(CheckpointError, match="fine-tuned BEiT"):
         load("beit", tmp_path / "beit_ft.pth")
+
+
+# --------------------------------------------------------------------------- safe reading
+# No checkpoint file runs code: TorchScript archives are read without torch.jit.load,
+# pickles with weights_only, .npz without pickles. Each payload below is first shown to
+# run through the unsafe reader, so the tests could fail.
+
+
+class Leaf(nn.Module):
+    """Parameters, a None parameter, int and non-persistent buffers, a plain tensor attribute."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.lin = nn.Linear(6, 6, dtype=dtype)
+        self.conv = nn.Conv2d(3, 2, 1, bias=False, dtype=dtype)
+        self.register_buffer("steps", torch.arange(5))
+        self.register_buffer("scratch", torch.ones(2, dtype=dtype), persistent=False)  # kept by TorchScript
+        self.plain = torch.zeros(3, dtype=dtype)  # neither parameter nor buffer: not in the state dict
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) + self.steps.sum() + self.scratch.sum() + self.plain.sum()
+
+
+class Tree(nn.Module):
+    """Nested submodules; views with storage offsets and strides; a parameter shared by two modules."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        super().__init__()
+        base = torch.randn(6, 6, generator=torch.Generator().manual_seed(0)).to(dtype)
+        self.w = nn.Parameter(base)
+        self.register_buffer("rows", base[1:, ::2])
+        self.register_buffer("cols", base.t())
+        self.leaf = Leaf(dtype)
+        self.stack = nn.Sequential(Leaf(dtype), nn.LayerNorm(6, dtype=dtype))
+        self.leaf.lin.weight = self.w
+        randomize(self, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stack(self.leaf(x)) + self.rows.sum() + self.cols.sum()
+
+
+def assert_identical(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor]) -> None:
+    """Same keys in the same order; per tensor the same dtype, size, stride, offset and bits;
+    the same tensors share a storage."""
+    assert list(ours) == list(theirs)
+    for key, a in ours.items():
+        b = theirs[key]
+        assert (a.dtype, a.shape, a.stride(), a.storage_offset()) == (b.dtype, b.shape, b.stride(), b.storage_offset())
+        assert torch.equal(a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
+
+    def sharing(state: dict[str, torch.Tensor]) -> list[list[str]]:
+        groups: dict[int, list[str]] = {}
+        for key, t in state.items():
+            groups.setdefault(t.untyped_storage().data_ptr(), []).append(key)
+        return sorted(groups.values())
+
+    assert sharing(ours) == sharing(theirs)
+
+
+def jit_reference(path: Path) -> dict[str, torch.Tensor]:
+    """torch.jit.load's state dict (runs the archive's code: only on archives written here)."""
+    return torch.jit.load(str(path), map_location="cpu").state_dict()
+
+
+def rewrite_zip(src: Path, dst: Path, edit: Callable[[str, bytes], tuple[str, bytes]]) -> Path:
+    """A copy of the zip ``src`` with each record ``(name, data)`` replaced by ``edit(name, data)``."""
+    with zipfile.ZipFile(src) as old, zipfile.ZipFile(dst, "w") as new:
+        for info in old.infolist():
+            new.writestr(*edit(info.filename, old.read(info)))
+    return dst
+
+
+def torchscript_state(path: Path) -> dict[str, torch.Tensor]:
+    from vitscope.formats import torchscript
+
+    return torchscript.state_dict(path)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_torchscript_reader_equals_jit_load(tmp_path: Path, how: str, dtype: torch.dtype) -> None:
+    tree = Tree(dtype)
+    x = torch.randn(2, 6).to(dtype)
+    module = torch.jit.script(tree) if how == "script" else torch.jit.trace(tree, x)
+    module.save(str(tmp_path / "tree.pt"))
+    ours, theirs = torchscript_state(tmp_path / "tree.pt"), jit_reference(tmp_path / "tree.pt")
+    assert_identical(ours, theirs)
+    assert "leaf.scratch" in ours and "leaf.plain" not in ours and "leaf.conv.bias" not in ours
+    assert ours["rows"].storage_offset() == 6 and not ours["rows"].is_contiguous()
+
+
+@pytest.mark.parametrize("half", [True, False])
+def test_torchscript_reader_equals_jit_load_on_the_clip_archive(files, tmp_path: Path, half: bool) -> None:
+    path = files["clip"][0] if half else write_clip(tmp_path, half=False)[0]
+    ours = torchscript_state(path)
+    assert_identical(ours, jit_reference(path))
+    assert ours["visual.conv1.weight"].dtype == (torch.float16 if half else torch.float32)
+
+
+@pytest.mark.parametrize("top", ["ViT-B-16", "archive"])
+def test_torchscript_reader_takes_any_top_folder(files, tmp_path: Path, top: str) -> None:
+    path = files["clip"][0]
+    renamed = rewrite_zip(path, tmp_path / "renamed.pt", lambda name, blob: (f"{top}/{name.split('/', 1)[1]}", blob))
+    assert all(name.startswith(f"{top}/") for name in zipfile.ZipFile(renamed).namelist())
+    assert_identical(torchscript_state(renamed), jit_reference(path))
+
+
+def test_torchscript_reader_swaps_a_big_endian_archive(tmp_path: Path) -> None:
+    path = write_clip(tmp_path, half=False)[0]  # float32 storages only
+
+    def big_endian(name: str, blob: bytes) -> tuple[str, bytes]:
+        if name.endswith("/byteorder"):
+            return name, b"big"
+        if "/data/" in name:
+            return name, np.frombuffer(blob, dtype="<f4").astype(">f4").tobytes()
+        return name, blob
+
+    swapped = rewrite_zip(path, tmp_path / "big.pt", big_endian)
+    assert zipfile.ZipFile(swapped).read(f"{path.stem}/data/0") != zipfile.ZipFile(path).read(f"{path.stem}/data/0")
+    reference = jit_reference(path)
+    ours = torchscript_state(swapped)
+    assert list(ours) == list(reference) and all(torch.equal(ours[k], reference[k]) for k in reference)
+
+
+def test_swap_bytes_reverses_each_element() -> None:
+    from vitscope.formats.torchscript import swap_bytes
+
+    for dtype, np_dtype in [(torch.float16, "f2"), (torch.int64, "i8"), (torch.complex64, "c8"), (torch.uint8, "u1")]:
+        values = np.arange(1, 7).astype(np_dtype)
+        big = torch.frombuffer(bytearray(values.astype(">" + np_dtype).tobytes()), dtype=torch.uint8)
+        assert torch.equal(swap_bytes(big, dtype).view(dtype), torch.from_numpy(values.astype("<" + np_dtype)))
+
+
+def test_default_path_never_calls_torch_jit_load(files, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.jit.load called")
+
+    monkeypatch.setattr(torch.jit, "load", refuse)
+    path, ref = files["clip"]
+    model, _ = load("clip", path)
+    assert_same_outputs(model, ref.reference)
+
+
+def clip_entry(path: Path, **extra) -> dict:
+    return {"family": "clip", "size": "B/16", "checkpoint": str(path), "image_size": IMAGE, "model_kwargs": TINY,
+            **extra}
+
+
+def test_trusted_path_is_opt_in_and_reads_the_same(files, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    jit_load = torch.jit.load
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: calls.append(a) or jit_load(*a, **k))
+    path, ref = files["clip"]
+    model, _ = models.build(models.spec_from_config("clip", clip_entry(path, trust_torchscript_code=True)))
+    assert len(calls) == 1
+    assert_same_outputs(model, ref.reference)
+    models.build(models.spec_from_config("clip", clip_entry(path, trust_torchscript_code=False)))
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"trust_torchscript_code": "yes"}, r"models\.clip\.trust_torchscript_code = 'yes' must be true or false"),
+        ({"trust_torchscript_code": True, "format": "dino"}, r"applies only to TorchScript.*openai_clip"),
+    ],
+)
+def test_trust_key_is_checked(files, entry: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        models.spec_from_config("clip", clip_entry(files["clip"][0], **entry))
+    with pytest.raises(ConfigError, match="applies only to TorchScript"):
+        models.spec_from_config("r", {"arch": "vit_base_patch16_224", "trust_torchscript_code": True})
+
+
+class Payload:
+    """Unpickling calls ``function(*args)``; each payload below writes a marker file."""
+
+    def __init__(self, function: object, *args: object) -> None:
+        self.function, self.args = function, args
+
+    def __reduce__(self) -> tuple:
+        return self.function, self.args
+
+
+def payload(marker: Path, kind: str = "exec") -> Payload:
+    if kind == "os.system":
+        return Payload(os.system, f"touch '{marker}'")
+    return Payload(builtins.exec, f"open({str(marker)!r}, 'w').write('ran')")
+
+
+@pytest.mark.parametrize("kind", ["exec", "os.system"])
+def test_torchscript_data_pkl_payload_never_runs(files, tmp_path: Path, kind: str) -> None:
+    live = tmp_path / "live"
+    pickle.loads(pickle.dumps(payload(live, kind), protocol=2))
+    assert live.exists()
+    marker = tmp_path / "marker"
+    blob = pickle.dumps({"visual": payload(marker, kind)}, protocol=2)
+    crafted = rewrite_zip(files["clip"][0], tmp_path / "ViT-crafted.pt",
+                          lambda name, data: (name, blob if name.endswith("/data.pkl") else data))
+    refused = r"'openai_clip': refused to load global (__builtin__\.exec|posix\.system|os\.system)"
+    with pytest.raises(CheckpointError, match=r"ViT-crafted\.pt' cannot be read as format " + refused) as e:
+        load("clip", crafted)
+    assert "trust_torchscript_code" not in str(e.value)  # a crafted file gets no hint to trust it
+    assert not marker.exists()
+
+
+def test_torchscript_setstate_code_never_runs(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    class Stateful(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.w
+
+        @torch.jit.export
+        def __getstate__(self) -> tuple[torch.Tensor, bool]:
+            return (self.w, self.training)
+
+        @torch.jit.export
+        def __setstate__(self, state: tuple[torch.Tensor, bool]) -> None:
+            print("archive code ran")
+            self.w = state[0]
+            self.training = state[1]
+
+    path = tmp_path / "ViT-stateful.pt"
+    torch.jit.script(Stateful()).save(str(path))
+    capfd.readouterr()
+    jit_reference(path)
+    assert "archive code ran" in capfd.readouterr().out  # torch.jit.load runs the archive's code
+    with pytest.raises(CheckpointError, match=r"ViT-stateful\.pt' cannot be read as format 'openai_clip': .*"
+                                              r"__getstate__.*trust_torchscript_code"):
+        load("clip", path)
+    assert "archive code ran" not in capfd.readouterr().out
+
+
+def test_torchscript_code_payload_never_runs(files, tmp_path: Path) -> None:
+    live, marker = tmp_path / "live", tmp_path / "marker"
+    line = "__import__('pathlib').Path({!r}).write_text('ran')\n"
+    exec(line.format(str(live)))
+    assert live.exists()
+    path, ref = files["clip"]
+    crafted = rewrite_zip(
+        path, tmp_path / "ViT-code.pt",
+        lambda name, data: (name, data + line.format(str(marker)).encode() if "/code/" in name and name.endswith(".py")
+                            else data),
+    )
+    root_code = zipfile.ZipFile(crafted).read(f"{path.stem}/code/__torch__/test_formats.py")
+    assert line.format(str(marker)).encode() in root_code
+    model, _ = load("clip", crafted)  # the weights read as ever; the code is never run
+    assert_same_outputs(model, ref.reference)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(("family", "fmt"), [("dino", None), ("mocov3", None), ("mae", None), ("beit", None),
+                                             ("clip", None), ("dino", "timm")])
+def test_pickled_payload_never_runs(tmp_path: Path, family: str, fmt: str | None) -> None:
+    path = tmp_path / f"{family}-crafted.pth"
+    torch.save({"model": payload(tmp_path / "live"), "state_dict": {}}, path)
+    torch.load(path, weights_only=False)
+    assert (tmp_path / "live").exists()  # the payload runs under an unrestricted torch.load
+    marker = tmp_path / "marker"
+    torch.save({"model": payload(marker), "state_dict": {}}, path)
+    name = fmt or FAMILY_FORMAT[family]
+    expected = rf"{path.name}' cannot be read as format '{name}': refused to load global exec; checkpoints are read"
+    with pytest.raises(CheckpointError, match=expected + r" with torch\.load\(weights_only=True\)"):
+        load(family, path, fmt)
+    assert not marker.exists()
+
+
+def test_npz_object_array_payload_never_runs(tmp_path: Path) -> None:
+    path = tmp_path / "augreg-crafted.npz"
+    arrays = {"embedding/kernel": np.array([payload(tmp_path / "live")], dtype=object)}
+    np.savez(path, **arrays)
+    np.load(path, allow_pickle=True)["embedding/kernel"]
+    assert (tmp_path / "live").exists()
+    np.savez(path, **{"embedding/kernel": np.array([payload(tmp_path / "marker")], dtype=object)})
+    with pytest.raises(CheckpointError, match=rf"{path.name}' cannot be read as format 'augreg_npz'"):
+        load("fs", path)
+    assert not (tmp_path / "marker").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncate storage", r"data\.pkl: ViT-T-8-fp16/data/0 holds \d+ bytes, not the \d+ x 2-byte elements declared"),
+        ("drop storage", r"data\.pkl: storage 0 is referenced, but ViT-T-8-fp16/data/0 is missing"),
+        ("drop code", r"module class __torch__\.test_formats\.\w+ is not defined in the archive's code/"),
+        ("second top folder", r"expected one <folder>/data\.pkl record .* found several"),
+    ],
+)
+def test_damaged_torchscript_archive_names_file_and_record(files, tmp_path: Path, damage: str, message: str) -> None:
+    path = files["clip"][0]
+    top = path.stem
+
+    def edit(name: str, blob: bytes) -> tuple[str, bytes]:
+        if damage == "truncate storage" and name == f"{top}/data/0":
+            return name, blob[:-2]
+        if damage == "drop storage" and name == f"{top}/data/0":
+            return "elsewhere/0", blob
+        if damage == "drop code" and name.startswith(f"{top}/code/__torch__/test_formats"):
+            return "elsewhere/" + name, blob
+        if damage == "second top folder" and name == f"{top}/data.pkl":
+            return "copy/data.pkl", blob
+        return name, blob
+
+    damaged = rewrite_zip(path, tmp_path / "ViT-damaged.pt", edit)
+    if damage == "second top folder":
+        with zipfile.ZipFile(damaged, "a") as archive:
+            archive.writestr(f"{top}/data.pkl", zipfile.ZipFile(path).read(f"{top}/data.pkl"))
+    expected = r"ViT-damaged\.pt' cannot be read as format 'openai_clip': " + message
+    with pytest.raises(CheckpointError, match=expected) as e:
+        load("clip", damaged)
+    # only a well-formed archive this reader cannot follow gets the hint to trust its code
+    assert ("trust_torchscript_code" in str(e.value)) == (damage == "drop code")

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, UnidentifiedImageError
 
+from . import safe_pickle
 from .errors import DatasetError
 
 if TYPE_CHECKING:
@@ -184,7 +185,10 @@ def read_gnd(root: str | Path, name: str, key: str = "datasets.?") -> dict:
 
     Checks the layout: ``imlist``, ``qimlist`` and per query (``gnd``) ``bbx``,
     ``easy``, ``hard``, ``junk``; indices within imlist. A bad layout is a
-    :class:`DatasetError` naming the expected path.
+    :class:`DatasetError` naming the expected path. The pickle is read with
+    :func:`vitscope.safe_pickle.load_data` (plain data and numpy arrays only), so a
+    crafted file cannot run code: any other global is a :class:`DatasetError` naming
+    the file and the global.
     """
     path = Path(root) / name / f"gnd_{name}.pkl"
     if not path.is_file():
@@ -194,8 +198,12 @@ def read_gnd(root: str | Path, name: str, key: str = "datasets.?") -> dict:
         )
     try:
         with open(path, "rb") as handle:
-            gnd = pickle.load(handle)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as err:
+            gnd = safe_pickle.load_data(handle)
+    except safe_pickle.RefusedGlobal as err:
+        raise DatasetError(
+            f"{key}: '{path}': {err}; ground-truth pickles may hold only {safe_pickle.DATA_KINDS}"
+        ) from err
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError, IndexError, KeyError) as err:
         raise DatasetError(f"{key}: '{path}' is not a readable pickle: {err}") from err
     if not isinstance(gnd, dict) or not all(k in gnd for k in ("imlist", "qimlist", "gnd")):
         raise DatasetError(f"{key}: '{path}' must hold a dict with imlist, qimlist and gnd")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ class ModelSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bicubic"
     model_kwargs: tuple[tuple[str, Any], ...] = ()
+    trust_torchscript_code: bool = False  # read a TorchScript checkpoint with torch.jit.load (runs its code)
 
     def describe(self) -> dict[str, Any]:
         """Flat, HDF5-attribute friendly description (provenance)."""
@@ -108,7 +110,10 @@ class CheckpointFormat:
     ``read(path)`` returns the raw object in the file; ``convert(raw, model)``
     returns ``(state_dict, dropped_keys)`` in timm's key layout for ``model``.
     ``optional`` lists key prefixes that may stay missing (buffers timm
-    recomputes, heads of models built without a classifier).
+    recomputes, heads of models built without a classifier). ``read`` never
+    runs code from the file; ``read_trusted``, where a format has one, may
+    (``torch.jit.load`` of a TorchScript archive) and is used only when the
+    model's config sets ``trust_torchscript_code: true``.
     """
 
     name: str
@@ -116,6 +121,7 @@ class CheckpointFormat:
     convert: Callable[[Any, nn.Module], tuple[dict[str, torch.Tensor], list[str]]]
     description: str = ""
     optional: tuple[str, ...] = ()
+    read_trusted: Callable[[Path], Any] | None = None
 
 
 FORMATS: dict[str, CheckpointFormat] = {}
@@ -173,6 +179,17 @@ def spec_from_config(alias: str, entry: Mapping[str, Any]) -> ModelSpec:
         raise ConfigError(f"{key}.mean and {key}.std need three values (RGB)")
     if min(std) <= 0:
         raise ConfigError(f"{key}.std = {list(std)} must be positive")
+    trust = entry.get("trust_torchscript_code", False)
+    if not isinstance(trust, bool):
+        raise ConfigError(f"{key}.trust_torchscript_code = {trust!r} must be true or false")
+    if trust:
+        _load_formats()
+        if weights != "checkpoint" or FORMATS[fmt].read_trusted is None:
+            trusting = sorted(name for name, f in FORMATS.items() if f.read_trusted is not None)
+            raise ConfigError(
+                f"{key}.trust_torchscript_code applies only to TorchScript checkpoints "
+                f"(weights: checkpoint, format: {' or '.join(trusting)})"
+            )
     return ModelSpec(
         alias=alias,
         arch=str(entry["arch"]),
@@ -186,6 +203,7 @@ def spec_from_config(alias: str, entry: Mapping[str, Any]) -> ModelSpec:
         std=std,  # type: ignore[arg-type]
         interpolation=str(entry.get("interpolation", "bicubic")),
         model_kwargs=tuple(sorted(dict(entry.get("model_kwargs", {})).items())),
+        trust_torchscript_code=trust,
     )
 
 
@@ -221,16 +239,21 @@ def build(spec: ModelSpec) -> tuple[nn.Module, LoadReport]:
 
 
 def load_checkpoint(spec: ModelSpec) -> tuple[nn.Module, LoadReport]:
-    """Build ``spec`` and load its local checkpoint file, strictly."""
+    """Build ``spec`` and load its local checkpoint file, strictly.
+
+    The file is read with its format's ``read`` (never running code from it), or
+    with ``read_trusted`` when ``spec.trust_torchscript_code`` is set.
+    """
     key = f"models.{spec.alias}.checkpoint"
     path = Path(spec.checkpoint or "")
     if not path.is_file():
         raise CheckpointNotFound(f"{key} = '{spec.checkpoint}' does not exist")
     _load_formats()
     fmt = FORMATS[spec.format]
+    read = fmt.read_trusted if spec.trust_torchscript_code and fmt.read_trusted else fmt.read
     try:
-        raw = fmt.read(path)
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
+        raw = read(path)
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, pickle.UnpicklingError) as err:
         raise CheckpointError(f"{key} = '{path}' cannot be read as format {fmt.name!r}: {err}") from err
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import re
 import warnings
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -38,7 +39,15 @@ def torch_load(path: Path) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{type(err).__name__}: {_first_line(err)}") from err
+        text = str(err)
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if refused:  # torch's own message suggests weights_only=False, i.e. running the file's code
+            raise ValueError(
+                f"refused to load global {refused.group(1)}; checkpoints are read with torch.load(weights_only=True) "
+                "and may hold only tensors, containers, numbers, strings and argparse.Namespace"
+            ) from err
+        detail = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+        raise ValueError(f"{type(err).__name__}: {detail.group(1) if detail else _first_line(err)}") from err
 
 
 def is_torchscript(path: Path) -> bool:
@@ -59,7 +68,11 @@ def is_npz(path: Path) -> bool:
 
 
 def jit_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The state dict of a TorchScript archive, on the CPU."""
+    """The state dict of a TorchScript archive through ``torch.jit.load``, on the CPU.
+
+    This runs code from the archive: only for ``trust_torchscript_code: true``;
+    :func:`vitscope.formats.torchscript.state_dict` reads the same without it.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still reads

@@ -1,8 +1,10 @@
 """``openai_clip``: an OpenAI CLIP release (``ViT-B-16.pt``), image tower only.
 
-The releases are TorchScript archives (read with ``torch.jit.load``; a plain
-state dict saved with ``torch.save`` is read too), usually in fp16, which is
-cast to float32 as CLIP's own CPU loader does. The image tower lives under
+The releases are TorchScript archives, read without running their code by
+:mod:`vitscope.formats.torchscript` (``torch.jit.load``, which runs the
+archive's code, only with ``trust_torchscript_code: true``); a plain state dict
+saved with ``torch.save`` is read too. They are usually in fp16, which is cast
+to float32 as CLIP's own CPU loader does. The image tower lives under
 ``visual.``::
 
     visual.conv1.weight               -> patch_embed.proj.weight (no bias)
@@ -29,6 +31,7 @@ import torch
 from torch import nn
 
 from ..models import CheckpointFormat, register_format
+from . import torchscript
 from .common import is_torchscript, jit_state_dict, require, tensor_dict, to_float32, torch_load
 
 PREFIX = "visual."
@@ -48,10 +51,23 @@ _RENAMES = (
 
 
 def read(path: Path) -> dict[str, torch.Tensor]:
-    """The archive's state dict (TorchScript, or a plain ``torch.save`` dict)."""
-    if is_torchscript(path):
-        return jit_state_dict(path)
-    return torch_load(path)
+    """The archive's state dict (TorchScript, or a plain ``torch.save`` dict); runs no code from the file."""
+    if not is_torchscript(path):
+        return torch_load(path)
+    try:
+        return torchscript.state_dict(path)
+    except torchscript.UnsupportedArchive as err:
+        raise ValueError(
+            f"{err} (TorchScript read without running its code; for a file from a source you trust, "
+            "trust_torchscript_code: true in the model's config reads it with torch.jit.load, which runs its code)"
+        ) from err
+
+
+def read_trusted(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict through ``torch.jit.load``: runs the archive's code (``trust_torchscript_code``)."""
+    if not is_torchscript(path):
+        return torch_load(path)
+    return jit_state_dict(path)
 
 
 def convert(raw: Any, model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -80,4 +96,8 @@ def rename(key: str) -> str:
     return key
 
 
-FORMAT = register_format(CheckpointFormat(name="openai_clip", read=read, convert=convert, description=__doc__ or ""))
+FORMAT = register_format(
+    CheckpointFormat(
+        name="openai_clip", read=read, convert=convert, description=__doc__ or "", read_trusted=read_trusted
+    )
+)

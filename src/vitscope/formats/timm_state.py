@@ -13,14 +13,16 @@ import torch
 from torch import nn
 
 from ..models import CheckpointFormat, register_format
+from .common import torch_load
 
 
 def read(path: Path) -> Any:
+    """The file's tensors: safetensors, or a pickle read with ``weights_only`` (no code runs)."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return torch_load(path)
 
 
 def unwrap(raw: Any) -> dict[str, torch.Tensor]:
