@@ -207,6 +207,24 @@ def test_reader_errors_name_the_file(tmp_path: Path) -> None:
         spair_data.pair_files(tmp_path, "test")
 
 
+def test_reader_refuses_image_names_outside_the_layout(tmp_path: Path) -> None:
+    """src_imname / trg_imname and the category come from the pair file: they must stay in JPEGImages/."""
+    _layout(tmp_path, {"000001-a-b:cat": _pair("cat")})
+    Image.new("RGB", (8, 6)).save(tmp_path / "secret.jpg")
+    pair = tmp_path / "PairAnnotation/test/000001-a-b:cat.json"
+    for field, value, shown in (("src_imname", "../../secret.jpg", "'../../secret.jpg'"),
+                                ("trg_imname", str(tmp_path / "secret.jpg"), ".*secret.jpg'"),
+                                ("trg_imname", 5, "5")):
+        pair.write_text(json.dumps(_pair("cat", **{field: value})))
+        with pytest.raises(DatasetError, match=rf"pair file '.*000001-a-b:cat.json': {field} \(category 'cat'\): "
+                                               rf"the image name {shown}"):
+            spair_data.read_pair(pair, tmp_path)
+    climbing = pair.with_name("000002-a-b:...json")  # category '..' (matching its name)
+    climbing.write_text(json.dumps(_pair("..", src="secret.jpg")))
+    with pytest.raises(DatasetError, match=r"src_imname \(category '..'\): the image name '..' leads outside"):
+        spair_data.read_pair(climbing, tmp_path)
+
+
 # --------------------------------------------------------------------------- demo data and a model
 
 

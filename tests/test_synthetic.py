@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from vitscope import data, synthetic
@@ -53,3 +54,50 @@ def test_coco_annotations_hold_the_masks(tmp_path: Path) -> None:
         np.testing.assert_array_equal(saliency.object_mask(coco, image_id), mask)
         (ann,) = coco.imgToAnns[image_id]
         assert coco.cats[ann["category_id"]]["name"] == entry.path.split("/")[-2]
+
+
+SCRIPT = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "synthetic_dataset.py"
+
+
+@pytest.fixture
+def run_script(tmp_path: Path):
+    """Run workflow/scripts/synthetic_dataset.py as Snakemake would (its logging set-up undone after)."""
+    import logging
+    import runpy
+    import sys
+    from types import SimpleNamespace
+
+    logger, hook = logging.getLogger("vitscope"), sys.excepthook
+    handlers, level = list(logger.handlers), logger.level
+
+    def run(output: Path, spec: dict) -> None:
+        snakemake = SimpleNamespace(log=[str(tmp_path / "log.txt")], params=SimpleNamespace(spec=spec),
+                                    output=[str(output)])
+        runpy.run_path(str(SCRIPT), init_globals={"snakemake": snakemake})
+
+    yield run
+    for handler in logger.handlers:
+        handler.close()
+    logger.handlers[:], sys.excepthook = handlers, hook
+    logger.setLevel(level)
+    logging.captureWarnings(False)
+
+
+def test_generator_job_writes_its_folder_whole_or_not_at_all(tmp_path: Path, run_script, monkeypatch) -> None:
+    out = tmp_path / "results" / "synthetic" / "demo"
+    spec = {"classes": 2, "per_class": 2, "image_size": 16, "spair_categories": 1, "spair_images_per_category": 2}
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("killed while writing the spair pairs")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(synthetic, "write_spair", fail)  # images, masks and annotations.json already written
+        with pytest.raises(RuntimeError, match="killed while writing"):
+            run_script(out, spec)
+    assert list(out.parent.iterdir()) == []  # before: a half-written demo/ was left
+    run_script(out, spec)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["demo"]
+    assert len(data.index_imagefolder(out / "images")) == 4 and (out / "spair" / "PairAnnotation").is_dir()
+    (out / "stray.txt").write_text("from an older run")
+    run_script(out, spec)  # onto an existing folder: replaced whole
+    assert not (out / "stray.txt").exists() and sorted(p.name for p in out.parent.iterdir()) == ["demo"]

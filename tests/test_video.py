@@ -68,3 +68,41 @@ def test_errors_name_the_missing_file(davis_root: Path, tmp_path: Path):
     Image.new("RGB", (4, 4)).save(rgb)
     with pytest.raises(DatasetError, match="expected a palette PNG"):
         video.read_annotation(rgb)
+
+
+def test_frames_are_the_images_pillow_reads_in_any_case(tmp_path: Path, caplog):
+    """Frames in .JPG or .png count (not only .jpg); a stray file is skipped with a warning naming it."""
+    spec = synthetic.SyntheticSpec(davis_sequences=("s",), davis_frames=3, davis_size=(16, 16))
+    synthetic_video.write_davis(tmp_path, spec)
+    frames = tmp_path / "JPEGImages" / "480p" / "s"
+    (frames / "00001.jpg").rename(frames / "00001.JPG")
+    with Image.open(frames / "00002.jpg") as img:
+        img.save(frames / "00002.png")
+    (frames / "00002.jpg").unlink()
+    (frames / "Thumbs.db").write_bytes(b"x")
+    with caplog.at_level("WARNING", logger="vitscope"):
+        seq = video.read_sequence(tmp_path, "s", key="datasets.d")
+    assert [p.name for p in seq.frames] == ["00000.jpg", "00001.JPG", "00002.png"]  # before: 00000.jpg, 00001.JPG
+    assert seq.stems == ["00000", "00001", "00002"]
+    [record] = caplog.records
+    assert "datasets.d: skipped 1 entries of '" in record.getMessage() and "'Thumbs.db'" in record.getMessage()
+
+
+def test_sequence_names_stay_inside_the_layout(davis_root: Path, tmp_path: Path):
+    (tmp_path / "JPEGImages" / "480p").mkdir(parents=True)
+    for name in ("../../../" + davis_root.name + "/JPEGImages/480p/one", str(davis_root / "JPEGImages/480p/one")):
+        with pytest.raises(DatasetError, match=r"datasets.d: sequence '.*': the image name .* leads outside"):
+            video.read_sequence(tmp_path, name, key="datasets.d")
+
+
+def test_unreadable_annotation_and_frame_are_named(davis_root: Path, tmp_path: Path, monkeypatch):
+    bad = tmp_path / "00000.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(DatasetError, match=r"annotation '.*00000.png' is corrupt or unreadable"):
+        video.read_annotation(bad)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 40 x 56 frames: a "bomb" here
+    seq = video.read_sequence(davis_root, "one")
+    with pytest.raises(DatasetError, match=r"frame '.*00000.jpg' has 2,240 pixels, more than 200"):
+        video.frame_size(seq)
+    with pytest.raises(DatasetError, match=r"annotation '.*00000.png' has 2,240 pixels"):
+        video.read_annotation(seq.annotations[0])

@@ -80,3 +80,28 @@ def test_too_short_sequence_is_an_error(tmp_path: Path):
         (tmp_path / f"Annotations/480p/s/{t:05d}.png").unlink()
     with pytest.raises(DatasetError, match="sequence 's' has 1 frames"):
         vos.run_sequence("m", TINY, "d", {"root": str(tmp_path)}, "s", tmp_path / "o", vos.DavisOptions(), "cpu", 1)
+
+
+def test_a_failure_mid_sequence_leaves_no_folder_and_no_temporary(tmp_path: Path):
+    """A frame that cannot be read midway: neither the masks folder nor its temporary survives; a killed
+    writer's temporary folder is removed by the next run, which replaces an older output whole (links too)."""
+    spec = synthetic.SyntheticSpec(davis_sequences=("s",), davis_frames=5, davis_size=(32, 32))
+    synthetic_video.write_davis(tmp_path / "davis", spec)
+    frame = tmp_path / "davis/JPEGImages/480p/s/00003.jpg"
+    good = frame.read_bytes()
+    frame.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    out = tmp_path / "out" / "s"
+    args = ("m", TINY, "d", {"root": str(tmp_path / "davis")}, "s", out, vos.DavisOptions(short_side=32), "cpu", 1)
+    with pytest.raises(DatasetError, match=r"image '.*00003.jpg' is corrupt or unreadable"):
+        vos.run_sequence(*args)
+    assert list(out.parent.iterdir()) == []
+    frame.write_bytes(good)
+    (out.parent / ".s.tmp-otherhost-1" / "block01").mkdir(parents=True)  # a killed writer's temporary folder
+    vos.run_sequence(*args)
+    assert [p.name for p in out.parent.iterdir()] == ["s"]
+    (out / "block01" / "stale.png").write_bytes(b"x")
+    vos.run_sequence(*args)
+    assert not (out / "block01" / "stale.png").exists() and [p.name for p in out.parent.iterdir()] == ["s"]
+    masks = tmp_path / "masks"
+    assert vos.link_results([out], masks) == vos.link_results([out], masks) == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["davis", "masks", "out"]

@@ -13,6 +13,7 @@ import errno
 import glob
 import os
 import re
+import shutil
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -101,7 +102,15 @@ def _remove_stale_temps(path: Path) -> None:
         writer_host, _, pid = tmp.name[len(_temp_prefix(path)) :].rpartition("-")
         if writer_host == host and pid.isdigit() and _alive(int(pid)):
             continue
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    """Remove a temporary file or folder (a folder's whole tree; a link, not what it points to)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -121,7 +130,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     On any exception the temporary file is removed and ``path`` is untouched; a
     full disk (or file size limit, or quota) becomes an :class:`OutputError`
     naming ``path``. Temporary files of ``path`` left by a killed writer are
-    removed first.
+    removed first. The caller may make the temporary a folder (a directory
+    output written file by file): it then replaces a folder ``path`` whole, and
+    a failure removes its tree.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +140,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = path.with_name(f"{_temp_prefix(path)}{socket.gethostname()}-{os.getpid()}")
     try:
         yield tmp
+        if tmp.is_dir() and not tmp.is_symlink() and (path.exists() or path.is_symlink()):
+            _remove(path)  # a folder is renamed only onto nothing or an empty folder
         os.replace(tmp, path)
     except Exception as err:
         code = _full_errno(err)
@@ -136,8 +149,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             raise
         raise OutputError(f"could not write '{path}': {_FULL[code]}; nothing was written") from err
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        _remove(tmp)
 
 
 class DumpWriter:

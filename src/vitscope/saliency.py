@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .data import resize_crop_geometry
+from .data import open_image, resize_crop_geometry
 from .errors import DatasetError
 
 if TYPE_CHECKING:
@@ -220,8 +220,6 @@ def dataset_grid_masks(
     ``check_sizes`` every image's header is read and its size compared with
     the annotation's height and width (a mismatch would misplace the mask).
     """
-    from PIL import Image
-
     by_path = {str(Path(root) / info["file_name"]): i for i, info in coco.imgs.items()}
     out = np.zeros((len(paths), *grid), dtype=bool)
     for n, path in enumerate(paths):
@@ -230,7 +228,7 @@ def dataset_grid_masks(
         image_id = by_path[path]
         info = coco.imgs[image_id]
         if check_sizes:
-            with Image.open(path) as img:
+            with open_image(path) as img:
                 if img.size != (int(info["width"]), int(info["height"])):
                     raise DatasetError(
                         f"image '{path}' is {img.size[0]} x {img.size[1]} but '{annotations}' says "

@@ -8,21 +8,28 @@ Layout (DAVIS 2017)::
 
 Annotations are palette (or greyscale) PNGs whose value is the object id
 (0 background, 255 void). The number of objects of a sequence is the largest
-id of its first annotation. Frames are taken in sorted file order; the
-annotation of a frame has the frame's stem. Every problem is a
-:class:`DatasetError` naming the file or folder.
+id of its first annotation. Frames are the images of the sequence folder
+(:func:`vitscope.data.list_images`: the suffixes Pillow reads, any case;
+anything else there is skipped with a warning) in sorted file order; the
+annotation of a frame has the frame's stem. A sequence name (from the
+ImageSets list or the config) must stay inside the layout's folders. Every
+problem is a :class:`DatasetError` naming the file or folder.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from .data import inside, list_images, open_image
 from .dumps import atomic_path
 from .errors import DatasetError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,13 +63,17 @@ def read_sequence(root: str | Path, name: str, resolution: str = "480p", key: st
     reads them all and the propagation the first one.
     """
     root = Path(root)
-    frames_dir = root / "JPEGImages" / resolution / name
-    notes_dir = root / "Annotations" / resolution / name
+    frames_dir = inside(root / "JPEGImages" / resolution, name, f"{key}: sequence {name!r}")
+    notes_dir = inside(root / "Annotations" / resolution, name, f"{key}: sequence {name!r}")
     if not frames_dir.is_dir():
         raise DatasetError(f"{key}: sequence folder '{frames_dir}' does not exist")
-    frames = tuple(sorted(p for p in frames_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg")))
+    found = list_images(frames_dir, key)
+    if found.skipped:
+        log.warning("%s: skipped %d entries of '%s' that are not images Pillow reads: %s", key,
+                    len(found.skipped), frames_dir, ", ".join(repr(n) for n in found.skipped[:5]))
+    frames = tuple(frames_dir / f for f in found.images)
     if not frames:
-        raise DatasetError(f"{key}: sequence folder '{frames_dir}' holds no .jpg frames")
+        raise DatasetError(f"{key}: sequence folder '{frames_dir}' holds no frames (images Pillow reads)")
     annotations = tuple(notes_dir / f"{p.stem}.png" for p in frames)
     for path in annotations:
         if not path.is_file():
@@ -72,20 +83,15 @@ def read_sequence(root: str | Path, name: str, resolution: str = "480p", key: st
 
 def read_annotation(path: str | Path) -> np.ndarray:
     """(H, W) uint8 object ids of a palette or greyscale PNG."""
-    try:
-        with Image.open(path) as img:
-            if img.mode not in ("P", "L"):
-                raise DatasetError(f"annotation '{path}' is a {img.mode} image; expected a palette PNG of object ids")
-            return np.asarray(img, dtype=np.uint8).copy()
-    except FileNotFoundError as err:
-        raise DatasetError(f"annotation '{path}' does not exist") from err
-    except (UnidentifiedImageError, OSError) as err:
-        raise DatasetError(f"annotation '{path}' is corrupt or unreadable: {err}") from err
+    with open_image(path, "annotation") as img:
+        if img.mode not in ("P", "L"):
+            raise DatasetError(f"annotation '{path}' is a {img.mode} image; expected a palette PNG of object ids")
+        return np.asarray(img, dtype=np.uint8).copy()
 
 
 def read_palette(path: str | Path) -> np.ndarray:
     """(256, 3) uint8 palette of a palette PNG (the DAVIS palette when it has none)."""
-    with Image.open(path) as img:
+    with open_image(path, "annotation") as img:
         pal = img.getpalette() if img.mode == "P" else None
     if not pal:
         return davis_palette()
@@ -120,6 +126,6 @@ def write_palette_png(ids: np.ndarray, path: str | Path, palette: np.ndarray | N
 
 def frame_size(sequence: VideoSequence) -> tuple[int, int]:
     """(H, W) of the sequence's first frame."""
-    with Image.open(sequence.frames[0]) as img:
+    with open_image(sequence.frames[0], "frame") as img:
         return img.size[1], img.size[0]
 

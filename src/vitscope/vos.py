@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from . import video
 from .data import load_image
 from .dense import DenseFeatures
 from .devices import resolve_device
+from .dumps import atomic_path
 from .errors import DatasetError
 from .tables import read_csv
 from .tasks import davis
@@ -104,10 +104,7 @@ def run_sequence(
     ]
     j = np.zeros((blocks, objects, n - 2), dtype=np.float64)
     f = np.zeros_like(j)
-    output = Path(output)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_path(output) as tmp:  # the folder of masks appears whole; a failure leaves nothing
         for b in range(blocks):
             video.write_palette_png(first, tmp / block_folder(b) / f"{seq.stems[0]}.png", palette)
         start = time.perf_counter()
@@ -128,11 +125,6 @@ def run_sequence(
                     j[b, :, t - 1], f[b, :, t - 1] = scorer(mask)
             if t % 10 == 0 or t == n - 1:
                 log.info("frame %d/%d (%.2f s/frame)", t + 1, n, (time.perf_counter() - start) / t)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     rows = []
     for b in range(blocks):
         rows += davis.object_rows(j[b], f[b], model, b + 1, sequence)
@@ -161,10 +153,9 @@ def link_results(sequence_dirs: Sequence[str | Path], output: str | Path) -> int
     number of links.
     """
     output = Path(output)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     count = 0
-    try:
+    with atomic_path(output) as tmp:
+        tmp.mkdir()
         for seq_dir in map(Path, sequence_dirs):
             for block in sorted(p for p in seq_dir.iterdir() if p.is_dir() and p.name.startswith("block")):
                 link = tmp / block.name / seq_dir.name
@@ -173,9 +164,4 @@ def link_results(sequence_dirs: Sequence[str | Path], output: str | Path) -> int
                 rel = os.path.relpath(block.resolve(), (output / block.name).resolve())
                 link.symlink_to(rel, target_is_directory=True)
                 count += 1
-        if output.exists() or output.is_symlink():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return count

@@ -1,7 +1,8 @@
-"""Write the demo's synthetic ImageFolder dataset (images and masks)."""
+"""Write the demo's synthetic ImageFolder dataset (images and masks), whole or not at all."""
 
-from vitscope import logs, synthetic
+from vitscope import dumps, logs, synthetic
 
 logs.to_file(snakemake.log[0])
 spec = synthetic.SyntheticSpec(**snakemake.params.spec)
-synthetic.write_imagefolder(snakemake.output[0], spec)
+with dumps.atomic_path(snakemake.output[0]) as folder:  # written beside the output, renamed when complete
+    synthetic.write_imagefolder(folder, spec)

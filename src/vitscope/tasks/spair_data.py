@@ -5,7 +5,9 @@ or trn) hold ``src_imname``, ``trg_imname``, ``src_kps``, ``trg_kps`` ([[x, y], 
 row k of both the same keypoint; the official files list only the keypoints
 visible in both images, their ids in ``kps_ids``), ``src_bndbox``, ``trg_bndbox``
 ([x1, y1, x2, y2]), ``category`` and ``mirror``; images are
-``{root}/JPEGImages/<category>/<imname>``. A keypoint written as ``null`` or
+``{root}/JPEGImages/<category>/<imname>`` (a category that leads outside
+``{root}/JPEGImages``, or an image name outside its category's folder, is
+refused: :func:`vitscope.data.inside`). A keypoint written as ``null`` or
 with a negative coordinate (as per-image annotations and some conversions mark
 an invisible point) is invisible and never scored.
 
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data import inside
 from ..errors import DatasetError
 
 SPLITS = ("test", "val", "trn")
@@ -128,7 +131,8 @@ def read_pair(path: str | Path, root: str | Path) -> Pair:
         )
     images = []
     for field in ("src_imname", "trg_imname"):
-        image = Path(root) / "JPEGImages" / category / str(content[field])
+        where = f"pair file '{path}': {field} (category {category!r})"
+        image = inside(inside(Path(root) / "JPEGImages", category, where), content[field], where)
         if not image.is_file():
             raise DatasetError(f"image '{image}' ({field} of '{path}') does not exist")
         images.append(str(image))
