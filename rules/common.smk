@@ -368,8 +368,14 @@ def _indexed_images(dataset):
     index = Path(f"results/index/{dataset}.csv")
     if entry["kind"] == "synthetic" or _generated(entry.get("root", "")) or not index.is_file():
         return ""
+    st = index.stat()  # the index checkpoint may rewrite it while this process plans
+    return _images_of_index(dataset, st.st_size, st.st_mtime_ns)
+
+
+@functools.cache  # every model's dump of a dataset asks for the same images
+def _images_of_index(dataset, size, mtime_ns):
     _dataset_fingerprint(dataset)  # the folder scans, whose stamps fingerprint.files reuses
-    with open(index, newline="") as handle:
+    with open(f"results/index/{dataset}.csv", newline="", encoding="utf-8") as handle:
         paths = [row[0] for row in csv.reader(handle)][1:]
     return fingerprint.files(paths, fingerprint_mode(dataset))
 

@@ -113,12 +113,17 @@ def test_files_reuses_the_scan_and_equals_a_fresh_stat(tmp_path: Path, monkeypat
     assert fingerprint.files(files[::-1]) != fresh  # order is part of an index
 
 
-def test_many_files_on_threads_equal_one_thread(tmp_path: Path) -> None:
-    (tmp_path / "c").mkdir()
-    for i in range(600):
-        (tmp_path / "c" / f"{i:04d}.png").write_bytes(b"x" * (i % 7))
-    paths = sorted(str(p) for p in (tmp_path / "c").iterdir())
-    assert fingerprint._stamps(paths, "stat", threads=8) == fingerprint._stamps(paths, "stat", threads=1)
+def test_recursive_scan_equals_the_union_of_its_folders(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    (tmp_path / "a" / "deep").mkdir()
+    (tmp_path / "a" / "deep" / "z.png").write_bytes(b"z")
+    deep = fingerprint.scan(str(tmp_path), "stat", recursive=True)
+    union = {}
+    for folder in (tmp_path / "a", tmp_path / "a" / "deep", tmp_path / "b"):
+        union.update(fingerprint.scan(str(folder), "stat"))
+    assert deep == union and list(deep) == sorted(deep)
+    stat = os.stat(tmp_path / "a" / "deep" / "z.png")
+    assert deep[str(tmp_path / "a" / "deep" / "z.png")] == (stat.st_size, stat.st_mtime_ns)
 
 
 def test_undecodable_names_are_fingerprinted(tmp_path: Path) -> None:

@@ -19,18 +19,16 @@ renamed files, not files overwritten in place). Mode ``off`` is the empty string
 the dataset is never re-indexed because it changed.
 
 Folders are scanned once per process (:func:`scan` is cached), so the index
-rule and the jobs that read the indexed images share one pass; a scan lists
-with ``os.scandir`` and stats files on a few threads (a network file system
-answers ``stat`` calls concurrently).
+rule and the jobs that read the indexed images share one pass of
+``os.scandir`` (benchmarks/fingerprint.py measures it; docs/hostile-inputs.md
+has the numbers).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 MODES = ("stat", "content", "listing", "off")
@@ -61,28 +59,29 @@ def _stamp(path: str, mode: str) -> Stamp:
     return (st.st_size, st.st_mtime_ns)
 
 
-def _list(folder: str, recursive: bool) -> list[str]:
-    """Paths of the regular files in ``folder`` (and below it when ``recursive``), sorted."""
-    found: list[str] = []
+def _walk(folder: str, mode: str, recursive: bool) -> dict[str, Stamp]:
+    """Every regular file of ``folder`` (and below it when ``recursive``) -> its stamp, sorted by path.
+
+    One ``os.scandir`` pass; in mode stat the stamp is the entry's own ``stat``
+    (about 3 us a file on a local disk, a quarter of that for names alone).
+    """
+    found: list[tuple[str, Stamp]] = []
     todo = [folder]
     while todo:
         current = todo.pop()
         with os.scandir(current) as entries:
             for entry in entries:
                 if entry.is_file():
-                    found.append(entry.path)
+                    if mode == "stat":
+                        st = entry.stat()
+                        found.append((entry.path, (st.st_size, st.st_mtime_ns)))
+                    elif mode == "content":
+                        found.append((entry.path, _content_digest(entry.path)))
+                    else:
+                        found.append((entry.path, None))
                 elif recursive and entry.is_dir():
                     todo.append(entry.path)
-    return sorted(found)
-
-
-def _stamps(paths: Sequence[str], mode: str, threads: int = 8) -> list[Stamp]:
-    if mode == "listing":
-        return [None] * len(paths)
-    if len(paths) < 256 or threads <= 1:
-        return [_stamp(p, mode) for p in paths]
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(functools.partial(_stamp, mode=mode), paths, chunksize=256))
+    return dict(sorted(found))
 
 
 #: every scan of this process: (folder, mode, recursive) -> {path: stamp}
@@ -101,8 +100,7 @@ def scan(folder: str, mode: str = "stat", recursive: bool = False) -> dict[str, 
     _check_mode(mode)
     key = (folder, mode, recursive)
     if key not in _SCANS:
-        paths = _list(folder, recursive)
-        table = dict(zip(paths, _stamps(paths, mode), strict=True))
+        table = _walk(folder, mode, recursive)
         _SCANS[key] = table
         _KNOWN.update(((path, mode), stamp) for path, stamp in table.items())
     return _SCANS[key]
@@ -115,8 +113,10 @@ def forget() -> None:
 
 
 def _line(path: str, base: str, stamp: Stamp) -> str:
-    rel = os.path.relpath(path, base) if base else path
-    rel = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    # scan paths are base + separator + name: slicing is exact and far cheaper than relpath
+    rel = path[len(base) + 1 :] if base and path.startswith(base) else path
+    if not rel.isascii():
+        rel = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     if stamp is None:
         return rel
     if isinstance(stamp, str):
@@ -126,11 +126,7 @@ def _line(path: str, base: str, stamp: Stamp) -> str:
 
 def digest(lines: Iterable[str]) -> str:
     """SHA-256 (hex, first 32 characters) of the lines, newline-terminated, in the given order."""
-    h = hashlib.sha256()
-    for line in lines:
-        h.update(line.encode())
-        h.update(b"\n")
-    return h.hexdigest()[:32]
+    return hashlib.sha256("".join(f"{line}\n" for line in lines).encode()).hexdigest()[:32]
 
 
 def folders(paths: Sequence[str | Path], mode: str = "stat", recursive: bool = False) -> str:
@@ -143,7 +139,7 @@ def folders(paths: Sequence[str | Path], mode: str = "stat", recursive: bool = F
     if mode == "off":
         return ""
     lines: list[str] = []
-    for item in map(str, paths):
+    for item in (os.path.normpath(str(p)) for p in paths):
         if os.path.isdir(item):
             lines.append(f"[{item}]")
             table = scan(item, mode, recursive)
