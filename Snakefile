@@ -3,9 +3,18 @@
 # `snakemake --cores all` runs the embedded demo (config.yaml); use
 # `--configfile configs/<name>.yaml` for real models and data.
 
-from snakemake.utils import min_version, validate
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version
 
 min_version("8.20")
+
+# The workflow's own package (what code_version hashes), ahead of any installed copy.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from vitscope.errors import ConfigError
+from vitscope.workflow import configcheck
 
 
 # The embedded demo, unless --configfile names another config (Snakemake would
@@ -15,19 +24,29 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
-
-validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+# Duplicate keys, --config strings, the schema (its defaults filled in) and the checks
+# it cannot express, each error in a line or two naming the key (docs/hostile-inputs.md).
+try:
+    configcheck.prepare(
+        config,
+        Path(workflow.basedir) / "workflow/schemas/config.schema.yaml",
+        files=workflow.configfiles,
+        overrides=workflow.config_settings.config,
+    )
+except ConfigError as err:
+    raise WorkflowError(f"config error: {err}") from None
 
 
 # `snakemake --report report.zip`: every figure, captioned (workflow/report/).
 report: "workflow/report/workflow.rst"
 
 
+# Names (configcheck.NAME_PATTERN) hold no line break or "/": no anchors needed inside a wildcard.
 wildcard_constraints:
-    model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    model_a=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    model_b=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    model=configcheck.NAME_PATTERN,
+    dataset=configcheck.NAME_PATTERN,
+    model_a=configcheck.NAME_PATTERN,
+    model_b=configcheck.NAME_PATTERN,
     metric=r"purity|nmi|ari",
     task=r"knn|retrieval|spair|davis",
 

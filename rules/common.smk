@@ -6,16 +6,15 @@ import hashlib
 import math
 import os
 import re
-import sys
 from pathlib import Path
 
 PACKAGE = Path(workflow.basedir) / "src" / "vitscope"
-# The workflow's own package, for planning here and for every job's script (a job
-# inherits this environment; with --sdm conda the env holds only the dependencies).
-sys.path.insert(0, str(PACKAGE.parent))
+# The Snakefile put the workflow's own package first on sys.path for planning; every
+# job's script gets it too (a job inherits this environment; with --sdm conda the env
+# holds only the dependencies).
 os.environ["PYTHONPATH"] = os.pathsep.join([str(PACKAGE.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
 
-from vitscope import fingerprint, inputs  # noqa: E402 (after the path is set)
+from vitscope import fingerprint, inputs  # noqa: E402
 
 
 MODELS = list(config["models"])

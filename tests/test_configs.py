@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,32 @@ def test_study_configs_use_the_study_classes() -> None:
             assert dataset["classes"] == wnids
     b16 = yaml.safe_load((REPO / "configs/study_b16.yaml").read_text())["models"]
     assert {e["family"] for e in b16.values()} == {"fs", "clip", "dino", "mocov3", "mae", "beit", "random"}
+
+
+@pytest.mark.workflow
+def test_dry_run_takes_nested_config_overrides(tmp_path: Path) -> None:
+    """`--config extract='{batch_size: 8}'` reaches the schema as 8, not '8' (docs/hostile-inputs.md)."""
+    from test_workflow import TINY, copy_workflow, snakemake
+
+    workdir = copy_workflow(tmp_path, TINY)
+    proc = snakemake(workdir, "--dry-run", "--config", "extract={batch_size: 8, cka_batch_size: 4}",
+                     "analyses={knn: {ks: [1, 3]}, spair: {pairs_per_category: null}}", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.workflow
+def test_dry_run_refuses_colliding_dataset_names_in_a_few_lines(tmp_path: Path) -> None:
+    """Datasets toy and toy_heads: the same attention-distance figure (was an AmbiguousRuleException)."""
+    from test_workflow import TINY, copy_workflow, snakemake
+
+    config = copy.deepcopy(TINY)
+    config["datasets"]["toy_heads"] = {"kind": "synthetic"}
+    config["analyses"]["attention_distance"]["datasets"] = ["toy", "toy_heads"]
+    workdir = copy_workflow(tmp_path, config)
+    proc = snakemake(workdir, "--dry-run", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config error: datasets.toy_heads: a dataset name may not end in '_heads'" in text
+    assert "of dataset 'toy'" in text and "Ambiguous" not in text
+    assert len(text.splitlines()) <= 8, text
+    assert not (workdir / "results").exists()

@@ -79,3 +79,17 @@ def test_geometry_and_attention_switch() -> None:
     assert geom.tokens == 7
     assert models.set_fused_attention(model, False) == 6
     assert not model.blocks[0].attn.fused_attn
+
+
+def test_an_input_size_off_the_patch_is_a_config_error() -> None:
+    """timm builds test_vit (patch 16, a name without it) for 40 x 48 and fails only in forward, naming no key."""
+    spec = models.spec_from_config("a", {"arch": "test_vit", "image_size": [40, 48]})
+    with pytest.raises(ConfigError, match=r"models\.a\.image_size: the model is built for 40x48 pixels, not a multiple "
+                                          r"of the patch 16x16 of test_vit .* e\.g\. 32x48"):
+        models.build(spec)
+    tiny = {"embed_dim": 96, "depth": 1, "num_heads": 3}
+    spec = models.spec_from_config("b", {"arch": "vit_small_patch8_224", "model_kwargs": tiny, "image_size": 60})
+    with pytest.raises(ConfigError, match=r"models\.b\.image_size: the model is built for 60x60"):
+        models.build(spec)
+    spec = models.spec_from_config("b", {"arch": "vit_small_patch8_224", "model_kwargs": tiny, "image_size": 64})
+    assert models.geometry(models.build(spec)[0]).grid == (8, 8)

@@ -192,3 +192,18 @@ def test_full_size_b16_runs(family: str) -> None:
     with torch.no_grad():
         tokens = model.forward_features(torch.randn(1, 3, 224, 224))
     assert tokens.shape == (1, 197, 768) and torch.isfinite(tokens).all()
+
+
+def test_the_config_check_reads_each_rows_patch() -> None:
+    """vitscope.workflow.configcheck reads the patch from a family's size (no torch at DAG time): the zoo's."""
+    from vitscope.workflow import configcheck
+
+    for row in ROWS:
+        entry = {"family": row.family, "size": row.size}
+        patch = zoo.SIZES[row.size].patch
+        assert configcheck.model_patch(entry) == (patch, "size", row.size)
+        expanded = zoo.expand("m", {**entry, "checkpoint": "w"})  # arch and model_kwargs as the model is built
+        assert configcheck.model_patch(expanded) == (patch, "arch", row.arch)
+        with torch.device("meta"):  # no weights allocated: the patch embedding's geometry only
+            model = timm.create_model(row.arch, pretrained=False, num_classes=0, **expanded["model_kwargs"], depth=1)
+        assert tuple(model.patch_embed.patch_size) == (patch, patch)

@@ -221,7 +221,29 @@ def create(spec: ModelSpec, pretrained: bool = False) -> nn.Module:
         model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
     except RuntimeError as err:  # timm: unknown model name
         raise ConfigError(f"models.{spec.alias}.arch = {spec.arch!r}: {err}") from err
+    check_input_size(model, spec)
     return model.eval()
+
+
+def check_input_size(model: nn.Module, spec: ModelSpec) -> None:
+    """The input size ``spec`` builds ``model`` for is a multiple of its patch, else ``ConfigError``.
+
+    timm builds a ViT for any size, then drops the last pixels of every row and column
+    (or fails in its patch embedding's assertion, naming no key). The workflow checks the
+    same before any job runs where the architecture's name tells its patch
+    (vitscope.workflow.configcheck.check_patches); this covers every other architecture.
+    """
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    if patch is None:
+        return
+    ph, pw = (patch, patch) if isinstance(patch, int) else (int(patch[0]), int(patch[1]))
+    h, w = spec.image_size
+    if h % ph or w % pw:
+        raise ConfigError(
+            f"models.{spec.alias}.image_size: the model is built for {h}x{w} pixels, not a multiple of the patch "
+            f"{ph}x{pw} of {spec.arch} (models.{spec.alias}.image_size, or analyses.spair.image_size for keypoint "
+            f"transfer, must be one, e.g. {h // ph * ph or ph}x{w // pw * pw or pw})"
+        )
 
 
 def build(spec: ModelSpec) -> tuple[nn.Module, LoadReport]:
