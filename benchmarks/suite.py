@@ -143,14 +143,23 @@ def fake_study_tree(config_file: Path, workdir: Path) -> tuple[Path, int]:
         return value
 
     config = relocate(yaml.safe_load(config_file.read_text()))
+    sys.path.insert(0, str(REPO / "src"))
+    from vitscope import inputs
+
     files = [workdir / m["checkpoint"] for m in config["models"].values() if "checkpoint" in m]
-    for entry in config["datasets"].values():
-        if entry.get("kind") == "coco":
-            files.append(Path(entry["annotations"]))
-        elif entry.get("kind") == "revisited":
-            files.append(Path(entry["root"]) / entry["name"] / f"gnd_{entry['name']}.pkl")
-        elif entry.get("kind") == "imagelist":
-            files.append(Path(entry["list"]))
+    folders = []
+    for name, entry in config["datasets"].items():
+        for need in inputs.dataset_paths(name, entry):  # every path the dry run checks
+            (folders if need.kind == "dir" else files).append(Path(need.path))
+        if entry.get("kind") == "davis":  # the study's 30 val sequences, one folder each
+            sequences = [f"sequence-{i:02d}" for i in range(30)]
+            listing = Path(entry["root"]) / "ImageSets" / "2017" / f"{entry.get('split', 'val')}.txt"
+            listing.parent.mkdir(parents=True, exist_ok=True)
+            listing.write_text("\n".join(sequences) + "\n")
+            for part in ("JPEGImages", "Annotations"):
+                folders += [Path(entry["root"]) / part / entry.get("resolution", "480p") / s for s in sequences]
+    for path in folders:
+        path.mkdir(parents=True, exist_ok=True)
     for path in files:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()
