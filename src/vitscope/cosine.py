@@ -93,12 +93,14 @@ def unit_roundoff(dtype: np.dtype | type) -> float:
     return float(np.finfo(dtype).eps) / 2
 
 
-def margin(dim: int, dtype: np.dtype | type) -> float:
+def margin(dim: int, dtype: np.dtype | type = np.float32, u: float | None = None) -> float:
     """Width below the k-th screened value that holds every exact top-k candidate (module docstring).
 
-    16 (D + 2) u for screening in ``dtype`` with D = ``dim`` features; ``inf`` past (D + 2) u > 0.01.
+    16 (D + 2) u for screening in ``dtype`` (or with the unit roundoff ``u``, e.g. a torch
+    dtype's) with D = ``dim`` features; ``inf`` past (D + 2) u > 0.01.
     """
-    u = unit_roundoff(dtype)
+    if u is None:
+        u = unit_roundoff(dtype)
     if (dim + 2) * u > 0.01:
         return float("inf")
     return 16.0 * (dim + 2) * u
