@@ -72,7 +72,7 @@ def _screen(values: np.ndarray, k: int, width_margin: float) -> np.ndarray:
         return np.broadcast_to(np.arange(c), (q, c))
     kth = np.partition(values, c - k, axis=1)[:, c - k]  # the k-th largest of each row
     threshold = cosine.floor_to(kth.astype(np.float64) - width_margin, values.dtype)
-    width = int((values >= threshold[:, None]).sum(axis=1).max())
+    width = max(k, int((values >= threshold[:, None]).sum(axis=1).max()))  # k: a NaN row counts nothing
     if width >= c:
         return np.broadcast_to(np.arange(c), (q, c))
     return np.argpartition(values, c - width, axis=1)[:, c - width :]
