@@ -56,8 +56,10 @@ def dot64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     at = np.ascontiguousarray(np.moveaxis(a, -1, 0))
     bt = np.ascontiguousarray(np.moveaxis(b, -1, 0))
     acc = np.zeros(np.broadcast_shapes(at.shape[1:], bt.shape[1:]), dtype=np.float64)
+    term = np.empty_like(acc)
     for d in range(at.shape[0]):
-        acc += at[d].astype(np.float64) * bt[d]  # float32 x float32 is exact in float64
+        np.multiply(at[d], bt[d], out=term, dtype=np.float64)  # float32 x float32 is exact in float64
+        acc += term
     return acc
 
 

@@ -90,7 +90,7 @@ def _rescore(
     dim = queries.shape[1]
     sims = np.empty((q, c), dtype=np.float64)
     query_norms = cosine.norms64(queries)
-    step = max(1, (1 << 21) // max(1, c * dim))
+    step = max(1, (1 << 21) // max(1, c * dim))  # 8 MiB of float32 rows gathered at a time
     for s0 in range(0, q, step):
         rows = idx[s0 : s0 + step]
         unique, inverse = np.unique(rows, return_inverse=True)
