@@ -84,11 +84,90 @@ def test_chunked_equals_unchunked_and_the_float64_loop(query_chunk: int, bank_ch
     full = knn.classify(bank, labels, queries, qlabels, 6, ks)
     chunked = knn.classify(bank, labels, queries, qlabels, 6, ks, query_chunk=query_chunk, bank_chunk=bank_chunk)
     assert chunked == full
-    np.testing.assert_array_equal(
-        knn.nearest(bank, queries, 20, query_chunk, bank_chunk)[1], knn.nearest(bank, queries, 20)[1]
-    )
+    # bit for bit: the same neighbours and the same (float64) similarities whatever the chunks
+    for a, b in zip(knn.nearest(bank, queries, 20, query_chunk, bank_chunk), knn.nearest(bank, queries, 20),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
     for k in ks:
         assert (full[k]["top1"], full[k]["top5"]) == pytest.approx(slow_knn(bank, labels, queries, qlabels, k, 6))
+
+
+def _assert_tie_rule(bank, sims, idx) -> None:
+    """Identical bank rows have bit-equal similarities; equal similarities come in bank order."""
+    for s, i in zip(sims, idx, strict=True):
+        for a in range(len(i) - 1):
+            if np.array_equal(bank[i[a]], bank[i[a + 1]]):
+                assert s[a] == s[a + 1], f"identical rows {i[a]} and {i[a + 1]}: {s[a]!r} != {s[a + 1]!r}"
+            if s[a] == s[a + 1]:
+                assert i[a] < i[a + 1]
+
+
+@pytest.mark.parametrize(("query_chunk", "bank_chunk"), [(1024, 65536), (5, 17), (1, 3)])
+def test_duplicate_rows_at_any_position_tie_exactly(query_chunk: int, bank_chunk: int) -> None:
+    """Four rows repeated all over the bank: wherever a copy sits in the float32 product (a block edge or
+    inside, which some BLAS kernels sum differently, e.g. OpenBLAS Haswell), its similarity is bit-equal."""
+    rng = np.random.default_rng(4)
+    bank = rng.normal(size=(4, 50)).astype(np.float32)[rng.integers(0, 4, 333)]
+    queries = rng.normal(size=(7, 50)).astype(np.float32)
+    sims, idx = knn.nearest(bank, queries, 333, query_chunk, bank_chunk)
+    _assert_tie_rule(bank, sims, idx)
+    for a, b in zip((sims, idx), knn.nearest(bank, queries, 333), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_identical_rows_tie_even_when_the_fast_product_rounds_them_apart(monkeypatch) -> None:
+    """The original failure (an AVX2-only CPU): two identical bank rows got float32 similarities a
+    few ulp apart. Simulated on any CPU: the later copy's unit row is nudged by 4 ulp before the
+    product; the neighbours and similarities must not change, and the tie stays in bank order."""
+    rng = np.random.default_rng(1)
+    bank = rng.normal(size=(90, 8)).astype(np.float32)
+    bank[10] = bank[3]
+    queries = rng.normal(size=(23, 8)).astype(np.float32)
+    expected = knn.nearest(bank, queries, 90)
+    plain = knn.normalize
+    copy = plain(bank[3:4])[0]
+
+    def nudged(x):
+        out = plain(x)
+        rows = np.flatnonzero((out == copy).all(axis=1))
+        out[rows[1:]] *= np.float32(1 + 2**-22)  # every copy after the first in this chunk
+        return out
+
+    monkeypatch.setattr(knn, "normalize", nudged)
+    sims, idx = knn.nearest(bank, queries, 90)
+    _assert_tie_rule(bank, sims, idx)
+    np.testing.assert_array_less((idx == 3).argmax(axis=1), (idx == 10).argmax(axis=1))
+    for a, b in zip((sims, idx), expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("bank_chunk", [65536, 7])
+def test_any_rounding_within_the_documented_bound_gives_the_same_result(monkeypatch, bank_chunk: int) -> None:
+    """A screening product wrong by up to half the bound e = margin / 2 (vitscope.cosine) in either
+    direction, differently for every entry, chunk and call: the neighbours and similarities are
+    bit for bit those of the plain run (the candidates always hold the exact top-k)."""
+    rng = np.random.default_rng(5)
+    bank = rng.normal(size=(300, 16)).astype(np.float32)
+    bank[rng.integers(0, 300, 60)] = bank[rng.integers(0, 300, 60)]  # duplicates
+    # near-ties: rows that differ from another by one ulp in one component
+    bank[200:230] = bank[100:130]
+    bank[200:230, 0] = np.nextafter(bank[200:230, 0], np.float32(np.inf))
+    queries = np.concatenate([rng.normal(size=(20, 16)), bank[100:110]]).astype(np.float32)
+    labels, qlabels = rng.integers(0, 5, 300), rng.integers(0, 5, 30)
+    expected = knn.nearest(bank, queries, 50)
+    expected_acc = knn.classify(bank, labels, queries, qlabels, 5, (1, 10, 50))
+    half = knn.cosine.margin(16, np.float32) / 4
+    noise = np.random.default_rng(6)
+    plain = knn.screen_similarity
+    monkeypatch.setattr(
+        knn, "screen_similarity",
+        lambda q, b: (plain(q, b) + noise.uniform(-half, half, (len(q), len(b)))).astype(np.float32),
+    )
+    got = knn.nearest(bank, queries, 50, query_chunk=7, bank_chunk=bank_chunk)
+    _assert_tie_rule(bank, *got)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert knn.classify(bank, labels, queries, qlabels, 5, (1, 10, 50), bank_chunk=bank_chunk) == expected_acc
 
 
 def test_block_rows_cover_every_block_and_k() -> None:

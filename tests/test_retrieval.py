@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 
@@ -126,6 +127,43 @@ def test_block_rows_record_the_query_variant() -> None:
     q[1, 0] = db[4, 0] * 3  # query 2 at block 1 finds its easy positive first
     rows = retrieval.block_rows(db, q, gnd, "m", queries="cropped")
     assert {r["metric"] for r in rows} == {"mAP", "mP@1", "mP@5", "mP@10"}
+
+
+def _repeated_images():
+    """A (333, 2, 50) database of 4 images repeated all over it, 7 queries, and the exact cosines (2, 7, 333)."""
+    rng = np.random.default_rng(5)
+    distinct = rng.normal(size=(4, 2, 50)).astype(np.float32)
+    group = rng.integers(0, 4, 333)
+    q = rng.normal(size=(7, 2, 50)).astype(np.float32)
+    exact = np.array([[[math.fsum(a * b) / math.sqrt(math.fsum(a * a) * math.fsum(b * b)) for b in
+                        distinct[:, block].astype(np.float64)] for a in q[:, block].astype(np.float64)]
+                      for block in range(2)])
+    return distinct[group], q, group, exact[:, :, group]
+
+
+def test_identical_database_images_get_one_similarity() -> None:
+    """Every copy of an image gets the bit-equal similarity wherever it sits in the database (a float32
+    product may round copies apart, e.g. OpenBLAS Haswell); the copies rank in database order."""
+    db, q, group, exact = _repeated_images()
+    for block in range(2):
+        sim = retrieval.similarity(q[:, block], db[:, block])
+        for i in range(4):
+            assert len(np.unique(sim[:, group == i], axis=1).T) == 1  # one value per query and image
+        np.testing.assert_allclose(sim, exact[block], rtol=0, atol=1e-15)
+        expected = sorted(range(333), key=lambda j: (-exact[block, 0, j], j))
+        np.testing.assert_array_equal(retrieval.ranking(sim)[0], expected)
+
+
+def test_block_rows_score_the_exact_ranking_of_repeated_images() -> None:
+    db, q, _, exact = _repeated_images()
+    rng = np.random.default_rng(6)
+    gnd = [{"easy": rng.choice(333, 5, replace=False).tolist(), "hard": [], "junk": rng.choice(333, 9).tolist()}
+           for _ in range(7)]
+    rows = retrieval.block_rows(db, q, gnd, "m", queries="full", protocols=("easy",))
+    for block in range(2):
+        want = retrieval.evaluate(exact[block], gnd, "easy")  # copies in database order
+        got = {r["metric"]: r["value"] for r in rows if r["block"] == block + 1}
+        assert got == {k: v for k, v in want.items() if k != "queries"}
 
 
 # ----------------------------------------------------------------- reader

@@ -119,6 +119,14 @@ def test_known_mask_on_the_grid() -> None:
     assert saliency.grid_mask(mask, (20, 20), (2, 2)).tolist() == [[True, False], [False, False]]
 
 
+def test_a_token_covered_exactly_half_is_object_whatever_the_rounding(monkeypatch) -> None:
+    """The products of mask_coverage are summed in the BLAS kernel's order: OpenBLAS Prescott gave the
+    half-covered token of the test above 0.49999999999999994. One ulp below the threshold still counts."""
+    half = np.nextafter(0.5, 0.0)
+    monkeypatch.setattr(saliency, "mask_coverage", lambda *_: np.array([[half, 0.5 - 1e-6], [1.0, 0.0]]))
+    assert saliency.grid_mask(np.zeros((4, 4), bool), (4, 4), (2, 2)).tolist() == [[True, False], [True, False]]
+
+
 # ------------------------------------------------------------ mass sets and IoU
 
 

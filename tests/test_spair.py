@@ -95,6 +95,26 @@ def test_transfer_matches_a_slow_loop(renormalize: bool) -> None:
         assert y == sy or abs(int(y) - int(sy)) <= 1
 
 
+def test_upsample_is_the_matrix_product_with_exact_border_ties() -> None:
+    values = np.random.default_rng(4).normal(size=(3, 4, 5))
+    up = spair.upsample(values, (12, 20))
+    np.testing.assert_allclose(up, spair.bilinear_matrix(4, 12) @ values @ spair.bilinear_matrix(5, 20).T, atol=1e-12)
+    # grid 4 -> 12: pixel rows 0, 1 read only token row 0, rows 10, 11 only token row 3 (weight 1): bit-equal
+    # whatever the columns' interpolation; the same for columns 0, 1 and 18, 19 (grid 5 -> 20)
+    assert np.array_equal(up[:, 0], up[:, 1]) and np.array_equal(up[:, 10], up[:, 11])
+    assert np.array_equal(up[:, :, 0], up[:, :, 1]) and np.array_equal(up[:, :, 18], up[:, :, 19])
+    np.testing.assert_array_equal(spair.bilinear_taps(4, 12)[1][11], [1.0, 0.0])
+
+
+def test_border_ties_go_to_the_first_pixel() -> None:
+    # an image with itself, keypoints on the border rows (which repeat token rows 0 and 3) at columns
+    # between token centres: the best pixel is tied between two rows; the first one wins
+    tokens = np.random.default_rng(5).normal(size=(4, 4, 16))
+    points = np.array([[5.0, 1.0], [6.0, 0.0], [8.0, 11.0], [2.0, 10.0]])
+    got = spair.transfer(tokens, tokens, points, (12, 12), renormalize=True)
+    np.testing.assert_array_equal(got, [[5, 0], [6, 0], [8, 10], [2, 10]])
+
+
 def test_pixel_norms_match_upsampled_features() -> None:
     tokens = spair.normalize_tokens(np.random.default_rng(1).normal(size=(3, 5, 6)))
     x = torch.from_numpy(tokens).permute(2, 0, 1)[None]

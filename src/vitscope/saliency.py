@@ -41,6 +41,10 @@ Grid = tuple[int, int]
 
 #: tolerance of the cumulative mass comparison, so float round-off never adds a token
 MASS_TOLERANCE = 1e-9
+#: a coverage this close below the threshold reaches it: the float64 products of :func:`mask_coverage`
+#: are summed in an order the BLAS kernel picks (OpenBLAS's Prescott kernel gives a token covered
+#: exactly half 0.49999999999999994), which errs by about (H0 + W0) u, 1e-12 for a 4000-pixel side
+COVERAGE_TOLERANCE = 1e-9
 
 
 def overlap_weights(length: int, start: float, stop: float, cells: int) -> np.ndarray:
@@ -76,8 +80,12 @@ def mask_coverage(mask: np.ndarray, image_size: tuple[int, int], grid: Grid) -> 
 
 
 def grid_mask(mask: np.ndarray, image_size: tuple[int, int], grid: Grid, threshold: float = 0.5) -> np.ndarray:
-    """(H0, W0) object mask -> (gh, gw) bool: tokens at least ``threshold`` covered."""
-    return mask_coverage(mask, image_size, grid) >= threshold
+    """(H0, W0) object mask -> (gh, gw) bool: tokens at least ``threshold`` covered.
+
+    "At least" up to :data:`COVERAGE_TOLERANCE` (float64 round-off), so a token covered
+    exactly ``threshold`` is object on any CPU.
+    """
+    return mask_coverage(mask, image_size, grid) >= threshold - COVERAGE_TOLERANCE
 
 
 def mass_mask(cls_spatial: np.ndarray, mass: float = 0.6) -> np.ndarray:

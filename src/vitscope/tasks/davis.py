@@ -45,6 +45,8 @@ import torch.nn.functional as F  # noqa: N812
 from PIL import Image
 from scipy import ndimage
 
+from .. import cosine
+
 VOID = 255
 BOUND_TH = 0.008
 TEMPERATURE = 0.1
@@ -339,13 +341,20 @@ def propagate(
     (ties at the k-th kept, zeros count as candidates), the rest normalised to sum 1.
     Returns (C, G) soft labels.
 
-    Only the top-k similarities are exponentiated (exp is monotonic); a target whose
-    k-th value is tied (or that has fewer than k candidates in its neighbourhood) is
-    recomputed densely, so the result is DINO's thresholding exactly.
+    Only the top-k similarities are exponentiated (exp is monotonic). Which sources are
+    kept is decided exactly: the float32 product orders its sums by the BLAS kernel, so
+    two identical sources (a repeated frame) may land a few ulp apart there and the tie
+    at the k-th would not be one. A target with any candidate within
+    :func:`vitscope.cosine.margin` of its k-th value (a tie or a near-tie, or fewer than
+    k candidates in its neighbourhood) has those candidates rescored with the fixed-order
+    :func:`vitscope.cosine.cosine64` and keeps the ones reaching the k-th rescored value
+    (weighted by their affinities as computed), so ties are DINO's thresholding and
+    identical sources are kept or dropped together, on any CPU.
     """
     s, g_src, d = sources.shape
     g = target.shape[0]
-    sim = target @ sources.reshape(s * g_src, d).T  # (G, S G'), rows contiguous
+    flat_sources = sources.reshape(s * g_src, d)
+    sim = target @ flat_sources.T  # (G, S G'), rows contiguous
     if mask is not None:
         outside = ~mask.T.reshape(g, 1, g_src)
         sim = sim.view(g, s, g_src).masked_fill(outside, float("-inf")).view(g, s * g_src)
@@ -355,14 +364,38 @@ def propagate(
     weights = weights / weights.sum(dim=1, keepdim=True)
     flat = labels.permute(1, 0, 2).reshape(labels.shape[1], s * g_src).to(weights.dtype)  # (C, S G')
     out = (flat[:, index] * weights).sum(dim=-1)  # (C, G)
-    kth = values[:, -1:]
-    tied = ((sim >= kth).sum(dim=1) > k).nonzero().flatten()
-    if tied.numel():
-        rows = sim[tied]
-        aff = torch.where(rows >= kth[tied], torch.exp(rows / temperature), torch.zeros((), dtype=rows.dtype,
-                                                                                       device=rows.device))
-        out[:, tied] = flat @ (aff / aff.sum(dim=1, keepdim=True)).T
+    # the top-k and whatever could tie with the k-th: sim >= kth - margin, the bound rounded down
+    bound = values[:, -1:].double() - cosine.margin(d, u=torch.finfo(sim.dtype).eps / 2)
+    floor = bound.to(sim.dtype)
+    floor = torch.where(floor.double() > bound, torch.nextafter(floor, torch.full_like(floor, -math.inf)), floor)
+    near = sim >= floor
+    ambiguous = (near.sum(dim=1) > k).nonzero().flatten()
+    if ambiguous.numel():
+        rows = sim[ambiguous]
+        keep = _exact_keep(target[ambiguous], flat_sources, rows, near[ambiguous], k)
+        aff = torch.where(keep, torch.exp(rows / temperature), torch.zeros((), dtype=rows.dtype, device=rows.device))
+        out[:, ambiguous] = flat @ (aff / aff.sum(dim=1, keepdim=True)).T
     return out
+
+
+def _exact_keep(
+    target: torch.Tensor, sources: torch.Tensor, rows: torch.Tensor, candidates: torch.Tensor, k: int
+) -> torch.Tensor:
+    """(R, S G') bool: the sources of R targets whose exact similarity reaches the k-th exact value.
+
+    target: (R, D); sources: (S G', D); rows: (R, S G') their float32 similarities (-inf outside
+    the neighbourhood); candidates: (R, S G') bool, a superset of every source that can reach
+    the k-th (:func:`propagate`). Outside sources stay -inf (kept only when fewer than k are
+    inside, with weight exp(-inf) = 0, as the dense rule).
+    """
+    r_idx, c_idx = (candidates & torch.isfinite(rows)).nonzero(as_tuple=True)
+    work = torch.float64 if target.dtype == torch.float64 else torch.float32  # float32 holds bf16 / f16 exactly
+    pairs_t = target[r_idx].detach().to(work).cpu().numpy()
+    pairs_s = sources[c_idx].detach().to(work).cpu().numpy()
+    exact = np.full(tuple(rows.shape), -np.inf)
+    exact[r_idx.cpu().numpy(), c_idx.cpu().numpy()] = cosine.cosine64(pairs_t, pairs_s)
+    kth = -np.partition(-exact, k - 1, axis=1)[:, k - 1 : k]
+    return torch.from_numpy(exact >= kth).to(rows.device)
 
 
 def first_labels(annotation: np.ndarray, grid: tuple[int, int], num_objects: int) -> torch.Tensor:

@@ -5,12 +5,21 @@ neighbours votes for its class with weight exp(sim / T); the class scores are
 sorted and top-1 / top-5 read off. The top-k is computed once at the largest k
 and sliced for the smaller ones.
 
-Determinism (the reference uses ``torch.topk`` and ``sort``, whose tie order is
-unspecified): neighbours with equal similarity are taken in bank order (lower
-index first) and classes with equal score are ranked by class index (lower
-first). Both the query and the bank are processed in chunks: a running top-k is
-kept across bank chunks, so memory is O(query_chunk x (bank_chunk + k)) whatever
-the bank size, and chunked equals unchunked exactly.
+The tie rule (the reference uses ``torch.topk`` and ``sort``, whose tie order is
+unspecified): the neighbours are ranked by their float64 cosine
+(:func:`vitscope.cosine.cosine64`, summed in a fixed order, so its bits depend on
+the two rows alone: identical bank rows tie exactly, on any CPU) and equal
+similarities are taken in bank order (lower index first); classes with equal
+score are ranked by class index (lower first).
+
+How: a float32 product screens each bank chunk (its sums are ordered by the BLAS
+kernel, so identical rows may differ by a few ulp there); every bank image within
+:func:`vitscope.cosine.margin` (16 (D + 2) u, the float32 rounding bound; derived
+in vitscope.cosine) of the running k-th screened value stays a candidate, and
+the candidates (about k of them per query) are rescored with ``cosine64`` before
+the final top-k. Both the query and the bank are processed in chunks, so memory
+is O(query_chunk x (bank_chunk + k)) whatever the bank size; the neighbours and
+their similarities are bit for bit the same whatever the chunk sizes and the BLAS.
 
 A k larger than the bank is clipped to the bank size (every bank image votes);
 the result rows keep the requested k.
@@ -24,6 +33,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .. import cosine
 from ..dumps import require
 from ..errors import DumpError
 
@@ -45,25 +55,51 @@ def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + size, n)
 
 
-def _topk_chunk(sim: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of each row of (q, b) by (sim descending, column ascending): values and columns (q, k)."""
-    b = sim.shape[1]
-    if k >= b:
-        idx = np.argsort(-sim, axis=1, kind="stable")
-    else:
-        idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        kth = np.take_along_axis(sim, idx, 1).min(axis=1)
-        # rows with ties at the boundary: argpartition's choice among them is arbitrary
-        tied = (sim >= kth[:, None]).sum(axis=1) > k
-        if tied.any():
-            idx[tied] = np.argsort(-sim[tied], axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(sim, idx, 1), idx
+def screen_similarity(queries: np.ndarray, bank: np.ndarray) -> np.ndarray:
+    """(q, b) screening similarities of unit rows (q, D) and (b, D): the fast product (any BLAS)."""
+    return queries @ bank.T
 
 
-def _merge(vals: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the k best of (q, c) candidates by (value descending, index ascending), sorted."""
-    order = np.lexsort((idx, -vals), axis=1)[:, :k]
-    return np.take_along_axis(vals, order, 1), np.take_along_axis(idx, order, 1)
+def _screen(values: np.ndarray, k: int, width_margin: float) -> np.ndarray:
+    """Columns (q, w) of each row's candidates: every value >= (k-th largest - margin), w >= k.
+
+    values: (q, c) screening similarities. All rows get the same w (the widest row's count);
+    the narrower rows then carry a few extra columns below their threshold, which is harmless:
+    the candidates are rescored exactly.
+    """
+    q, c = values.shape
+    if c <= k:
+        return np.broadcast_to(np.arange(c), (q, c))
+    kth = np.partition(values, c - k, axis=1)[:, c - k]  # the k-th largest of each row
+    threshold = cosine.floor_to(kth.astype(np.float64) - width_margin, values.dtype)
+    width = max(k, int((values >= threshold[:, None]).sum(axis=1).max()))  # k: a NaN row counts nothing
+    if width >= c:
+        return np.broadcast_to(np.arange(c), (q, c))
+    return np.argpartition(values, c - width, axis=1)[:, c - width :]
+
+
+def _rescore(
+    bank: Any, bank_norms: np.ndarray, queries: np.ndarray, idx: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of the candidates: (q, k) cosine64 similarities and bank indices, ties in bank order.
+
+    bank: (N, D) raw rows; bank_norms: (N,) their norms64; queries: (q, D) raw rows;
+    idx: (q, c) candidate bank indices (distinct within a row, c >= k).
+    """
+    q, c = idx.shape
+    dim = queries.shape[1]
+    sims = np.empty((q, c), dtype=np.float64)
+    query_norms = cosine.norms64(queries)
+    step = max(1, (1 << 21) // max(1, c * dim))  # 8 MiB of float32 rows gathered at a time
+    for s0 in range(0, q, step):
+        rows = idx[s0 : s0 + step]
+        unique, inverse = np.unique(rows, return_inverse=True)
+        gathered = np.asarray(bank[unique])[inverse.reshape(rows.shape)]  # (g, c, D)
+        sims[s0 : s0 + step] = cosine.cosine64(
+            queries[s0 : s0 + step, None, :], gathered, query_norms[s0 : s0 + step, None], bank_norms[rows]
+        )
+    order = np.lexsort((idx, -sims), axis=1)[:, :k]
+    return np.take_along_axis(sims, order, 1), np.take_along_axis(idx, order, 1)
 
 
 def nearest(
@@ -72,22 +108,29 @@ def nearest(
     """Cosine top-k of every query in the bank.
 
     bank: (N, D), queries: (M, D), any scale (rows are L2-normalised here, chunk by chunk).
-    Returns similarities and bank indices, both (M, min(k, N)), best first, ties in bank order.
+    Returns float64 similarities (:func:`vitscope.cosine.cosine64`) and bank indices, both
+    (M, min(k, N)), best first, ties in bank order: the same bits whatever the chunk sizes.
     """
-    n = bank.shape[0]
+    n, dim = bank.shape
     k = min(k, n)
     dtype = np.result_type(bank.dtype, queries.dtype, np.float32)
-    out_vals = np.empty((queries.shape[0], k), dtype=dtype)
+    width_margin = cosine.margin(dim, dtype)
+    bank_norms = np.concatenate([cosine.norms64(np.asarray(bank[b0:b1])) for b0, b1 in _chunks(n, bank_chunk)])
+    out_vals = np.empty((queries.shape[0], k), dtype=np.float64)
     out_idx = np.empty((queries.shape[0], k), dtype=np.int64)
     for q0, q1 in _chunks(queries.shape[0], query_chunk):
-        q = normalize(np.asarray(queries[q0:q1], dtype=dtype))
+        raw = np.asarray(queries[q0:q1])
+        q = normalize(raw.astype(dtype))
         vals = np.empty((q1 - q0, 0), dtype=dtype)
         idx = np.empty((q1 - q0, 0), dtype=np.int64)
         for b0, b1 in _chunks(n, bank_chunk):
-            sim = q @ normalize(np.asarray(bank[b0:b1], dtype=dtype)).T
-            v, i = _topk_chunk(sim, min(k, b1 - b0))
-            vals, idx = _merge(np.concatenate([vals, v], 1), np.concatenate([idx, i + b0], 1), k)
-        out_vals[q0:q1], out_idx[q0:q1] = vals, idx
+            sim = screen_similarity(q, normalize(np.asarray(bank[b0:b1], dtype=dtype))).astype(dtype, copy=False)
+            cols = _screen(sim, k, width_margin)
+            vals = np.concatenate([vals, np.take_along_axis(sim, cols, 1)], 1)
+            idx = np.concatenate([idx, cols + b0], 1)
+            keep = _screen(vals, k, width_margin)
+            vals, idx = np.take_along_axis(vals, keep, 1), np.take_along_axis(idx, keep, 1)
+        out_vals[q0:q1], out_idx[q0:q1] = _rescore(bank, bank_norms, raw, idx, k)
     return out_vals, out_idx
 
 

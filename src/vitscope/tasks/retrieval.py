@@ -16,7 +16,10 @@ mP@k follows the official code: with the positives' 1-based ranks after junk
 removal, precision at min(k, rank of the last positive). Queries without a
 positive are excluded from every mean. The ranking sorts similarities
 descending with ties in database order (the reference's sort leaves ties
-unspecified).
+unspecified). The similarities are :func:`vitscope.cosine.cosine64` (float64,
+summed in a fixed order), not a float32 product, whose sums the BLAS kernel
+orders: with it, identical database images could get similarities a few ulp
+apart, and their order (so AP) would depend on the CPU and on their positions.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .. import cosine
 from ..dumps import require
 from ..errors import DumpError
 
@@ -124,10 +128,20 @@ def mean_average_precision(similarity: np.ndarray, gnd: Sequence[Mapping[str, Se
     return evaluate(similarity, gnd, protocol)["mAP"]
 
 
-def global_descriptors(tokens: np.ndarray) -> np.ndarray:
-    """(n, D) L2-normalised descriptors (the CLS token of one block), float32."""
-    x = np.asarray(tokens, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+def similarity(query_tokens: np.ndarray, database_tokens: np.ndarray, block: int = 64) -> np.ndarray:
+    """(Q, N) float64 cosine similarities of (Q, D) query and (N, D) database descriptors.
+
+    :func:`vitscope.cosine.cosine64`: each entry's bits depend on its two rows alone (identical
+    database images tie exactly, on any CPU). ``block`` queries at a time.
+    """
+    q, db = np.asarray(query_tokens), np.asarray(database_tokens)
+    db_norms = cosine.norms64(db)
+    q_norms = cosine.norms64(q)
+    out = np.empty((q.shape[0], db.shape[0]), dtype=np.float64)
+    for start in range(0, q.shape[0], block):
+        stop = start + block
+        out[start:stop] = cosine.cosine64(q[start:stop, None, :], db[None], q_norms[start:stop, None], db_norms[None])
+    return out
 
 
 def block_rows(
@@ -139,18 +153,16 @@ def block_rows(
     protocols: Sequence[str] = PROTOCOLS,
     kappas: Sequence[int] = KAPPAS,
 ) -> list[dict[str, Any]]:
-    """Tidy rows (COLUMNS) of every block: retrieval with the L2-normalised CLS token.
+    """Tidy rows (COLUMNS) of every block: retrieval with the cosine of the CLS tokens (:func:`similarity`).
 
     database_tokens: (N, L, D), query_tokens: (Q, L, D) (arrays or h5py datasets);
     ``queries`` records how the queries were read ("cropped" or "full"). Blocks 1-indexed.
     """
     rows = []
     for block in range(database_tokens.shape[1]):
-        db = global_descriptors(database_tokens[:, block])
-        q = global_descriptors(query_tokens[:, block])
-        similarity = q @ db.T
+        sim = similarity(np.asarray(query_tokens[:, block]), np.asarray(database_tokens[:, block]))
         for protocol in protocols:
-            result = evaluate(similarity, gnd, protocol, kappas)
+            result = evaluate(sim, gnd, protocol, kappas)
             rows += [
                 {"model": model, "block": block + 1, "metric": metric, "protocol": protocol, "queries": queries,
                  "value": result[metric]}

@@ -11,7 +11,9 @@ pixels, padding included; ties go to the first pixel in row-major order).
 
 The similarity map is never materialised as (D, h, w): bilinear upsampling is
 linear, so <q, up(F)>(y, x) = (Uh S Uw^T)(y, x) with S = F q on the token grid
-and Uh (h, gh), Uw (w, gw) the interpolation matrices. With ``renormalize``
+and Uh (h, gh), Uw (w, gw) the interpolation matrices, applied as their two taps
+per pixel in a fixed order (:func:`upsample`, not a BLAS product), so that tied
+border pixels are bit-equal on any CPU. With ``renormalize``
 the upsampled target features are L2-normalised again (an exact per-pixel
 cosine); the study did not (its dot product of interpolated unit tokens equals
 the cosine at token centres), which is the default.
@@ -84,12 +86,13 @@ def bilinear_taps(grid: int, size: int) -> tuple[np.ndarray, np.ndarray]:
 
     Returns indices (size, 2) int64 and weights (size, 2) float64 (rows sum to 1), exactly
     ``F.interpolate(mode="bilinear", align_corners=False)`` from ``grid`` to ``size``:
-    src = max((dst + 0.5) grid / size - 0.5, 0), cells floor(src) and the next (clamped).
+    src = max((dst + 0.5) grid / size - 0.5, 0), cells floor(src) and the next (clamped;
+    a pixel past the last cell's centre gets weights (1, 0) on it).
     """
     src = np.maximum((np.arange(size, dtype=np.float64) + 0.5) * (grid / size) - 0.5, 0.0)
     lo = np.floor(src).astype(np.int64)
     hi = np.minimum(lo + 1, grid - 1)
-    frac = src - lo
+    frac = np.where(hi == lo, 0.0, src - lo)  # clamped at the last cell: weight 1 on it, exactly
     return np.stack([lo, hi], 1), np.stack([1.0 - frac, frac], 1)
 
 
@@ -99,6 +102,20 @@ def bilinear_matrix(grid: int, size: int) -> np.ndarray:
     u = np.zeros((size, grid), dtype=np.float64)
     np.add.at(u, (np.repeat(np.arange(size), 2), index.ravel()), weight.ravel())
     return u
+
+
+def upsample(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(..., gh, gw) -> (..., h, w) bilinear upsampling (:func:`bilinear_taps`), rows then columns.
+
+    Each output is its two taps added in a fixed order (elementwise, never a matrix product,
+    whose summation order the BLAS kernel picks by position), and a clamped tap has the
+    weight 1 exactly: pixels that read the same cells with the same weights (the border
+    pixels beyond the outer token centres) get bit-equal values on any CPU, so their tie
+    goes to the first pixel.
+    """
+    (rows, row_w), (cols, col_w) = bilinear_taps(values.shape[-2], size[0]), bilinear_taps(values.shape[-1], size[1])
+    rows_up = values[..., rows[:, 0], :] * row_w[:, 0, None] + values[..., rows[:, 1], :] * row_w[:, 1, None]
+    return rows_up[..., cols[:, 0]] * col_w[:, 0] + rows_up[..., cols[:, 1]] * col_w[:, 1]
 
 
 def normalize_tokens(tokens: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -162,7 +179,7 @@ def transfer(
     out = np.empty((len(pix), 2), dtype=np.int64)
     for start in range(0, len(pix), chunk):
         on_grid = np.einsum("ijd,kd->kij", trg, query[start : start + chunk])  # (k, gh, gw)
-        sim = uh @ on_grid @ uw.T  # (k, h, w)
+        sim = upsample(on_grid, canvas)  # (k, h, w)
         if norms is not None:
             sim = sim / np.maximum(norms, 1e-12)
         best = sim.reshape(len(sim), -1).argmax(axis=1)
