@@ -9,11 +9,8 @@ import re
 from pathlib import Path
 
 PACKAGE = Path(workflow.basedir) / "src" / "vitscope"
-# The Snakefile put the workflow's own package first on sys.path for planning; every
-# job's script gets it too (a job inherits this environment; with --sdm conda the env
-# holds only the dependencies).
-os.environ["PYTHONPATH"] = os.pathsep.join([str(PACKAGE.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
 
+# Torch-free package modules (the Snakefile put the workflow's own src/ first on sys.path).
 from vitscope import fingerprint, inputs  # noqa: E402
 
 
