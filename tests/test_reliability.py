@@ -162,6 +162,24 @@ def test_bad_config_fails_before_any_job_naming_the_file_or_key(tmp_path: Path, 
     assert not (workdir / "results").exists()
 
 
+def test_zoo_entries_check_their_checkpoint_before_any_job_and_take_it_as_input(tmp_path: Path) -> None:
+    """A {family, size, checkpoint} entry (the study configs' kind) is checked like a flat one: a missing
+    file fails the dry run naming the key, the file and its publisher; a present one is a job input."""
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["models"]["zdino"] = {"family": "dino", "size": "S/16", "checkpoint": "weights/dino_s16.pth"}
+    workdir = copy_to(tmp_path / "wf", config)
+    proc = snakemake(workdir, "--dry-run", "results/dumps/zdino/toy.h5", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and not (workdir / "results").exists()
+    assert ("models.zdino.checkpoint = 'weights/dino_s16.pth': no such file (dino_deitsmall16_pretrain.pth is "
+            "published by facebookresearch/dino at https://dl.fbaipublicfiles.com/dino/") in text
+    (workdir / "weights").mkdir()
+    (workdir / "weights/dino_s16.pth").write_bytes(b"")
+    text = snakemake(workdir, "--dry-run", "results/dumps/zdino/toy.h5").stdout
+    extract = text[text.index("rule extract:"):].split("\n\n")[0]
+    assert "weights/dino_s16.pth" in extract.split("input:")[1].split("\n")[0]
+
+
 # --------------------------------------------------------------------------- interrupted runs
 
 
