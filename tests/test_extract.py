@@ -592,3 +592,44 @@ def test_no_cls_model_uses_spatial_mean(tmp_path, entries):
     # distance from our own q-k attention, no prefix to drop (rows already sum to 1)
     want = slow_reductions(ref["attention"], (4, 4), prefix=0)["attention/distance"]
     np.testing.assert_allclose(a["attention/distance"], want, rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- non-finite values
+
+
+def test_nan_parity_is_a_failure(tmp_path, entries, monkeypatch):
+    """A NaN difference between the explicit and the fused forward fails (``nan > tolerance``
+    is False, so it used to pass and print ``parity ... = nan``)."""
+    spec, model = build(ENTRIES["square"])
+    fused_forward = extract._fused_forward
+
+    def nan_reference(*args):
+        return torch.full_like(fused_forward(*args), math.nan)
+
+    monkeypatch.setattr(extract, "_fused_forward", nan_reference)
+    with pytest.raises(ModelError, match=r"model 'tiny', dataset 'synthetic': .* by nan \(the fused forward's tokens"):
+        extract_to(tmp_path / "p.h5", model, spec, entries, batch_size=8, cka_batch_size=4)
+
+
+def _overflowing(block: int) -> tuple[models.ModelSpec, torch.nn.Module]:
+    """Finite weights whose activations overflow float32 at ``block`` (0-based): one row of
+    its fc2 at 3e38 sums 4 * 64 hidden units into an infinity."""
+    spec, model = build(ENTRIES["square"])
+    with torch.no_grad():
+        model.blocks[block].mlp.fc2.weight[0] = 3e38
+    models.check_finite(model.state_dict(), "test")  # the weights are finite
+    return spec, model
+
+
+@pytest.mark.parametrize("products", [None, ("tokens",)])
+def test_overflowing_tokens_name_model_dataset_image_and_block(tmp_path, entries, products):
+    """Tokens that become NaN/Inf with finite weights fail naming model, dataset, image and the
+    first bad block, on the explicit path (first batch, with the parity) and on the fused one."""
+    spec, model = _overflowing(2)
+    options = {"batch_size": 8, "cka_batch_size": 4, "order_seed": 3} | ({"products": products} if products else {})
+    first = extract.image_order(len(entries), extract.ExtractOptions(**options))[0]
+    with pytest.raises(ModelError) as err:
+        extract_to(tmp_path / "o.h5", model, spec, entries, **options)
+    text = str(err.value)
+    assert "model 'tiny', dataset 'synthetic'" in text and f"'{entries[first].path}'" in text
+    assert "8 of 8 images of its batch" in text and "block 3 of 6" in text and "overflow" in text

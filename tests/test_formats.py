@@ -623,6 +623,68 @@ def test_a_missing_tensor_is_named(files, tmp_path: Path) -> None:
         load("dino", broken)
 
 
+def _poison(state: dict[str, object], marker: str, value: float) -> str:
+    """Write ``value`` into element 3 of the first float entry whose name holds ``marker``; return its name."""
+    name = next(k for k, v in state.items() if marker in k and getattr(v, "dtype", None) is not None)
+    tensor = state[name]
+    if isinstance(tensor, np.ndarray):
+        tensor.reshape(-1)[3] = value
+    else:
+        with torch.no_grad():
+            tensor.view(-1)[3] = value  # type: ignore[union-attr]
+    return name
+
+
+@pytest.mark.parametrize(
+    ("family", "value"),
+    [("dino", math.nan), ("dino", math.inf), ("mocov3", math.nan), ("mae", -math.inf), ("beit", math.nan),
+     ("clip", math.nan), ("clip", math.inf), ("fs", math.nan)],
+)
+def test_non_finite_weights_are_refused_naming_file_and_tensor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, family: str, value: float
+) -> None:
+    """A release file with one NaN or Inf in block 1 fails to load, in every format, naming
+    the file and the tensor (timm's key), instead of writing NaN into every dump."""
+    if family == "fs":
+        arrays = augreg_arrays(6)
+        _poison(arrays, "encoderblock_1/", value)
+        path = tmp_path / "Ti_8-poisoned.npz"
+        np.savez(path, **arrays)
+    else:
+        plain = randomize
+
+        def poisoned(module: nn.Module, seed: int) -> nn.Module:
+            module = plain(module, seed)
+            _poison(dict(module.named_parameters()), "blocks.1.", value)
+            return module
+
+        monkeypatch.setitem(globals(), "randomize", poisoned)
+        path, _ = WRITERS[family](tmp_path)
+    kind = "1 NaN, 0 Inf" if math.isnan(value) else "0 NaN, 1 Inf"
+    with pytest.raises(CheckpointError, match=rf"{path.name}'.*tensor blocks\.1\.\S+ .*non-finite weights \({kind}"):
+        load(family, path)
+
+
+def test_timm_hub_and_random_weights_are_checked_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """weights: timm goes through the same check (the hub is mocked: a model whose pos_embed holds NaN)."""
+    real = models.create
+
+    def hub(spec: models.ModelSpec, pretrained: bool = False) -> nn.Module:
+        model = real(spec)
+        if pretrained:
+            with torch.no_grad():
+                model.pos_embed[0, 1, 2] = math.nan
+        return model
+
+    monkeypatch.setattr(models, "create", hub)
+    entry = {"arch": "vit_tiny_patch16_224", "image_size": 32, "model_kwargs": TINY}
+    model, report = models.build(models.spec_from_config("r", entry))  # random init: finite, loads
+    assert report.source == "random"
+    spec = models.spec_from_config("h", {**entry, "weights": "timm", "tag": "augreg_in21k"})
+    with pytest.raises(CheckpointError, match=r"timm:vit_tiny_patch16_224\.augreg_in21k'.*tensor pos_embed .*1 NaN"):
+        models.build(spec)
+
+
 def test_a_deeper_file_is_refused(files) -> None:
     with pytest.raises(CheckpointError, match="unexpected .*blocks.2"):
         load("dino", files["dino"][0], depth=2)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -310,6 +311,8 @@ class _HostBatch:
     positions: np.ndarray
     chunk_start: int
     event: Any = None  # torch.cuda.Event marking the end of the copies
+    finite: torch.Tensor | None = None  # (B,) bool: every output token of the image is finite (on the host)
+    images: torch.Tensor | None = None  # (B, 3, H, W) the batch's input, kept to locate non-finite tokens
 
     def numpy(self) -> dict[str, np.ndarray]:
         if self.event is not None:
@@ -451,6 +454,9 @@ def run(
     def flush(batch: _HostBatch) -> Future:
         before = time.perf_counter()
         arrays = batch.numpy()
+        if batch.finite is not None and not bool(batch.finite.all()):
+            raise _non_finite_tokens(model, recorder, batch.images, batch.positions, batch.finite, entries, meta)
+        batch.images = None
         copied_at = time.perf_counter()
         done.append(copied_at - start)
         if writing is not None:
@@ -469,16 +475,24 @@ def run(
                 recorder.start_batch(positions.numpy(), batch_objects[0] if batch_objects else None)
                 found += [o.index_only() for o in batch_objects[0]] if batch_objects else []
                 tokens = model.forward_features(images)
+                finite = torch.isfinite(tokens).flatten(1).all(dim=1)  # (B,), checked on the host in flush
                 if reference is not None:  # parity of the explicit path, on the first batch
                     parity = float((reference - tokens).abs().max())
-                    if parity > options.parity_tolerance:
+                    if not math.isfinite(parity) or parity > options.parity_tolerance:
+                        if not bool(finite.all()):
+                            raise _non_finite_tokens(model, recorder, images, positions.numpy(), finite, entries, meta)
                         raise ModelError(
-                            f"model {meta.get('model', '?')!r}: explicit attention differs from the fused "
-                            f"forward by {parity:.3g} > extract.parity_tolerance = {options.parity_tolerance}"
+                            f"model {meta.get('model', '?')!r}, dataset {meta.get('dataset', '?')!r}: explicit "
+                            f"attention differs from the fused forward by {parity:.3g} "
+                            + ("(the fused forward's tokens are not finite) " if not math.isfinite(parity) else "")
+                            + f"> extract.parity_tolerance = {options.parity_tolerance}"
                         )
                     del reference
                 _check_hooks(recorder, meta, options)
-                batch = _HostBatch(recorder.take(), positions.numpy(), chunk_start)
+                batch = _HostBatch(
+                    recorder.take(), positions.numpy(), chunk_start,
+                    finite=finite.to("cpu", non_blocking=True), images=images,
+                )
                 if device.type == "cuda":
                     batch.event = torch.cuda.Event()
                     batch.event.record()
@@ -654,6 +668,61 @@ def _fused_forward(model: nn.Module, recorder: Recorder, images: torch.Tensor) -
     finally:
         recorder.active = True
         set_fused_attention(model, False)
+
+
+def _non_finite_tokens(
+    model: nn.Module,
+    recorder: Recorder,
+    images: torch.Tensor | None,
+    positions: np.ndarray,
+    finite: torch.Tensor,
+    entries: Sequence[Entry],
+    meta: dict[str, Any],
+) -> ModelError:
+    """The error for a batch whose output tokens are not all finite although the weights
+    are (:func:`vitscope.models.check_finite` ran at load): an overflow of the activations.
+
+    ``images``: (B, 3, H, W) the batch's input; ``finite``: (B,) bool per image. The first
+    bad image is run again alone (hooks of ``recorder`` off) to name the first block whose
+    output holds a NaN or an infinity. No dump is written: NaN tokens would make every
+    product of the image, and every sum over the dataset, NaN.
+    """
+    bad = [r for r, ok in enumerate(finite.cpu().tolist()) if not ok]
+    row = bad[0]
+    position = int(positions[row])
+    where = "unknown"
+    if images is not None:
+        found: list[int] = []
+
+        def hook(index: int):
+            def check(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+                if not found and not bool(torch.isfinite(output).all()):
+                    found.append(index)
+
+            return check
+
+        handles = [block.register_forward_hook(hook(i)) for i, block in enumerate(model.blocks)]
+        recorder.active = False
+        try:
+            image = images[row : row + 1]
+            if not bool(torch.isfinite(image).all()):
+                where = "the preprocessed image itself"
+            else:
+                model.forward_features(image)
+                where = (
+                    f"block {found[0] + 1} of {len(model.blocks)} (first non-finite block output)"
+                    if found
+                    else "the final norm (every block output is finite)"
+                )
+        finally:
+            recorder.active = True
+            for handle in handles:
+                handle.remove()
+    return ModelError(
+        f"model {meta.get('model', '?')!r}, dataset {meta.get('dataset', '?')!r}: image '{entries[position].path}' "
+        f"(position {position}; {len(bad)} of {len(finite)} images of its batch) gives non-finite tokens, first at "
+        f"{where}, although the weights are finite: the activations overflow float32; no dump was written"
+    )
 
 
 def _check_hooks(recorder: Recorder, meta: dict[str, Any], options: ExtractOptions) -> None:

@@ -15,7 +15,10 @@ Weights come from one of three sources:
     timm's own initialisation, seeded.
 
 A configured checkpoint that does not exist raises :class:`CheckpointNotFound`;
-vitscope never falls back to random weights.
+vitscope never falls back to random weights. Weights holding NaN or Inf (from
+any source) raise :class:`CheckpointError` naming the file and the first
+non-finite tensor (:func:`check_finite`): such a model would write NaN into
+every dump.
 """
 
 from __future__ import annotations
@@ -253,11 +256,36 @@ def build(spec: ModelSpec) -> tuple[nn.Module, LoadReport]:
             torch.manual_seed(spec.seed)
             model = create(spec)
         n = len(model.state_dict())
+        check_finite(model.state_dict(), f"models.{spec.alias} (weights: random, seed {spec.seed})")
         return model, LoadReport(source="random", loaded=0, notes=[f"seed={spec.seed}", f"{n} tensors initialised"])
     if spec.weights == "timm":
         model = create(spec, pretrained=True)
+        check_finite(model.state_dict(), f"models.{spec.alias}.tag = 'timm:{spec.arch}.{spec.tag}'")
         return model, LoadReport(source="timm", file=f"timm:{spec.arch}.{spec.tag}", loaded=len(model.state_dict()))
     return load_checkpoint(spec)
+
+
+def check_finite(state: Mapping[str, torch.Tensor], context: str) -> None:
+    """``CheckpointError`` naming ``context`` and the first tensor of ``state`` (in its order)
+    that holds a NaN or an infinity; integer tensors are skipped.
+
+    A single non-finite weight propagates to every token of every image, so the
+    dumps, tables and figures of such a model would be NaN throughout.
+    """
+    for name, tensor in state.items():
+        if not tensor.is_floating_point() and not tensor.is_complex():
+            continue
+        finite = torch.isfinite(tensor)
+        if bool(finite.all()):
+            continue
+        nan = int(torch.isnan(tensor).sum())
+        inf = int((~finite).sum()) - nan
+        first = tuple(int(i) for i in (~finite).nonzero()[0].tolist())
+        raise CheckpointError(
+            f"{context}: tensor {name} of shape {tuple(tensor.shape)} holds non-finite weights "
+            f"({nan} NaN, {inf} Inf of {tensor.numel()}; first at index {first}); "
+            "the file is corrupt or was saved from a diverged training run"
+        )
 
 
 def load_checkpoint(spec: ModelSpec) -> tuple[nn.Module, LoadReport]:
@@ -325,6 +353,7 @@ def assign_state(
             raise CheckpointError(
                 f"{context}: {name} has shape {tuple(tensor.shape)}, the model expects {tuple(target[name].shape)}"
             )
+    check_finite(state, context)
     model.load_state_dict(state, strict=False)
     report.loaded = len(state)
 
