@@ -53,3 +53,38 @@ def test_latex_escapes_labels() -> None:
     task = table.Task("a_b & 5%", {})
     tex = table.latex([], [task], ["m_1"])
     assert r"a\_b \& 5\%" in tex and r"m\_1 & - \\" in tex
+
+
+NMI = table.Task("NMI", {"metric": "nmi", "representation": "cls"}, scale=100.0, digits=1)
+
+
+def test_undefined_values_are_not_ranked_and_say_why() -> None:
+    """A model whose every value is undefined (NaN, note "undefined: 1 class") gets "n/a (1 class)"
+    and a CSV row with the note, not a score; NaN blocks of another model are skipped."""
+    nmi = rows_of("single", [math.nan, math.nan], metric="nmi", representation="cls", note="undefined: 1 class")
+    nmi += rows_of("fs", [0.25, math.nan], metric="nmi", representation="cls", note="")
+    nmi += rows_of("bare", [math.nan], metric="nmi", representation="cls")  # NaN with no note
+    models = ["single", "fs", "bare", "none"]
+    rows = table.best_layer_rows({NMI: nmi}, models)
+    found = {r["model"]: r for r in rows}
+    assert set(found) == {"single", "fs", "bare"}
+    assert found["single"]["block"] == "" and math.isnan(found["single"]["score"])
+    assert found["single"]["note"] == "undefined: 1 class" and found["bare"]["note"] == "undefined: undefined"
+    assert (found["fs"]["block"], found["fs"]["score"], found["fs"]["note"]) == (1, 25.0, "")
+    md = table.markdown(rows, [NMI], models).splitlines()
+    assert md[2:] == ["| single | n/a (1 class) |", "| fs | 25.0 (1) |", "| bare | n/a (undefined) |", "| none | - |"]
+    assert r"single & n/a (1 class) \\" in table.latex(rows, [NMI], models)
+    assert set(rows[0]) == set(table.COLUMNS)
+
+
+def test_undefined_rows_read_back_from_csv(tmp_path) -> None:
+    """The best-layer script reads the metric tables as CSV text: 'nan' and the note survive."""
+    from vitscope import tables
+
+    path = tmp_path / "clustering.csv"
+    nmi = rows_of("single", [math.nan], metric="nmi", representation="cls", note="undefined: 1 class")
+    tables.write_csv(nmi, path)
+    rows = table.best_layer_rows({NMI: tables.read_csv(path)}, ["single"])
+    assert table.markdown(rows, [NMI], ["single"]).splitlines()[2] == "| single | n/a (1 class) |"
+    tables.write_csv(rows, tmp_path / "best.csv", columns=table.COLUMNS)
+    assert tables.read_csv(tmp_path / "best.csv")[0]["note"] == "undefined: 1 class"

@@ -314,3 +314,49 @@ def test_clustering_rows_are_tidy_and_one_indexed() -> None:
     assert {r["block"] for r in rows} == {1, 2} and set(rows[0]) == set(features.CLUSTER_COLUMNS)
     with pytest.raises(DumpError, match="class label"):
         features.clustering_rows(values, np.where(labels == 0, -1, labels), "m", seed=0, n_init=2)
+
+
+# --------------------------------------------------------------------------- undefined values
+
+
+def test_single_class_clustering_is_undefined_not_perfect(caplog) -> None:
+    """One class: KMeans with k = 1 scores purity = NMI = ARI = 1.0 whatever the features;
+    the rows are NaN with the reason in ``note``, and the log says so."""
+    x, _ = blobs(np.random.default_rng(13), classes=3, per=10)
+    labels = np.zeros(len(x), dtype=np.int64)
+    assert all(np.isnan(v) for v in features.cluster_scores(x, labels, seed=0, n_init=2).values())
+    with caplog.at_level("WARNING", logger="vitscope.features"):
+        rows = features.clustering_rows({"cls": x[:, None]}, labels, "m", seed=0, n_init=2)
+    assert len(rows) == 3 and all(np.isnan(r["value"]) and r["note"] == "undefined: 1 class" for r in rows)
+    assert "clustering of m: undefined: 1 class" in caplog.text
+    two = features.clustering_rows({"cls": x[:, None]}, np.arange(len(x)) % 2, "m", seed=0, n_init=2)
+    assert all(np.isfinite(r["value"]) and r["note"] == "" for r in two)
+
+
+def test_undefined_cka_rows_carry_a_note_and_figures_label_the_gap(caplog) -> None:
+    """CKA at a constant point is NaN with note "undefined: constant features" in the tidy
+    rows and a log warning; the last-layer figure writes "n/a" in the cell and says why."""
+    from vitscope import feature_plots
+
+    grid = np.array([[np.nan, 0.5], [0.25, 0.75]])
+    arrays = {f"blocks_{rep}": grid for rep in ("cls", "spatial", "all")}
+    with caplog.at_level("WARNING", logger="vitscope.features"):
+        rows = features.cka_rows(arrays, "a", "b", "blocks")
+    assert [r["note"] for r in rows[:4]] == [features.CONSTANT_NOTE, "", "", ""]
+    assert "3 of 12 values are NaN (undefined: constant features)" in caplog.text
+    last = features.last_layer_rows({("a", "b"): {f"blocks_{rep}": grid[:1, :1] for rep in ("cls", "spatial", "all")}})
+    assert all(r["note"] == features.CONSTANT_NOTE for r in last)
+    fig = feature_plots.last_layer(np.full((1, 2, 2), np.nan), ["a", "b"], ["cls"], title="t")
+    assert "n/a" in [t.get_text() for t in fig.axes[0].texts] and "undefined" in fig._suptitle.get_text()
+
+
+def test_clustering_figure_names_an_undefined_model() -> None:
+    from vitscope import feature_plots
+
+    rows = [{"model": "one", "block": str(b), "representation": "cls", "metric": "nmi", "value": "nan",
+             "note": "undefined: 1 class"} for b in (1, 2)]
+    rows += [{"model": "two", "block": str(b), "representation": "cls", "metric": "nmi", "value": "0.5", "note": ""}
+             for b in (1, 2)]
+    fig = feature_plots.clustering(rows, "nmi", ["one", "two"], reps=("cls",), title="t")
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["one (n/a: 1 class)", "two"] and "undefined" in fig._suptitle.get_text()

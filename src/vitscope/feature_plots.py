@@ -6,6 +6,7 @@ writes them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -93,8 +94,12 @@ def last_layer(
                     if np.isfinite(values[i, j]):
                         colour = "black" if values[i, j] > 0.6 else "white"
                         ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7, color=colour)
+                    else:
+                        ax.text(j, i, "n/a", ha="center", va="center", fontsize=7, color="black")
     bar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
     bar.set_label("linear CKA of the last block outputs", fontsize=8)
+    if np.isnan(matrix).any():
+        title += ("\n" if title else "") + "grey / n/a: undefined (features constant over images) or pair not computed"
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -109,18 +114,24 @@ def clustering(
 ) -> Figure:
     """One clustering metric against block (1-indexed): a panel per representation,
     a line per model (ARI: a dashed line at 0, chance). ``rows``: tidy clustering rows
-    (model, block, representation, metric, value)."""
+    (model, block, representation, metric, value, note). Undefined (NaN) values are gaps in
+    the lines; a model with no defined value in a panel is listed in the legend as
+    "model (n/a: reason)" from the rows' ``note``, and the title says values are missing."""
     fig, axes = plt.subplots(1, len(reps), figsize=(max(5.2, 3.6 * len(reps) + 0.4), 3.4), squeeze=False, sharey=True,
                              layout="constrained")
+    missing = False
     for ax, rep in zip(axes[0], reps, strict=True):
         for i, model in enumerate(models):
-            sel = sorted(
-                (int(r["block"]), float(r["value"]))
-                for r in rows
-                if r["model"] == model and r["representation"] == rep and r["metric"] == metric
-            )
-            if sel:
-                ax.plot(*zip(*sel, strict=True), marker="o", ms=3.5, color=PALETTE[i % len(PALETTE)], label=model)
+            mine = [r for r in rows if r["model"] == model and r["representation"] == rep and r["metric"] == metric]
+            sel = sorted((int(r["block"]), float(r["value"])) for r in mine)
+            undefined = sorted({str(r.get("note") or "undefined") for r in mine if math.isnan(float(r["value"]))})
+            missing = missing or bool(undefined)
+            label = model
+            if sel and all(math.isnan(v) for _, v in sel):
+                label = f"{model} (n/a: {'; '.join(n.removeprefix('undefined: ') for n in undefined)})"
+                ax.plot([], [], marker="o", ms=3.5, color=PALETTE[i % len(PALETTE)], ls="none", label=label)
+            elif sel:
+                ax.plot(*zip(*sel, strict=True), marker="o", ms=3.5, color=PALETTE[i % len(PALETTE)], label=label)
         ax.set_title(CLUSTER_REP_TITLES.get(rep, rep), fontsize=9)
         ax.set_xlabel("block", fontsize=8)
         blocks = max((int(r["block"]) for r in rows), default=1)
@@ -134,6 +145,8 @@ def clustering(
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel(METRIC_TITLES.get(metric, metric), fontsize=8)
     axes[0, -1].legend(fontsize=7, frameon=False)
+    if missing:
+        title += ("\n" if title else "") + "gaps / n/a: undefined values (the table's note column says why)"
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

@@ -13,10 +13,16 @@
 Functions here take arrays and return arrays or table rows; the only readers of
 dumps are :func:`read_grams` and :func:`pair_cka`, which check that two dumps
 share the CKA minibatch partition.
+
+A value that is undefined for its input is NaN in the rows, with the reason in the
+row's ``note`` column (``undefined: ...``; empty for a defined value) and a warning in
+the log: clustering of a single class (purity, NMI and ARI would all score a
+meaningless 1.0), CKA at a point with constant features (docs/features.md).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,11 +32,14 @@ import numpy as np
 from .dumps import REPRESENTATIONS, require
 from .errors import DumpError
 
+log = logging.getLogger(__name__)
 METRICS = ("purity", "nmi", "ari")
 CLUSTER_FEATURES = {"cls": "tokens/cls", "spatial": "tokens/spatial_mean"}
 OBJECT_FEATURES = {"object": "objects/features"}
-CKA_COLUMNS = ("model_a", "model_b", "points", "point_a", "point_b", "representation", "cka")
-CLUSTER_COLUMNS = ("model", "block", "representation", "metric", "value")
+CKA_COLUMNS = ("model_a", "model_b", "points", "point_a", "point_b", "representation", "cka", "note")
+CLUSTER_COLUMNS = ("model", "block", "representation", "metric", "value", "note")
+#: the ``note`` of a CKA value at a point whose features are constant (see :func:`minibatch_cka`)
+CONSTANT_NOTE = "undefined: constant features"
 
 
 # --------------------------------------------------------------------------- CKA
@@ -217,11 +226,28 @@ def cka_rows(arrays: Mapping[str, np.ndarray], model_a: str, model_b: str, kind:
         labels_a, labels_b = point_labels(values.shape[0], kind), point_labels(values.shape[1], kind)
         for i, point_a in enumerate(labels_a):
             for j, point_b in enumerate(labels_b):
+                value = float(values[i, j])
                 rows.append(
                     {"model_a": model_a, "model_b": model_b, "points": kind, "point_a": point_a,
-                     "point_b": point_b, "representation": rep, "cka": float(values[i, j])}
+                     "point_b": point_b, "representation": rep, "cka": value, "note": _cka_note(value)}
                 )
+    _warn_undefined(rows, "cka", f"CKA {model_a} vs {model_b} ({kind})")
     return rows
+
+
+def _cka_note(value: float) -> str:
+    """The ``note`` of one CKA value: NaN only arises at a point with constant features."""
+    return CONSTANT_NOTE if np.isnan(value) else ""
+
+
+def _warn_undefined(rows: Sequence[Mapping[str, Any]], column: str, what: str) -> None:
+    """One log warning per distinct ``note`` of the rows whose ``column`` is NaN."""
+    notes: dict[str, int] = {}
+    for row in rows:
+        if np.isnan(float(row[column])):
+            notes[str(row.get("note") or "undefined")] = notes.get(str(row.get("note") or "undefined"), 0) + 1
+    for note, count in notes.items():
+        log.warning("%s: %d of %d values are NaN (%s)", what, count, len(rows), note)
 
 
 def last_layer_matrix(pairs: Mapping[tuple[str, str], Mapping[str, np.ndarray]], models: Sequence[str]) -> np.ndarray:
@@ -244,10 +270,12 @@ def last_layer_rows(pairs: Mapping[tuple[str, str], Mapping[str, np.ndarray]]) -
     for (a, b), arrays in pairs.items():
         for rep in REPRESENTATIONS:
             values = arrays[f"blocks_{rep}"]
+            value = float(values[-1, -1])
             rows.append(
                 {"model_a": a, "model_b": b, "points": "blocks", "point_a": str(values.shape[0]),
-                 "point_b": str(values.shape[1]), "representation": rep, "cka": float(values[-1, -1])}
+                 "point_b": str(values.shape[1]), "representation": rep, "cka": value, "note": _cka_note(value)}
             )
+    _warn_undefined(rows, "cka", "last-block CKA")
     return rows
 
 
@@ -282,15 +310,26 @@ def kmeans(features: np.ndarray, k: int, seed: int, n_init: int) -> np.ndarray:
     return model.fit_predict(np.asarray(features, dtype=np.float64))
 
 
+def undefined_clustering(labels: np.ndarray) -> str:
+    """The ``note`` of clustering scores for (N,) class ids: ``""`` where purity, NMI and ARI
+    are defined, ``"undefined: 1 class"`` for a single class (KMeans with k = 1 puts every
+    image in one cluster, and all three scores are 1.0 whatever the features)."""
+    classes = len(np.unique(np.asarray(labels)))
+    return "" if classes >= 2 else f"undefined: {classes} class"
+
+
 def cluster_scores(features: np.ndarray, labels: np.ndarray, seed: int = 0, n_init: int = 10) -> dict[str, float]:
     """KMeans with k = number of classes on (N, D) features; purity, NMI (arithmetic), ARI.
 
-    labels: (N,) class ids. Deterministic for a given seed and n_init.
+    labels: (N,) class ids. Deterministic for a given seed and n_init. With fewer than two
+    classes every score is NaN (:func:`undefined_clustering`), not a perfect 1.0.
     """
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     labels = np.asarray(labels)
     k = len(np.unique(labels))
+    if undefined_clustering(labels):
+        return {m: float("nan") for m in METRICS}
     clusters = kmeans(features, k, seed, n_init)
     return {
         "purity": purity(labels, clusters),
@@ -305,17 +344,22 @@ def clustering_rows(
     """Tidy rows (CLUSTER_COLUMNS) for every block of every representation.
 
     features: representation -> (N, L, D) per-block features (tokens/cls, tokens/spatial_mean);
-    labels: (N,) class ids (>= 0). Blocks are 1-indexed in the rows.
+    labels: (N,) class ids (>= 0). Blocks are 1-indexed in the rows. A single class gives
+    NaN values with ``note`` "undefined: 1 class" and a log warning.
     """
     labels = np.asarray(labels)
     if labels.size == 0 or np.any(labels < 0):
         raise DumpError("clustering needs a class label for every image (images/label holds -1 for unlabelled)")
+    note = undefined_clustering(labels)
+    if note:
+        log.warning("clustering of %s: %s (%d images); purity, NMI and ARI are NaN", model, note, labels.size)
     rows = []
     for rep, values in features.items():
         for block in range(values.shape[1]):
             scores = cluster_scores(values[:, block], labels, seed=seed, n_init=n_init)
             rows += [
-                {"model": model, "block": block + 1, "representation": rep, "metric": m, "value": scores[m]}
+                {"model": model, "block": block + 1, "representation": rep, "metric": m, "value": scores[m],
+                 "note": note}
                 for m in METRICS
             ]
     return rows

@@ -5,6 +5,11 @@ every model (columns ``model``, ``block``, ``value`` and any others), a
 selection of those rows (e.g. ``metric = top1, k = 20``), and how the score is
 shown (``scale``, ``digits``). New tasks (DAVIS, SPair) plug in as one more
 :class:`Task`; nothing else changes.
+
+Undefined values (NaN, with the reason in the row's ``note`` column, e.g.
+"undefined: 1 class") are never ranked. A model whose every selected value is
+undefined gets a row with an empty block, NaN value and score and the reason in
+``note``; its cell reads "n/a (1 class)" instead of a score. "-" means no rows.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-COLUMNS = ("model", "task", "block", "value", "score")
+COLUMNS = ("model", "task", "block", "value", "score", "note")
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: a key of the results mapping
@@ -35,7 +40,7 @@ def best_blocks(rows: Sequence[Mapping[str, Any]], task: Task) -> dict[str, tupl
     """
     best: dict[str, tuple[int, float]] = {}
     for row in rows:
-        if any(str(row[key]) != str(value) for key, value in task.select.items()):
+        if not _selected(row, task):
             continue
         value, block = float(row["value"]), int(row["block"])
         if math.isnan(value):
@@ -46,18 +51,46 @@ def best_blocks(rows: Sequence[Mapping[str, Any]], task: Task) -> dict[str, tupl
     return best
 
 
+def _selected(row: Mapping[str, Any], task: Task) -> bool:
+    return all(str(row[key]) == str(value) for key, value in task.select.items())
+
+
+def undefined_reasons(rows: Sequence[Mapping[str, Any]], task: Task) -> dict[str, str]:
+    """Model -> why its values are undefined, for the models whose every selected value is NaN.
+
+    The reason is the rows' ``note`` without its ``undefined: `` prefix (distinct notes
+    joined by "; "), or "undefined" where the rows carry none.
+    """
+    notes: dict[str, set[str]] = {}
+    defined: set[str] = set()
+    for row in rows:
+        if not _selected(row, task):
+            continue
+        model = str(row["model"])
+        if math.isnan(float(row["value"])):
+            note = str(row.get("note") or "").removeprefix("undefined:").strip()
+            notes.setdefault(model, set()).add(note or "undefined")
+        else:
+            defined.add(model)
+    return {model: "; ".join(sorted(found)) for model, found in notes.items() if model not in defined}
+
+
 def best_layer_rows(
     results: Mapping[Task, Sequence[Mapping[str, Any]]], models: Sequence[str]
 ) -> list[dict[str, Any]]:
     """Tidy rows (COLUMNS) in model order then task order; ``score`` is value x scale."""
     bests = {task: best_blocks(rows, task) for task, rows in results.items()}
+    undefined = {task: undefined_reasons(rows, task) for task, rows in results.items()}
     rows = []
     for model in models:
         for task, best in bests.items():
             if model in best:
                 block, value = best[model]
                 rows.append({"model": model, "task": task.label, "block": block, "value": value,
-                             "score": value * task.scale})
+                             "score": value * task.scale, "note": ""})
+            elif model in undefined[task]:
+                rows.append({"model": model, "task": task.label, "block": "", "value": math.nan,
+                             "score": math.nan, "note": f"undefined: {undefined[task][model]}"})
     return rows
 
 
@@ -68,7 +101,12 @@ def _cells(rows: Sequence[Mapping[str, Any]], tasks: Sequence[Task], models: Seq
         cells = [model]
         for task in tasks:
             r = found.get((model, task.label))
-            cells.append("-" if r is None else f"{float(r['score']):.{task.digits}f} ({int(r['block'])})")
+            if r is None:
+                cells.append("-")
+            elif math.isnan(float(r["score"])):
+                cells.append(f"n/a ({str(r.get('note') or 'undefined').removeprefix('undefined:').strip()})")
+            else:
+                cells.append(f"{float(r['score']):.{task.digits}f} ({int(r['block'])})")
         table.append(cells)
     return table
 
