@@ -179,6 +179,21 @@ def test_block_rows_cover_every_block_and_k() -> None:
     assert len(rows) == 3 * 2 * 2 and {r["block"] for r in rows} == {1, 2, 3}
 
 
+def test_single_class_memory_bank_is_undefined_not_perfect(caplog) -> None:
+    """One class in the bank: every vote is right whatever the features (top-1 = 1.0); the rows
+    are NaN with the reason in ``note`` and the log says so."""
+    rng = np.random.default_rng(3)
+    train, test = rng.normal(size=(12, 2, 4)), rng.normal(size=(4, 2, 4))
+    assert knn.classify(train[:, 0], np.zeros(12), test[:, 0], np.zeros(4), 1, (3,))[3]["top1"] == 1.0
+    with caplog.at_level("WARNING", logger="vitscope.tasks.knn"):
+        rows = knn.block_rows(train, np.zeros(12, np.int64), test, np.zeros(4, np.int64), "m", ks=(1, 3))
+    assert len(rows) == 2 * 2 * 2 and set(rows[0]) == set(knn.COLUMNS)
+    assert all(np.isnan(r["value"]) and r["note"] == "undefined: 1 class in the memory bank" for r in rows)
+    assert "k-NN of m: undefined: 1 class" in caplog.text
+    two = knn.block_rows(train, np.arange(12) % 2, test, np.arange(4) % 2, "m", ks=(1,))
+    assert all(np.isfinite(r["value"]) and r["note"] == "" for r in two)
+
+
 def _dump(path, classes):
     with h5py.File(path, "w") as f:
         names = sorted(set(classes))
@@ -195,3 +210,17 @@ def test_labels_are_matched_by_class_name(tmp_path) -> None:
     with _dump(tmp_path / "c.h5", ["ant"]) as train, _dump(tmp_path / "d.h5", ["dog"]) as val:
         with pytest.raises(DumpError, match="dog"):
             knn.check_labels(train, val)
+
+
+def test_downstream_figure_names_an_undefined_model() -> None:
+    """The k-NN figure of a single-class bank is no silent blank: the legend says n/a and why."""
+    from vitscope import task_plots
+
+    rng = np.random.default_rng(4)
+    train, test = rng.normal(size=(12, 2, 4)), rng.normal(size=(4, 2, 4))
+    rows = knn.block_rows(train, np.zeros(12, np.int64), test, np.zeros(4, np.int64), "one", ks=(1,))
+    rows += knn.block_rows(train, np.arange(12) % 2, test, np.arange(4) % 2, "two", ks=(1,))
+    text = [{k: str(v) for k, v in r.items()} for r in rows]  # as read back from the CSV
+    fig = task_plots.by_block(text, "knn", ["one", "two"], "toy")
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["one (n/a: 1 class in the memory bank)", "two"]
+    assert "undefined" in fig._suptitle.get_text()

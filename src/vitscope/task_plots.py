@@ -10,6 +10,7 @@ vitscope.tasks.spair_run.COLUMNS, vitscope.tasks.davis.COLUMNS) and return figur
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -43,8 +44,21 @@ def _panels(rows: Sequence[Mapping[str, str]], column: str) -> list[str]:
 
 
 def by_block(rows: Sequence[Mapping[str, str]], task: str, models: Sequence[str], dataset: str) -> Figure:
-    """Panels (metric rows x k or protocol columns) of score against block (1-indexed), a line per model."""
+    """Panels (metric rows x k or protocol columns) of score against block (1-indexed), a line per model.
+
+    Undefined (NaN) values are gaps; a model with no defined value at all is listed in the
+    legend as "model (n/a: reason)" from the rows' ``note``, and the title says values are missing.
+    """
     column, panel_label, metrics = LAYOUTS[task]
+    labels_of: dict[str, str] = {}
+    missing = False
+    for model in models:
+        mine = [r for r in rows if r["model"] == model]
+        undefined = sorted({str(r.get("note") or "undefined").removeprefix("undefined:").strip()
+                            for r in mine if math.isnan(float(r["value"]))})
+        missing = missing or bool(undefined)
+        every = bool(mine) and all(math.isnan(float(r["value"])) for r in mine)
+        labels_of[model] = f"{model} (n/a: {'; '.join(undefined)})" if every else model
     panels = _panels(rows, column)
     fig, axes = plt.subplots(
         len(metrics), len(panels), figsize=(0.6 + 2.9 * len(panels), 0.5 + 2.5 * len(metrics)), squeeze=False,
@@ -61,7 +75,8 @@ def by_block(rows: Sequence[Mapping[str, str]], task: str, models: Sequence[str]
                     if r["model"] == model and r["metric"] == metric and r[column] == panel
                 )
                 if sel:
-                    ax.plot(*zip(*sel, strict=True), marker="o", ms=3.5, color=PALETTE[m % len(PALETTE)], label=model)
+                    ax.plot(*zip(*sel, strict=True), marker="o", ms=3.5, color=PALETTE[m % len(PALETTE)],
+                            label=labels_of[model])
             if i == 0:
                 ax.set_title(panel_label.format(panel.capitalize() if column == "protocol" else panel), fontsize=9)
             if i == len(metrics) - 1:
@@ -77,5 +92,8 @@ def by_block(rows: Sequence[Mapping[str, str]], task: str, models: Sequence[str]
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", fontsize=7, frameon=False)
     queries = rows[0].get("queries", "") if rows else ""
-    fig.suptitle(TITLES[task].format(dataset, queries), fontsize=10)
+    title = TITLES[task].format(dataset, queries)
+    if missing:
+        title += "\ngaps / n/a: undefined values (the table's note column says why)"
+    fig.suptitle(title, fontsize=10)
     return fig

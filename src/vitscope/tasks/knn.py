@@ -27,6 +27,7 @@ the result rows keep the requested k.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -37,9 +38,11 @@ from .. import cosine
 from ..dumps import require
 from ..errors import DumpError
 
+log = logging.getLogger(__name__)
+
 KS = (10, 20, 100, 200)
 TEMPERATURE = 0.07
-COLUMNS = ("model", "block", "metric", "k", "value")
+COLUMNS = ("model", "block", "metric", "k", "value", "note")
 
 
 def normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -206,10 +209,28 @@ def block_rows(
     train_tokens: (N, L, D), test_tokens: (M, L, D) (arrays or h5py datasets, e.g. a dump's
     ``tokens/cls``; one block is read at a time). Blocks are 1-indexed in the rows; values
     are fractions. ``num_classes`` defaults to 1 + the largest label.
+
+    A memory bank of a single class makes every vote right (top-1 = top-5 = 1.0 whatever
+    the features): the values are NaN with ``note`` "undefined: 1 class in the memory
+    bank", and a log warning. Top-5 with at most 5 classes counts every class, so it is 1.0
+    (kept, as DINO reports it; the log says so).
     """
     train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
     if num_classes is None:
         num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    present = len(np.unique(train_labels))
+    if present < 2:
+        note = f"undefined: {present} class in the memory bank"
+        log.warning("k-NN of %s: %s; top-1 and top-5 are NaN", model, note)
+        return [
+            {"model": model, "block": block + 1, "metric": metric, "k": k, "value": float("nan"), "note": note}
+            for block in range(train_tokens.shape[1])
+            for k in ks
+            for metric in ("top1", "top5")
+        ]
+    if num_classes <= 5 and max(ks) >= num_classes:
+        log.warning("k-NN of %s: %d classes; top-5 counts every class and is 1.0 for k >= %d", model, num_classes,
+                    num_classes)
     rows = []
     for block in range(train_tokens.shape[1]):
         result = classify(
@@ -217,7 +238,7 @@ def block_rows(
             num_classes, ks, temperature, query_chunk, bank_chunk,
         )
         rows += [
-            {"model": model, "block": block + 1, "metric": metric, "k": k, "value": scores[metric]}
+            {"model": model, "block": block + 1, "metric": metric, "k": k, "value": scores[metric], "note": ""}
             for k, scores in result.items()
             for metric in ("top1", "top5")
         ]
