@@ -129,6 +129,22 @@ def test_block_rows_record_the_query_variant() -> None:
     assert {r["metric"] for r in rows} == {"mAP", "mP@1", "mP@5", "mP@10"}
 
 
+def test_a_protocol_without_positives_is_undefined_with_a_note(caplog) -> None:
+    """No query has a Hard positive: the Hard rows are NaN with the reason in ``note`` (the
+    queries without positives are left out, as the official code does), the others score."""
+    rng = np.random.default_rng(2)
+    db, q = rng.normal(size=(6, 2, 3)), rng.normal(size=(2, 2, 3))
+    gnd = [{"easy": [0, 1], "hard": [], "junk": [3]}, {"easy": [4], "hard": [], "junk": []}]
+    with caplog.at_level("WARNING", logger="vitscope.tasks.retrieval"):
+        rows = retrieval.block_rows(db, q, gnd, "m", queries="full")
+    assert set(rows[0]) == set(retrieval.COLUMNS)
+    hard = [r for r in rows if r["protocol"] == "hard"]
+    assert hard and all(math.isnan(r["value"]) for r in hard)
+    assert {r["note"] for r in hard} == {"undefined: no query has a positive under protocol hard"}
+    assert all(math.isfinite(r["value"]) and r["note"] == "" for r in rows if r["protocol"] != "hard")
+    assert caplog.text.count("no query has a positive under protocol hard") == 1
+
+
 def _repeated_images():
     """A (333, 2, 50) database of 4 images repeated all over it, 7 queries, and the exact cosines (2, 7, 333)."""
     rng = np.random.default_rng(5)

@@ -162,6 +162,25 @@ def test_categories_are_pooled_then_averaged_and_empty_ones_left_out() -> None:
     assert np.isnan(none).all()
 
 
+def test_empty_categories_and_means_carry_a_note(caplog) -> None:
+    """A category without keypoints is NaN with note "undefined: no keypoint (empty category)" in
+    the per-category rows (left out of the mean); a mean over no category is NaN with its note."""
+    tallies = {
+        "cat": spair_run._Tally(np.array([[3, 1]]), keypoints=4, pairs=2),
+        "empty": spair_run._Tally(np.array([[0, 0]]), keypoints=0, pairs=1),
+    }
+    with caplog.at_level("WARNING", logger="vitscope.tasks.spair_run"):
+        rows, per_category = spair_run.result_rows(tallies, "m", (0.1, 0.05))
+    assert set(rows[0]) == set(spair_run.COLUMNS) and set(per_category[0]) == set(spair_run.CATEGORY_COLUMNS)
+    assert all(r["note"] == "" and r["categories"] == 1 for r in rows)
+    empty = [r for r in per_category if r["category"] == "empty"]
+    assert all(np.isnan(r["value"]) and r["note"] == spair_run.EMPTY_CATEGORY for r in empty)
+    assert all(r["note"] == "" for r in per_category if r["category"] == "cat")
+    assert "categories empty have no keypoint" in caplog.text
+    rows, _ = spair_run.result_rows({"empty": tallies["empty"]}, "m", (0.1, 0.05))
+    assert all(np.isnan(r["value"]) and r["note"] == spair_run.NO_KEYPOINT for r in rows)
+
+
 # --------------------------------------------------------------------------- reader
 
 

@@ -24,6 +24,7 @@ apart, and their order (so AP) would depend on the CPU and on their positions.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,9 +35,11 @@ from .. import cosine
 from ..dumps import require
 from ..errors import DumpError
 
+log = logging.getLogger(__name__)
+
 PROTOCOLS = ("easy", "medium", "hard")
 KAPPAS = (1, 5, 10)
-COLUMNS = ("model", "block", "metric", "protocol", "queries", "value")
+COLUMNS = ("model", "block", "metric", "protocol", "queries", "value", "note")
 
 
 def protocol_sets(query: Mapping[str, Sequence[int]], protocol: str) -> tuple[np.ndarray, np.ndarray]:
@@ -157,15 +160,22 @@ def block_rows(
 
     database_tokens: (N, L, D), query_tokens: (Q, L, D) (arrays or h5py datasets);
     ``queries`` records how the queries were read ("cropped" or "full"). Blocks 1-indexed.
+    A protocol under which no query has a positive (every query left out, see
+    :func:`evaluate`) gives NaN values with ``note`` saying so, and a log warning.
     """
     rows = []
+    warned: set[str] = set()
     for block in range(database_tokens.shape[1]):
         sim = similarity(np.asarray(query_tokens[:, block]), np.asarray(database_tokens[:, block]))
         for protocol in protocols:
             result = evaluate(sim, gnd, protocol, kappas)
+            note = "" if result["queries"] else f"undefined: no query has a positive under protocol {protocol}"
+            if note and protocol not in warned:
+                warned.add(protocol)
+                log.warning("retrieval of %s: %s; mAP and mP@k are NaN", model, note)
             rows += [
                 {"model": model, "block": block + 1, "metric": metric, "protocol": protocol, "queries": queries,
-                 "value": result[metric]}
+                 "value": result[metric], "note": note}
                 for metric in ("mAP", *(f"mP@{k}" for k in kappas))
             ]
     return rows

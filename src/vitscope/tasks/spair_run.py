@@ -36,8 +36,12 @@ from .spair_data import Pair
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("model", "block", "metric", "alpha", "categories", "keypoints", "value")
-CATEGORY_COLUMNS = ("model", "block", "category", "alpha", "pairs", "keypoints", "correct", "value")
+COLUMNS = ("model", "block", "metric", "alpha", "categories", "keypoints", "value", "note")
+CATEGORY_COLUMNS = ("model", "block", "category", "alpha", "pairs", "keypoints", "correct", "value", "note")
+#: ``note`` of a category with no keypoint visible in both images of any pair (PCK NaN, left out of the mean)
+EMPTY_CATEGORY = "undefined: no keypoint (empty category)"
+#: ``note`` of a mean over categories when no category has a keypoint
+NO_KEYPOINT = "undefined: no category has a keypoint"
 RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
               "nearest": Image.Resampling.NEAREST}
 
@@ -154,8 +158,17 @@ def evaluate(
 def result_rows(
     tallies: Mapping[str, _Tally], model: str, alphas: Sequence[float]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(rows of COLUMNS: the mean over categories per block and alpha; rows of CATEGORY_COLUMNS)."""
+    """(rows of COLUMNS: the mean over categories per block and alpha; rows of CATEGORY_COLUMNS).
+
+    A category without keypoints has NaN PCK with ``note`` :data:`EMPTY_CATEGORY` and is left
+    out of the mean (whose ``categories`` counts those kept); a mean with no category left is
+    NaN with ``note`` :data:`NO_KEYPOINT`. Both are logged as warnings.
+    """
     blocks = next(iter(tallies.values())).correct.shape[0] if tallies else 0
+    empty = sorted(c for c, t in tallies.items() if t.keypoints == 0)
+    if empty:
+        log.warning("SPair of %s: categories %s have no keypoint; their PCK is NaN and left out of the mean",
+                    model, ", ".join(empty))
     rows, per_category = [], []
     for block in range(blocks):
         counts = {c: t.correct[block] for c, t in tallies.items()}
@@ -164,12 +177,16 @@ def result_rows(
         kept = sum(k > 0 for k in keypoints.values())
         for a, alpha in enumerate(alphas):
             rows.append({"model": model, "block": block + 1, "metric": "PCK", "alpha": float(alpha),
-                         "categories": kept, "keypoints": sum(keypoints.values()), "value": float(mean[a])})
+                         "categories": kept, "keypoints": sum(keypoints.values()), "value": float(mean[a]),
+                         "note": "" if kept else NO_KEYPOINT})
             per_category += [
                 {"model": model, "block": block + 1, "category": c, "alpha": float(alpha), "pairs": t.pairs,
-                 "keypoints": t.keypoints, "correct": int(t.correct[block, a]), "value": float(per[c][a])}
+                 "keypoints": t.keypoints, "correct": int(t.correct[block, a]), "value": float(per[c][a]),
+                 "note": "" if t.keypoints else EMPTY_CATEGORY}
                 for c, t in tallies.items()
             ]
+    if blocks and not any(t.keypoints for t in tallies.values()):
+        log.warning("SPair of %s: %s; PCK is NaN", model, NO_KEYPOINT)
     return rows, per_category
 
 
