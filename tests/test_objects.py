@@ -272,3 +272,14 @@ def test_object_clustering_k_is_categories_present(tmp_path, coco_dataset, monke
     assert sorted({r["block"] for r in rows}) == list(range(1, 7))
     assert len(rows) == 6 * len(features.METRICS)
     assert all(0 <= r["value"] <= 1 for r in rows if r["metric"] != "ari")
+
+
+def test_objects_of_one_category_are_undefined_not_perfect(tmp_path) -> None:
+    """Every kept object of one category: KMeans with k = 1 would score 1.0; NaN with a note."""
+    path = tmp_path / "one.h5"
+    with h5py.File(path, "w") as f:
+        f["objects/features"] = np.random.default_rng(0).normal(size=(6, 2, 4)).astype(np.float32)
+        f["objects/category"] = np.full(6, 3, dtype=np.int64)
+    with h5py.File(path) as dump:
+        rows = features.object_clustering_rows(dump, "tiny", seed=0, n_init=2)
+    assert len(rows) == 2 * 3 and all(np.isnan(r["value"]) and r["note"] == "undefined: 1 class" for r in rows)
