@@ -162,20 +162,21 @@ def test_outputs_exist_and_hold_sane_values(built: Path) -> None:
         for suffix in ("pdf", "png"):
             assert (built / f"results/figures/cka_full/toy/{a}/{b}.{suffix}").stat().st_size > 1000
         header = (built / f"results/figures/cka_full/toy/{a}/{b}.csv").read_text().splitlines()[0]
-        assert header == "model_a,model_b,points,point_a,point_b,representation,cka"
+        assert header == "model_a,model_b,points,point_a,point_b,representation,cka,note"
     last = (built / "results/figures/cka_last/toy.csv").read_text().splitlines()
     assert len(last) == 1 + 3 * 3
-    assert all(float(row.split(",")[-1]) == pytest.approx(1.0) for row in last[1:] if row.startswith("tiny_a,tiny_a"))
+    assert all(float(row.split(",")[-2]) == pytest.approx(1.0) for row in last[1:] if row.startswith("tiny_a,tiny_a"))
+    assert all(row.endswith(",") for row in last[1:])  # every value defined: an empty note
     for metric in ("purity", "nmi", "ari"):
         for suffix in ("pdf", "png"):
             assert (built / f"results/figures/clustering/toy_{metric}.{suffix}").stat().st_size > 1000
         rows = (built / f"results/figures/clustering/toy_{metric}.csv").read_text().splitlines()
-        assert rows[0] == "model,block,representation,metric,value"
+        assert rows[0] == "model,block,representation,metric,value,note"
         assert len(rows) == 1 + 2 * 6 * 2  # models x blocks x (cls, spatial)
         for suffix in ("pdf", "png"):
             assert (built / f"results/figures/object_clustering/toy_coco_{metric}.{suffix}").stat().st_size > 1000
         rows = (built / f"results/figures/object_clustering/toy_coco_{metric}.csv").read_text().splitlines()
-        assert rows[0] == "model,block,representation,metric,value"
+        assert rows[0] == "model,block,representation,metric,value,note"
         assert len(rows) == 1 + 2 * 6 and all(",object," in row for row in rows[1:])  # models x blocks
     for model in TINY["models"]:
         with h5py.File(built / f"results/dumps/{model}/toy_coco.h5") as dump:
