@@ -195,6 +195,21 @@ def test_summary_rows_best_head_once_and_per_image_best() -> None:
     assert set(rows[0]) == set(saliency.COLUMNS)
 
 
+def test_every_mask_empty_is_named_in_the_figure() -> None:
+    """No image with a non-empty mask: the rows are NaN with images = 0, and the figure names the
+    model as n/a instead of drawing nothing."""
+    from vitscope import plots
+
+    rows = saliency.summary_rows(np.full((2, 1, 3), np.nan), "m")
+    assert all(np.isnan(r["iou"]) and r["images"] == 0 and r["empty_masks"] == 2 for r in rows)
+    assert next(r for r in rows if r["selection"] == "best_head_once")["head"] == ""  # no head is best
+    text = [{k: str(v) for k, v in r.items()} for r in rows]
+    fig = plots.saliency_by_block({"m": text}, title="t")
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert legend == ["m (3 heads) (n/a: every object mask empty)"]
+    assert "no image with a non-empty object mask" in fig._suptitle.get_text()
+
+
 def test_summary_equals_slow_loop() -> None:
     rng = np.random.default_rng(3)
     ious = rng.random((7, 3, 4))

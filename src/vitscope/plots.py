@@ -6,6 +6,7 @@ reruns give identical files.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -73,16 +74,24 @@ def saliency_by_block(
     dataset), with every head's mean IoU as a dot. Right: the study's
     per-image best head (mean over images of each image's best head).
     ``tables``: model -> rows of a saliency IoU table (block, selection, head, iou).
+    A model whose every IoU is NaN (no image with a non-empty grid mask: ``images`` = 0)
+    is named in the legend as "model (n/a: every object mask empty)"; any NaN IoU (a
+    gap) is noted in the title.
     """
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.9), sharey=True, layout="constrained")
     panels = (
         ("best_head_once", "best head, chosen once per block\n(highest mean IoU over the dataset)"),
         ("per_image_best_head", "per-image best head (the study's)\n(mean over images of each image's best head)"),
     )
+    missing = False
     for i, (model, rows) in enumerate(tables.items()):
         colour = PALETTE[i % len(PALETTE)]
         heads = [r for r in rows if r["selection"] == "head"]
         label = f"{model} ({max(int(r['head']) for r in heads)} heads)"
+        undefined = [math.isnan(float(r["iou"])) for r in rows]
+        missing = missing or any(undefined)
+        if undefined and all(undefined):
+            label += " (n/a: every object mask empty)"
         jitter = (i - (len(tables) - 1) / 2) * 0.08
         axes[0].scatter(
             [int(r["block"]) + jitter for r in heads], [float(r["iou"]) for r in heads],
@@ -104,6 +113,8 @@ def saliency_by_block(
     axes[0].set_ylabel(f"IoU: CLS attention (top {mass:g} mass) vs object mask")
     axes[0].text(0.02, 0.98, "dots: every head's mean IoU", transform=axes[0].transAxes, fontsize=7, va="top")
     axes[1].legend(fontsize=8, frameon=False)
+    if missing:
+        title += ("\n" if title else "") + "gaps / n/a: no image with a non-empty object mask (images = 0 in the table)"
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

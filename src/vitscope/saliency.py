@@ -25,6 +25,7 @@ the mean over images (an oracle choice per image, so never lower).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +37,8 @@ from .errors import DatasetError
 
 if TYPE_CHECKING:
     from pycocotools.coco import COCO
+
+log = logging.getLogger(__name__)
 
 Grid = tuple[int, int]
 
@@ -147,6 +150,8 @@ def summary_rows(ious: np.ndarray, model: str) -> list[dict[str, object]]:
     head of each image (``head`` empty: it varies).
     ``iou`` is the mean, ``iou_std`` the standard deviation over images,
     ``images`` the images with a non-empty mask, ``empty_masks`` those left out.
+    With ``images`` = 0 every IoU is NaN (undefined: the reason is those two columns),
+    ``best_head_once`` names no head, and the log warns; empty masks are logged too.
     """
     ious = np.asarray(ious, dtype=np.float64)
     valid = ~np.isnan(ious[:, 0, 0]) if ious.size else np.zeros(0, bool)
@@ -155,6 +160,9 @@ def summary_rows(ious: np.ndarray, model: str) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     blocks, heads = ious.shape[1:]
     base = {"model": model, "images": images, "empty_masks": empty}
+    if empty:
+        log.warning("saliency IoU of %s: %d of %d images have an empty grid mask and are left out%s", model, empty,
+                    images + empty, "; every IoU is NaN" if images == 0 else "")
     if images == 0:
         mean = std = np.full((blocks, heads), np.nan)
         best_image = best_image_std = np.full(blocks, np.nan)
@@ -170,7 +178,7 @@ def summary_rows(ious: np.ndarray, model: str) -> list[dict[str, object]]:
             )
         best = int(np.argmax(mean[b])) if images else 0
         rows.append(
-            {"model": model, "block": b + 1, "selection": "best_head_once", "head": best + 1,
+            {"model": model, "block": b + 1, "selection": "best_head_once", "head": best + 1 if images else "",
              "iou": float(mean[b, best]), "iou_std": float(std[b, best]), **base}
         )
         rows.append(
