@@ -685,7 +685,7 @@ def _non_finite_tokens(
 
     ``images``: (B, 3, H, W) the batch's input; ``finite``: (B,) bool per image. The first
     bad image is run again alone (hooks of ``recorder`` off) to name the first block whose
-    output holds a NaN or an infinity. No dump is written: NaN tokens would make every
+    output holds a NaN or an infinity. Extraction stops: NaN tokens would make every
     product of the image, and every sum over the dataset, NaN.
     """
     bad = [r for r, ok in enumerate(finite.cpu().tolist()) if not ok]
@@ -722,7 +722,8 @@ def _non_finite_tokens(
     return ModelError(
         f"model {meta.get('model', '?')!r}, dataset {meta.get('dataset', '?')!r}: image '{entries[position].path}' "
         f"(position {position}; {len(bad)} of {len(finite)} images of its batch) gives non-finite tokens, first at "
-        f"{where}, although the weights are finite: the activations overflow float32; no dump was written"
+        f"{where}, although the weights are finite: the activations overflow float32; "
+        "extraction stopped, no dump is kept"
     )
 
 
