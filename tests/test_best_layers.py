@@ -58,14 +58,16 @@ def test_latex_escapes_labels() -> None:
 NMI = table.Task("NMI", {"metric": "nmi", "representation": "cls"}, scale=100.0, digits=1)
 
 
-def test_undefined_values_are_not_ranked_and_say_why() -> None:
+def test_undefined_values_are_not_ranked_and_say_why(caplog) -> None:
     """A model whose every value is undefined (NaN, note "undefined: 1 class") gets "n/a (1 class)"
     and a CSV row with the note, not a score; NaN blocks of another model are skipped."""
     nmi = rows_of("single", [math.nan, math.nan], metric="nmi", representation="cls", note="undefined: 1 class")
     nmi += rows_of("fs", [0.25, math.nan], metric="nmi", representation="cls", note="")
     nmi += rows_of("bare", [math.nan], metric="nmi", representation="cls")  # NaN with no note
     models = ["single", "fs", "bare", "none"]
-    rows = table.best_layer_rows({NMI: nmi}, models)
+    with caplog.at_level("WARNING", logger="vitscope.tasks.table"):
+        rows = table.best_layer_rows({NMI: nmi}, models)
+    assert "single, NMI is n/a (1 class)" in caplog.text
     found = {r["model"]: r for r in rows}
     assert set(found) == {"single", "fs", "bare"}
     assert found["single"]["block"] == "" and math.isnan(found["single"]["score"])

@@ -14,10 +14,13 @@ undefined gets a row with an empty block, NaN value and score and the reason in
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ("model", "task", "block", "value", "score", "note")
 
@@ -89,6 +92,7 @@ def best_layer_rows(
                 rows.append({"model": model, "task": task.label, "block": block, "value": value,
                              "score": value * task.scale, "note": ""})
             elif model in undefined[task]:
+                log.warning("best-layer table: %s, %s is n/a (%s)", model, task.label, undefined[task][model])
                 rows.append({"model": model, "task": task.label, "block": "", "value": math.nan,
                              "score": math.nan, "note": f"undefined: {undefined[task][model]}"})
     return rows
