@@ -332,6 +332,14 @@ def test_single_class_clustering_is_undefined_not_perfect(caplog) -> None:
     two = features.clustering_rows({"cls": x[:, None]}, np.arange(len(x)) % 2, "m", seed=0, n_init=2)
     assert all(np.isfinite(r["value"]) and r["note"] == "" for r in two)
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_constant_features_with_several_classes_are_scored_not_undefined() -> None:
+    """Constant features and 3 classes: one cluster, a real (poor) score, not NaN."""
+    labels = np.arange(12) % 3
+    assert features.cluster_scores(np.ones((12, 4)), labels, seed=0, n_init=2) == pytest.approx(
+        {"purity": 1 / 3, "nmi": 0.0, "ari": 0.0}
+    )
+
 
 def test_undefined_cka_rows_carry_a_note_and_figures_label_the_gap(caplog) -> None:
     """CKA at a constant point is NaN with note "undefined: constant features" in the tidy
