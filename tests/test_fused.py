@@ -147,7 +147,7 @@ def rule_reduction(attn: torch.Tensor, prefix: int, grid: tuple[int, int]):
             for q in range(g):
                 row = [float(v) for v in a[i, j, prefix + q, prefix:]]
                 mass = sum(row)
-                if mass == 0:
+                if mass < torch.finfo(torch.float32).tiny:
                     zeros[j] += 1
                     continue
                 d = 0.0

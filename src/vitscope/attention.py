@@ -21,27 +21,29 @@ def spatial_mass(attn: torch.Tensor, prefix: int = 1) -> torch.Tensor:
     return attn[..., prefix:, prefix:].sum(dim=-1)
 
 
+def valid_queries(attn: torch.Tensor, prefix: int = 1) -> torch.Tensor:
+    """(..., T, T) -> (..., G) bool: spatial queries whose spatial mass is at least the
+    smallest normal number of ``attn``'s dtype (1.2e-38 in float32), the rows every
+    spatial-attention mean uses. The others are zero-mass rows (docs/attention.md):
+    mass 0 (all of it on prefix keys, e.g. a float32 softmax with a CLS logit ~200
+    above the rest) or subnormal, where underflow has already destroyed the
+    distribution (a subnormal value carries fewer than 23 significant bits)."""
+    if prefix == 0:
+        return torch.ones(attn.shape[:-2] + (attn.shape[-1],), dtype=torch.bool, device=attn.device)
+    return spatial_mass(attn, prefix) >= torch.finfo(attn.dtype).tiny
+
+
 def spatial_attention(attn: torch.Tensor, prefix: int = 1) -> torch.Tensor:
     """(..., T, T) -> (..., G, G): drop prefix queries and keys, renormalise rows.
 
-    Zero-mass rule (docs/attention.md): a query whose spatial mass is exactly 0 (all
-    of it on prefix keys, e.g. a float32 softmax with a CLS logit ~200 above the rest)
-    has no spatial distribution; its row is returned as zeros, never 0/0 = NaN.
-    :func:`valid_queries` tells which rows hold a distribution.
+    Zero-mass rule (docs/attention.md): a zero-mass row (:func:`valid_queries`) has
+    no spatial distribution; it is returned as zeros, never 0/0 = NaN.
     """
     spatial = attn[..., prefix:, prefix:]
     if prefix == 0:
         return spatial
-    mass = spatial.sum(dim=-1, keepdim=True)
-    return torch.where(mass > 0, spatial / torch.where(mass > 0, mass, 1), 0)
-
-
-def valid_queries(attn: torch.Tensor, prefix: int = 1) -> torch.Tensor:
-    """(..., T, T) -> (..., G) bool: spatial queries with positive spatial mass (the rows
-    every spatial-attention mean uses; the others are counted as zero-mass rows)."""
-    if prefix == 0:
-        return torch.ones(attn.shape[:-2] + (attn.shape[-1],), dtype=torch.bool, device=attn.device)
-    return spatial_mass(attn, prefix) > 0
+    ok = valid_queries(attn, prefix)[..., None]
+    return torch.where(ok, spatial / torch.where(ok, spatial.sum(dim=-1, keepdim=True), 1), 0)
 
 
 def token_coordinates(grid: Grid, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
@@ -69,9 +71,9 @@ def attention_distance(attn: torch.Tensor, grid: Grid, prefix: int = 1) -> torch
     (zero-mass rows are left out, docs/attention.md); NaN only where no query has
     any. Computed in float64.
     """
+    valid = valid_queries(attn, prefix)  # in the input's precision
     attn = attn.to(torch.float64)
-    spatial = spatial_attention(attn, prefix)
-    valid = valid_queries(attn, prefix)
+    spatial = torch.where(valid[..., None], spatial_attention(attn, prefix), 0)
     dist = distance_matrix(grid, device=attn.device)
     return (spatial * dist).sum(dim=-1).sum(dim=-1) / valid.sum(dim=-1)
 
@@ -115,9 +117,10 @@ def aligned_attention(attn: torch.Tensor, grid: Grid, prefix: int = 1) -> torch.
     (float64). Averaging this over images gives the study's AAAM, divided by
     images x queries as the protocol says.
     """
+    valid = valid_queries(attn, prefix)  # in the input's precision
     attn = attn.to(torch.float64)
-    spatial = spatial_attention(attn, prefix)
-    used = valid_queries(attn, prefix).sum(dim=-1)
+    spatial = torch.where(valid[..., None], spatial_attention(attn, prefix), 0)
+    used = valid.sum(dim=-1)
     return align(spatial, grid) / used[..., None, None]
 
 

@@ -21,11 +21,11 @@ and add the renormalised rows to the float64 sum; they agree to float32
 rounding (tests/test_fused.py, benchmarks/attention_reductions.py).
 
 Zero-mass rule (docs/attention.md): a spatial row whose float32 sum over the
-spatial keys is not > 0 (every key 0: all of the query's mass on prefix keys)
-adds nothing to the sum, gets the per-query distance NaN (the caller averages
-the other queries) and is counted per head in ``zeros``. Both paths test the
-same float32 row sums, and a sum of non-negative values is 0 only when every
-value is, so they agree on which rows these are.
+spatial keys is below :data:`MIN_MASS`, the smallest normal float32 (0: all of the
+query's mass on prefix keys; subnormal: underflow has destroyed the distribution,
+and the two paths' roundings of it differ by 10 %), adds nothing to the sum, gets
+the per-query distance NaN (the caller averages the other queries) and is counted
+per head in ``zeros``. Both paths test float32 row sums of the same values.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ except ImportError:  # pragma: no cover - depends on the install
     triton = None
 
 __all__ = ["available", "reduce_reference", "reduce_spatial"]
+
+#: smallest spatial mass of a row that is renormalised: float32's smallest normal number
+MIN_MASS = torch.finfo(torch.float32).tiny
 
 #: largest spatial grid (G = gh * gw tokens) one kernel row holds; larger grids use torch
 MAX_TOKENS = 4096
@@ -79,7 +82,7 @@ def reduce_reference(
     empty = None
     if prefix > 0:
         mass = spatial.sum(dim=-1, keepdim=True)
-        empty = ~(mass > 0)
+        empty = ~(mass >= MIN_MASS)
         spatial = torch.where(empty, 0.0, spatial / torch.where(empty, 1.0, mass))
         if zeros is not None:
             zeros.add_(empty.sum(dim=(0, 2, 3)))
@@ -118,6 +121,7 @@ def reduce_spatial(
         attn, dist, sums, per_query, empty,
         b, h, g, prefix,
         attn.stride(0), attn.stride(1), attn.stride(2),
+        MIN_MASS=MIN_MASS,
         BLOCK=block, RENORM=prefix > 0, DISTANCE=distance, ACCUMULATE=total is not None, COUNT=count,
         num_warps=4 if block >= 512 else 2,
     )  # fmt: skip
@@ -135,12 +139,13 @@ if triton is not None:
         attn_ptr, dist_ptr, sum_ptr, dist_out_ptr, zero_ptr,
         B, H, G, prefix,
         stride_b, stride_h, stride_q,
+        MIN_MASS: tl.constexpr,
         BLOCK: tl.constexpr, RENORM: tl.constexpr, DISTANCE: tl.constexpr, ACCUMULATE: tl.constexpr,
         COUNT: tl.constexpr,
     ):  # fmt: skip
         """One program per (head, spatial query): loop over the images of the batch.
 
-        A row with zero spatial mass (RENORM only) adds nothing to the sum, stores the
+        A row with spatial mass below MIN_MASS (RENORM only) adds nothing to the sum, stores the
         distance NaN and is counted in zero_ptr[head, query] (int32, over the batch)."""
         pid = tl.program_id(0)
         head = pid // G
@@ -155,7 +160,7 @@ if triton is not None:
             row = tl.load(row_ptr + image * stride_b, mask=mask, other=0.0)
             if RENORM:
                 norm = tl.sum(row, axis=0)
-                ok = norm > 0.0
+                ok = norm >= MIN_MASS
                 safe = tl.where(ok, norm, 1.0)
                 empty += tl.where(ok, 0, 1)
             else:
