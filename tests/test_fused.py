@@ -200,7 +200,8 @@ for prefix, grid, accumulate, distance in [(1, (3, 4), True, True), (2, (2, 3), 
     attn = sink_attention(3, 2, prefix, grid, seed=prefix)
     g = grid[0] * grid[1]
     dist = attention.distance_matrix(grid).float()
-    t_ref, t_ker = (torch.zeros(2, g, g, dtype=torch.float64), torch.zeros(2, g, g, dtype=torch.float64)) if accumulate else (None, None)
+    zero = torch.zeros(2, g, g, dtype=torch.float64)
+    t_ref, t_ker = (zero.clone(), zero.clone()) if accumulate else (None, None)
     z_ref, z_ker = torch.zeros(2, dtype=torch.int64), torch.full((2,), 5, dtype=torch.int64)
     ref = fused.reduce_reference(attn, prefix, dist, t_ref, distance, z_ref)
     ker = fused.reduce_spatial(attn, prefix, dist, t_ker, distance, z_ker)

@@ -12,7 +12,6 @@ definition, and minibatch CKA equal to a float64 CKA from the tokens to 1e-6.
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import os
 import subprocess
@@ -36,7 +35,10 @@ def images(n: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, 3, stress.IMAGE_SIZE, stress.IMAGE_SIZE, generator=torch.Generator().manual_seed(seed))
 
 
-def explicit_forward(model: torch.nn.Module, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+Maps = dict[int, torch.Tensor]
+
+
+def explicit_forward(model: torch.nn.Module, x: torch.Tensor) -> tuple[Maps, Maps]:
     """Block outputs (N, T, D) and attention probabilities (N, H, T, T) of every block."""
     blocks: dict[int, torch.Tensor] = {}
     attn: dict[int, torch.Tensor] = {}
@@ -142,7 +144,13 @@ def read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     attrs: dict[str, dict] = {}
     with h5py.File(path, "r") as f:
         attrs["/"] = dict(f.attrs)
-        f.visititems(lambda n, o: arrays.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else attrs.__setitem__(n, dict(o.attrs)))
+        def visit(name: str, obj) -> None:
+            if isinstance(obj, h5py.Dataset):
+                arrays[name] = obj[()]
+            else:
+                attrs[name] = dict(obj.attrs)
+
+        f.visititems(visit)
     return arrays, attrs
 
 
