@@ -296,9 +296,9 @@ def minibatch_grams(x: torch.Tensor, b: int, prefix: int) -> dict[str, torch.Ten
     chunks = x.shape[0] // b
     if chunks == 0:  # the tail of the order: fewer than b images form no minibatch
         return {}
-    x = x[: chunks * b].to(torch.float64).reshape(chunks, b, *x.shape[1:])
-    x = x - x[:, :1]
-    x = x - x.mean(dim=1, keepdim=True)
+    x = x[: chunks * b].to(torch.float64, copy=True).reshape(chunks, b, *x.shape[1:])  # centred in place
+    x.sub_(x[:, :1].clone())
+    x.sub_(x.mean(dim=1, keepdim=True))
     spatial = x[:, :, prefix:].flatten(2)
     out = {"spatial": spatial @ spatial.transpose(1, 2)}
     if prefix > 0:

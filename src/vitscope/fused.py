@@ -83,7 +83,7 @@ def reduce_reference(
     if prefix > 0:
         mass = spatial.sum(dim=-1, keepdim=True)
         empty = ~(mass >= MIN_MASS)
-        spatial = torch.where(empty, 0.0, spatial / torch.where(empty, 1.0, mass))
+        spatial = spatial / mass.masked_fill_(empty, float("inf"))  # one pass; a zero-mass row becomes 0
         if zeros is not None:
             zeros.add_(empty.sum(dim=(0, 2, 3)))
     if total is not None:
