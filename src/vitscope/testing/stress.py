@@ -109,3 +109,11 @@ def write_stress_checkpoint(path: str | Path, seed: int = SEED) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(stress_vit(seed).state_dict(), path)
     return path
+
+
+if __name__ == "__main__":  # python -m vitscope.testing.stress PATH: write the checkpoint for a config entry
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m vitscope.testing.stress CHECKPOINT_PATH")
+    print(write_stress_checkpoint(sys.argv[1]))
