@@ -155,7 +155,7 @@ if triton is not None:
         weights = tl.load(dist_ptr + query * G + keys, mask=mask, other=0.0)
         acc = tl.zeros([BLOCK], dtype=tl.float64)
         row_ptr = attn_ptr + head * stride_h + (prefix + query) * stride_q + prefix + keys
-        empty = 0
+        empty = tl.sum(tl.zeros([BLOCK], dtype=tl.int32), axis=0)  # an int32 scalar, loop-carried
         for image in range(0, B):
             row = tl.load(row_ptr + image * stride_b, mask=mask, other=0.0)
             if RENORM:
