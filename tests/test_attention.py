@@ -508,3 +508,70 @@ def test_center_of_mass_one_row_grid():
     attn = embed(left_neighbour((1, 4)), prefix=1)
     cx, cy = attention.center_of_mass(attention.aligned_attention(attn, (1, 4))).tolist()
     assert (cx, cy) == pytest.approx((-(3 / 4) / 3, 0.0), abs=1e-12)
+
+
+# --------------------------------------------------------------------------- zero-mass rows
+
+
+def zero_mass_attention() -> torch.Tensor:
+    """(2 images, 3 heads, T, T) float32, prefix 1, grid 2x3: head 0 of image 0 has two
+    queries whose CLS logit is 200 above the rest (spatial mass exactly 0), head 1 of
+    image 1 has every query so, head 2 none."""
+    torch.manual_seed(5)
+    logits = torch.randn(2, 3, 7, 7)
+    logits[0, 0, 1:3, 0] = 250.0
+    logits[1, 1, 1:, 0] = 250.0
+    return torch.softmax(logits, dim=-1)
+
+
+def test_zero_mass_rows_excluded_from_distance_and_aligned_map():
+    attn = zero_mass_attention()
+    grid = (2, 3)
+    assert (attn[0, 0, 1:3, 1:].sum(-1) == 0).all() and (attn[0, 0, 3:, 1:].sum(-1) > 0).all()
+    spatial = attention.spatial_attention(attn, 1)
+    assert torch.isfinite(spatial).all()
+    np.testing.assert_array_equal(spatial[0, 0, :2].numpy(), 0.0)
+    dist = attention.attention_distance(attn, grid, 1)
+    aligned = attention.aligned_attention(attn, grid, 1)
+    # image 0 head 0: the mean over its 4 remaining queries, from the loop reference
+    a = attn[0, 0].double().numpy()
+    with pytest.raises(ZeroDivisionError):  # the plain definition divides 0 by 0 (NaN in torch)
+        slow_distance(a, grid, 1)
+    per_query = []
+    for q in range(2, 6):
+        row = a[1 + q, 1:] / a[1 + q, 1:].sum()
+        per_query.append(sum(row[k] * math.hypot((k % 3 - q % 3) / 2, (k // 3 - q // 3) / 2) for k in range(6)))
+    assert float(dist[0, 0]) == pytest.approx(np.mean(per_query), rel=1e-12)
+    np.testing.assert_allclose(aligned[0, 0].sum().item(), 1.0, rtol=1e-12)
+    assert torch.isfinite(dist[0]).all() and torch.isfinite(dist[1, [0, 2]]).all()
+    # no query with spatial mass at all: the one undefined case, NaN
+    assert dist[1, 1].isnan() and aligned[1, 1].isnan().all()
+    np.testing.assert_array_equal(
+        attention.valid_queries(attn, 1).sum(-1).numpy(), [[4, 6, 6], [6, 0, 6]]
+    )
+
+
+def test_averages_divide_by_rows_used():
+    from vitscope import heads
+
+    attn = zero_mass_attention()[0:1].double()  # one image: head 0 has 2 zero-mass rows of 6
+    grid = (2, 3)
+    spatial = attention.spatial_attention(attn, 1)
+    aligned_sum = attention.align(spatial, grid)[0].unsqueeze(0)  # (L=1, H, 3, 5)
+    zero = torch.tensor([[2, 0, 0]])
+    aaam = heads.aaam(aligned_sum, count=1, queries=6, zero_mass_rows=zero)
+    np.testing.assert_allclose(aaam.sum(dim=(-2, -1)).numpy(), 1.0, rtol=1e-12)
+    torch.testing.assert_close(aaam[0], attention.aligned_attention(attn, grid, 1)[0])
+    cls, query_map = attention.averaged_maps(
+        attn[:, :, 0].double(), spatial.sum(dim=-2).double(), 1, 6, grid, 1, zero_mass_rows=zero
+    )
+    np.testing.assert_allclose(query_map.sum(dim=(-2, -1)).numpy(), 1.0, rtol=1e-12)
+
+
+def test_distance_summary_leaves_out_undefined_images():
+    d = torch.tensor([[[0.5, 0.2]], [[float("nan"), 0.4]], [[0.7, 0.6]]], dtype=torch.float64)  # (N=3, L=1, H=2)
+    rows = attention.distance_summary(d, (4, 4), patch=16)
+    assert [r["images"] for r in rows] == [2, 3]
+    assert rows[0]["distance_grid"] == pytest.approx(0.6) and rows[0]["std_grid"] == pytest.approx(0.1)
+    assert rows[1]["distance_grid"] == pytest.approx(0.4)
+    assert rows[1]["std_grid"] == pytest.approx(np.std([0.2, 0.4, 0.6]))

@@ -53,3 +53,17 @@ def test_head_groups_and_file_stems() -> None:
     groups = exemplars.head_groups(12, 6)
     assert exemplars.figure_stem(17, groups[1], groups) == "17_heads7-12"
     assert exemplars.figure_stem(17, (0, 3), [(0, 3)]) == "17"
+
+
+def test_query_maps_of_zero_mass_rows_are_zero_not_nan() -> None:
+    """A query whose attention is all on CLS (spatial mass exactly 0, docs/attention.md)
+    used to give a NaN map (0/0) in the exemplar figures."""
+    grid, prefix = (2, 2), 1
+    attn = np.full((5, 5), 0.2, dtype=np.float32)
+    attn[exemplars.query_rows(grid, prefix)[1]] = [1.0, 0.0, 0.0, 0.0, 0.0]
+    maps = exemplars.query_maps(attn, grid, prefix)
+    assert np.isfinite(maps).all()
+    rows = exemplars.query_rows(grid, prefix)
+    first = rows.index(rows[1])  # QUERIES may share a token on a small grid
+    np.testing.assert_array_equal(maps[first], 0.0)
+    np.testing.assert_allclose(maps[0].sum(), 1.0, rtol=1e-6)

@@ -156,6 +156,8 @@ def representations(x: np.ndarray, prefix: int) -> dict[str, np.ndarray]:
 
 
 def assert_gram_close(got: np.ndarray, features: np.ndarray) -> None:
+    """The dump's Grams are of the minibatch's centred features (docs/features.md)."""
+    features = features - features.mean(axis=0, keepdims=True)
     want = features @ features.T
     scale = float(np.abs(want).max())
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale)

@@ -104,11 +104,58 @@ def test_hsic1_matches_slow_loop() -> None:
 
 
 def test_hsic1_is_invariant_to_centring() -> None:
-    """The dumps store Grams of uncentred features; the unbiased estimator does not care."""
+    """The dumps store Grams of centred features (docs/features.md); the unbiased estimator
+    gives the same value from uncentred ones, and for any shift of the features."""
     rng = np.random.default_rng(4)
     x, y = related(rng, n=16)
     xc, yc = x - x.mean(0), y - y.mean(0)
     assert features.hsic1(x @ x.T, y @ y.T) == pytest.approx(features.hsic1(xc @ xc.T, yc @ yc.T), rel=1e-9)
+
+
+def test_hsic1_is_invariant_to_any_feature_shift() -> None:
+    """K -> K + X mu 1' + 1 mu' X' + |mu|^2 11' (features shifted by mu) leaves HSIC1 unchanged."""
+    rng = np.random.default_rng(14)
+    x, y = related(rng, n=12)
+    mu, nu = rng.normal(size=x.shape[1]) * 5, rng.normal(size=y.shape[1]) * 5
+    base = features.hsic1(x @ x.T, y @ y.T)
+    assert features.hsic1((x + mu) @ (x + mu).T, (y + nu) @ (y + nu).T) == pytest.approx(base, rel=1e-9)
+
+
+@pytest.mark.parametrize("ratio", [100.0, 1000.0])
+def test_minibatch_cka_of_offset_features_from_centred_grams(ratio: float) -> None:
+    """Features whose mean is ``ratio`` times their spread (massive activations), float32,
+    b = 64, D = 768: the uncentred Grams gave an error of 6e-5 at 100 here and NaN ("constant
+    features") at 1000; the extraction's centred minibatch Grams give the float64 CKA to 1e-9."""
+    rng = np.random.default_rng(15)
+    m, b, d = 2, 64, 768
+    base = rng.normal(size=(m * b, d))
+    x = (ratio + base).astype(np.float32)
+    y = (ratio + np.tanh(base @ rng.normal(size=(d, d)) / 30) + 0.5 * rng.normal(size=(m * b, d))).astype(np.float32)
+
+    def centred(f: np.ndarray) -> np.ndarray:
+        f = f.astype(np.float64).reshape(m, b, d)
+        f = f - f.mean(axis=1, keepdims=True)
+        return f @ f.transpose(0, 2, 1)
+
+    want = features.minibatch_cka(centred(x), centred(y))  # float64 from the tokens
+    assert np.isfinite(want) and 0.1 < want < 0.99
+    grams = {
+        name: extract.minibatch_grams(torch.from_numpy(f).reshape(m * b, 1, d), b, prefix=1)["cls"].numpy()
+        for name, f in (("x", x), ("y", y))
+    }
+    got = features.minibatch_cka(grams["x"], grams["y"])
+    assert abs(got - want) < 1e-9
+    raw = {name: f.astype(np.float64).reshape(m, b, d) for name, f in (("x", x), ("y", y))}
+    old = features.minibatch_cka(*(r @ r.transpose(0, 2, 1) for r in raw.values()))  # the uncentred Grams
+    assert np.isnan(old) or abs(old - want) > 1e-8
+
+
+def test_minibatch_grams_of_constant_features_are_exactly_zero() -> None:
+    x = torch.full((8, 3, 5), 1234.567, dtype=torch.float32) + torch.arange(5.0)
+    grams = extract.minibatch_grams(x, 4, prefix=1)
+    for value in grams.values():
+        assert value.shape == (2, 4, 4) and torch.equal(value, torch.zeros_like(value))
+    assert np.isnan(features.minibatch_cka(grams["cls"].numpy(), grams["spatial"].numpy()))
 
 
 def test_single_full_batch_equals_debiased_feature_cka() -> None:

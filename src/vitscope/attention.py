@@ -16,12 +16,34 @@ import torch
 Grid = tuple[int, int]
 
 
+def spatial_mass(attn: torch.Tensor, prefix: int = 1) -> torch.Tensor:
+    """(..., T, T) -> (..., G): each spatial query's attention mass on the spatial keys."""
+    return attn[..., prefix:, prefix:].sum(dim=-1)
+
+
+def valid_queries(attn: torch.Tensor, prefix: int = 1) -> torch.Tensor:
+    """(..., T, T) -> (..., G) bool: spatial queries whose spatial mass is at least the
+    smallest normal number of ``attn``'s dtype (1.2e-38 in float32), the rows every
+    spatial-attention mean uses. The others are zero-mass rows (docs/attention.md):
+    mass 0 (all of it on prefix keys, e.g. a float32 softmax with a CLS logit ~200
+    above the rest) or subnormal, where underflow has already destroyed the
+    distribution (a subnormal value carries fewer than 23 significant bits)."""
+    if prefix == 0:
+        return torch.ones(attn.shape[:-2] + (attn.shape[-1],), dtype=torch.bool, device=attn.device)
+    return spatial_mass(attn, prefix) >= torch.finfo(attn.dtype).tiny
+
+
 def spatial_attention(attn: torch.Tensor, prefix: int = 1) -> torch.Tensor:
-    """(..., T, T) -> (..., G, G): drop prefix queries and keys, renormalise rows."""
+    """(..., T, T) -> (..., G, G): drop prefix queries and keys, renormalise rows.
+
+    Zero-mass rule (docs/attention.md): a zero-mass row (:func:`valid_queries`) has
+    no spatial distribution; it is returned as zeros, never 0/0 = NaN.
+    """
     spatial = attn[..., prefix:, prefix:]
     if prefix == 0:
         return spatial
-    return spatial / spatial.sum(dim=-1, keepdim=True)
+    ok = valid_queries(attn, prefix)[..., None]
+    return torch.where(ok, spatial / torch.where(ok, spatial.sum(dim=-1, keepdim=True), 1), 0)
 
 
 def token_coordinates(grid: Grid, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
@@ -45,11 +67,15 @@ def attention_distance(attn: torch.Tensor, grid: Grid, prefix: int = 1) -> torch
 
     attn: (..., T, T). Returns (...,) in grid units: for every spatial query
     the attention-weighted distance to the spatial keys (prefix tokens dropped,
-    rows renormalised), averaged over queries. Computed in float64.
+    rows renormalised), averaged over the queries with positive spatial mass
+    (zero-mass rows are left out, docs/attention.md); NaN only where no query has
+    any. Computed in float64.
     """
-    spatial = spatial_attention(attn.to(torch.float64), prefix)
+    valid = valid_queries(attn, prefix)  # in the input's precision
+    attn = attn.to(torch.float64)
+    spatial = torch.where(valid[..., None], spatial_attention(attn, prefix), 0)
     dist = distance_matrix(grid, device=attn.device)
-    return (spatial * dist).sum(dim=-1).mean(dim=-1)
+    return (spatial * dist).sum(dim=-1).sum(dim=-1) / valid.sum(dim=-1)
 
 
 def canvas_index(grid: Grid, device=None) -> torch.Tensor:
@@ -86,11 +112,16 @@ def aligned_attention(attn: torch.Tensor, grid: Grid, prefix: int = 1) -> torch.
     """Aligned aggregated attention map of each (image, head): (..., T, T) -> (..., 2gh-1, 2gw-1).
 
     Prefix tokens dropped, rows renormalised, each query's map centred on the
-    query, averaged over the G queries (float64). Averaging this over images
-    gives the study's AAAM, divided by images x queries as the protocol says.
+    query, averaged over the queries with positive spatial mass (all G of them
+    unless some are zero-mass rows, docs/attention.md; NaN only where none is)
+    (float64). Averaging this over images gives the study's AAAM, divided by
+    images x queries as the protocol says.
     """
-    spatial = spatial_attention(attn.to(torch.float64), prefix)
-    return align(spatial, grid) / spatial.shape[-2]
+    valid = valid_queries(attn, prefix)  # in the input's precision
+    attn = attn.to(torch.float64)
+    spatial = torch.where(valid[..., None], spatial_attention(attn, prefix), 0)
+    used = valid.sum(dim=-1)
+    return align(spatial, grid) / used[..., None, None]
 
 
 def center_of_mass(aligned: torch.Tensor) -> torch.Tensor:
@@ -138,28 +169,48 @@ def averaged_maps(
     queries: int,
     grid: Grid,
     prefix: int = 1,
+    zero_mass_rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Averaged maps over images from a dump's sums.
 
-    cls_sum: (L, H, T); spatial_query_sum: (L, H, G). Returns the averaged CLS
-    map over spatial keys (L, H, gh, gw) (raw probabilities, so prefix keys'
-    share is what is missing from 1) and the averaged spatial-query map
-    (L, H, gh, gw) (prefix keys removed, rows renormalised; sums to 1).
+    cls_sum: (L, H, T); spatial_query_sum: (L, H, G); zero_mass_rows: (L, H) rows
+    left out of the spatial sums (``attention/zero_mass_rows``; None: none). Returns
+    the averaged CLS map over spatial keys (L, H, gh, gw) (raw probabilities, so prefix
+    keys' share is what is missing from 1) and the averaged spatial-query map
+    (L, H, gh, gw) (prefix keys removed, rows renormalised, divided by the rows
+    used, :func:`rows_used`; sums to 1).
     """
     cls = cls_map(cls_sum / count, grid, prefix)
-    spatial = (spatial_query_sum / (count * queries)).reshape(*spatial_query_sum.shape[:-1], *grid)
+    used = rows_used(count, queries, zero_mass_rows, spatial_query_sum.shape[:-1])
+    spatial = (spatial_query_sum / used[..., None]).reshape(*spatial_query_sum.shape[:-1], *grid)
     return cls, spatial
+
+
+def rows_used(
+    count: int, queries: int, zero_mass_rows: torch.Tensor | None, shape: tuple[int, ...] | torch.Size
+) -> torch.Tensor:
+    """(L, H) float64 number of spatial rows in a dump's sums: images x queries minus the
+    zero-mass rows (docs/attention.md). A head with no row left has NaN (0/0) in the
+    means that divide by this, the only case the rule cannot fill."""
+    total = torch.full(tuple(shape), float(count * queries), dtype=torch.float64)
+    if zero_mass_rows is not None:
+        total = total - zero_mass_rows.to(torch.float64)
+    return total
 
 
 def distance_summary(distance: torch.Tensor, grid: Grid, patch: int) -> list[dict[str, float | int]]:
     """Per-(block, head) mean and std over images of the attention distance.
 
     distance: (N, L, H) in grid units. Rows carry 1-indexed ``block`` and
-    ``head``, the distance in grid units and in pixels ((max(g) - 1) * patch).
+    ``head``, the distance in grid units and in pixels ((max(g) - 1) * patch), and
+    ``images``, the images averaged: an image whose every spatial query of that
+    head is a zero-mass row has no distance (NaN in the dump) and is left out.
     """
     distance = distance.to(torch.float64)
-    mean = distance.mean(dim=0)
-    std = distance.std(dim=0, correction=0)
+    finite = torch.isfinite(distance)
+    images = finite.sum(dim=0)
+    mean = torch.where(finite, distance, 0).sum(dim=0) / images
+    std = (torch.where(finite, distance - mean, 0) ** 2).sum(dim=0).div(images).sqrt()
     to_px = (max(grid) - 1) * patch
     rows = []
     for b in range(mean.shape[0]):
@@ -172,7 +223,7 @@ def distance_summary(distance: torch.Tensor, grid: Grid, patch: int) -> list[dic
                     "distance_px": float(mean[b, h]) * to_px,
                     "std_grid": float(std[b, h]),
                     "std_px": float(std[b, h]) * to_px,
-                    "images": int(distance.shape[0]),
+                    "images": int(images[b, h]),
                 }
             )
     return rows

@@ -31,7 +31,9 @@ PRODUCT_DATASETS: dict[str, tuple[str, ...]] = {
     "tokens": ("tokens/cls", "tokens/spatial_mean"),
     "cls_attention": ("attention/cls",),
     "distance": ("attention/distance",),
-    "attention_sums": ("attention/cls_sum", "attention/aligned_sum", "attention/spatial_query_sum"),
+    "attention_sums": (
+        "attention/cls_sum", "attention/aligned_sum", "attention/spatial_query_sum", "attention/sink_sum",
+    ),
     "exemplars": ("exemplars/position", "exemplars/attention"),
     "gram": ("cka/index",),
     "objects": (
@@ -245,6 +247,16 @@ def require(handle: h5py.File, name: str) -> h5py.Dataset:
         hint = f" (enable product '{product}' in extract.products)" if product else ""
         raise DumpError(f"dump '{handle.filename}' has no '{name}'{hint}")
     return handle[name]
+
+
+def zero_mass_rows(handle: h5py.File) -> Any:
+    """(L, H) int64 torch tensor ``attention/zero_mass_rows`` (docs/attention.md), or None
+    for a dump written before the zero-mass rule (it has no such rows or is NaN anyway)."""
+    if "attention/zero_mass_rows" not in handle:
+        return None
+    import torch
+
+    return torch.from_numpy(handle["attention/zero_mass_rows"][...])
 
 
 def geometry(handle: h5py.File) -> dict[str, Any]:

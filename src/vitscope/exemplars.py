@@ -42,10 +42,14 @@ def query_maps(attn: np.ndarray, grid: Grid, prefix: int = 1) -> np.ndarray:
 
     attn: (..., T, T) post-softmax attention of one image (e.g. (L, H, T, T)).
     Returns (..., Q, gh, gw) float32: each query's row over the G spatial keys,
-    renormalised to sum 1 (the prefix keys' share removed).
+    renormalised to sum 1 (the prefix keys' share removed). A zero-mass row (spatial
+    mass below float32's smallest normal number, docs/attention.md) has no spatial
+    distribution: its map is all zeros, never NaN.
     """
     rows = np.asarray(attn, dtype=np.float64)[..., query_rows(grid, prefix), prefix:]
-    rows = rows / rows.sum(axis=-1, keepdims=True)
+    mass = rows.sum(axis=-1, keepdims=True)
+    ok = mass >= np.finfo(np.float32).tiny
+    rows = np.where(ok, rows / np.where(ok, mass, 1.0), 0.0)
     return rows.reshape(*rows.shape[:-1], *grid).astype(np.float32)
 
 

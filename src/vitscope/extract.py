@@ -157,6 +157,11 @@ class Recorder:
         g = geom.grid[0] * geom.grid[1] if "attention_sums" in self.products else 0  # no accumulators unless asked
         self.cls_sum = torch.zeros(L, H, T if g else 0, dtype=torch.float64, device=device)
         self.spatial_sum = torch.zeros(L, H, g, g, dtype=torch.float64, device=device)
+        reduced = bool(self.products & {"distance", "attention_sums"}) and geom.prefix > 0
+        #: (L, H) spatial rows with zero spatial mass, over images (docs/attention.md)
+        self.zero_rows = torch.zeros(L, H if reduced else 0, dtype=torch.int64, device=device)
+        #: (L, H, P + 1) sums over images of the sink statistics (:func:`sink_statistics`)
+        self.sink_sum = torch.zeros(L, H, geom.prefix + 1 if g else 0, dtype=torch.float64, device=device)
         self.dist32 = attention.distance_matrix(geom.grid, device=device).float()
         self.attn_calls = [0] * L
         self.exemplar_maps: dict[int, list[torch.Tensor]] = {}
@@ -199,29 +204,8 @@ class Recorder:
 
     # ------------------------------------------------------------ reductions
     def _grams(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, T, D) -> {rep: (chunks, b, b)} float64 Gram matrices of each CKA minibatch.
-
-        ``all`` = prefix tokens' Gram + spatial tokens' Gram (a Gram matrix of a
-        concatenation is the sum of the parts' Gram matrices), so the
-        all-token features are never multiplied twice.
-        """
-        b, p = self.cka_batch, self.geom.prefix
-        chunks = x.shape[0] // b
-        if chunks == 0:  # the tail of the order: fewer than b images form no minibatch
-            return {}
-        x = x[: chunks * b].to(torch.float64).reshape(chunks, b, *x.shape[1:])
-        spatial = x[:, :, p:].flatten(2)
-        out = {"spatial": spatial @ spatial.transpose(1, 2)}
-        if p > 0:
-            prefix = x[:, :, :p].flatten(2)
-            cls = x[:, :, 0]
-            out["cls"] = cls @ cls.transpose(1, 2)
-            out["all"] = out["spatial"] + (out["cls"] if p == 1 else prefix @ prefix.transpose(1, 2))
-        else:
-            mean = x.mean(dim=2)
-            out["cls"] = mean @ mean.transpose(1, 2)
-            out["all"] = out["spatial"]
-        return out
+        """(B, T, D) -> {rep: (chunks, b, b)}: :func:`minibatch_grams` of this batch."""
+        return minibatch_grams(x, self.cka_batch, self.geom.prefix)
 
     def _on_tokens(self, index: int, x: torch.Tensor, point: str) -> None:
         p = self.geom.prefix
@@ -253,12 +237,15 @@ class Recorder:
             # spatial rows renormalised (B, H, G, G): per-query distance (B, H, G) and
             # the float64 sum over images, in one pass on CUDA (vitscope.fused)
             per_query = fused.reduce_spatial(
-                attn, p, self.dist32, self.spatial_sum[index] if accumulate else None, "distance" in self.products
+                attn, p, self.dist32, self.spatial_sum[index] if accumulate else None, "distance" in self.products,
+                self.zero_rows[index] if p > 0 else None,
             )
             if per_query is not None:
-                self.batch.add("attention/distance", per_query.mean(dim=-1, dtype=torch.float64))
+                # zero-mass rows (NaN) are left out of each image's mean (docs/attention.md)
+                self.batch.add("attention/distance", per_query.to(torch.float64).nanmean(dim=-1))
             if accumulate:
                 _accumulate(self.cls_sum[index], cls_row)
+                _accumulate(self.sink_sum[index], sink_statistics(attn, p))
         for row, pos in self.batch.exemplar_rows:
             # a copy (a view would keep the whole batch's attention alive), kept on the
             # device until the end: a copy to the host here would stall the pipeline
@@ -288,6 +275,60 @@ class Recorder:
         }
         self.batch = _Batch()
         return out
+
+
+def minibatch_grams(x: torch.Tensor, b: int, prefix: int) -> dict[str, torch.Tensor]:
+    """(B, T, D) -> {rep: (chunks, b, b)} float64 Gram matrices of the centred features
+    of each CKA minibatch (chunks = B // b consecutive runs of b images).
+
+    Each minibatch's features are centred in float64, per feature over its b images,
+    before the product: Xc Xc^T with Xc = H X, H = I - 11^T / b. The unbiased HSIC
+    (:func:`vitscope.features.hsic1`) is unchanged by it (docs/features.md), and the
+    Gram matrix no longer carries the squared feature means, which swamp the
+    differences between images when a channel's mean is hundreds of times its
+    spread (massive activations). The first image's features are subtracted
+    first (exact; it changes nothing after centring), so features identical over
+    the images give exactly zero.
+
+    ``all`` = prefix tokens' Gram + spatial tokens' Gram (a Gram matrix of a
+    concatenation is the sum of the parts' Gram matrices), so the all-token
+    features are never multiplied twice.
+    """
+    chunks = x.shape[0] // b
+    if chunks == 0:  # the tail of the order: fewer than b images form no minibatch
+        return {}
+    x = x[: chunks * b].to(torch.float64, copy=True).reshape(chunks, b, *x.shape[1:])  # centred in place
+    x.sub_(x[:, :1].clone())
+    x.sub_(x.mean(dim=1, keepdim=True))
+    spatial = x[:, :, prefix:].flatten(2)
+    out = {"spatial": spatial @ spatial.transpose(1, 2)}
+    if prefix > 0:
+        cls = x[:, :, 0]
+        out["cls"] = cls @ cls.transpose(1, 2)
+        if prefix == 1:
+            out["all"] = out["spatial"] + out["cls"]
+        else:
+            rest = x[:, :, :prefix].flatten(2)
+            out["all"] = out["spatial"] + rest @ rest.transpose(1, 2)
+    else:
+        mean = x.mean(dim=2)
+        out["cls"] = mean @ mean.transpose(1, 2)
+        out["all"] = out["spatial"]
+    return out
+
+
+def sink_statistics(attn: torch.Tensor, prefix: int) -> torch.Tensor:
+    """attn (B, H, T, T) -> (B, H, P + 1) attention-sink statistics of each image and head.
+
+    Entry j < P: the mean over the G spatial queries of their attention on prefix
+    token j (0 = CLS, then the registers); entry P: the mean over the spatial queries
+    of their attention on the image's top spatial token, the spatial key with the
+    largest such mean (the one the spatial queries attend to most; ties: any, the
+    value is the same). Raw probabilities (no renormalisation; zero-mass rows
+    included), in the attention's precision.
+    """
+    received = attn[:, :, prefix:, :].mean(dim=2)  # (B, H, T): mean over spatial queries
+    return torch.cat([received[..., :prefix], received[..., prefix:].amax(dim=-1, keepdim=True)], dim=-1)
 
 
 def object_batch(objects: Sequence[ImageObjects], tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -521,7 +562,10 @@ def run(
         writer.put("attention/cls_sum", recorder.cls_sum.cpu().numpy())
         writer.put("attention/aligned_sum", attention.align(recorder.spatial_sum, geom.grid).cpu().numpy())
         writer.put("attention/spatial_query_sum", recorder.spatial_sum.sum(dim=-2).cpu().numpy())
+        writer.put("attention/sink_sum", recorder.sink_sum.cpu().numpy())
         writer.attrs({"count": n, "queries": geom.grid[0] * geom.grid[1]}, group="attention")
+    if recorder.zero_rows.numel():
+        writer.put("attention/zero_mass_rows", recorder.zero_rows.cpu().numpy())
     if "exemplars" in products:
         writer.put("exemplars/position", exemplars)
         for e, pos in enumerate(exemplars.tolist()):

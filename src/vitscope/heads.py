@@ -27,12 +27,17 @@ LABELS = ("global", "local", "offset-local")
 # ------------------------------------------------------------------ AAAM
 
 
-def aaam(aligned_sum: torch.Tensor, count: int, queries: int) -> torch.Tensor:
-    """Aligned aggregated attention map from a dump's sum: (L, H, 2gh-1, 2gw-1) / (images x queries).
+def aaam(
+    aligned_sum: torch.Tensor, count: int, queries: int, zero_mass_rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Aligned aggregated attention map from a dump's sum: (L, H, 2gh-1, 2gw-1) / rows used.
 
-    Each map sums to 1 (every aligned row did); float64.
+    Rows used = images x queries minus the (L, H) zero-mass rows left out of the sum
+    (``attention/zero_mass_rows``, docs/attention.md; None: none), so each map sums
+    to 1 (every aligned row did); float64.
     """
-    return aligned_sum.to(torch.float64) / (count * queries)
+    used = attention.rows_used(count, queries, zero_mass_rows, aligned_sum.shape[:-2])
+    return aligned_sum.to(torch.float64) / used[..., None, None]
 
 
 def grid_of(canvas_shape: Sequence[int]) -> tuple[int, int]:

@@ -12,6 +12,7 @@ with dumps.open_dump(snakemake.input.dump) as dump:
         torch.from_numpy(dumps.require(dump, "attention/aligned_sum")[...]),
         count=int(sums.attrs["count"]),
         queries=int(sums.attrs["queries"]),
+        zero_mass_rows=dumps.zero_mass_rows(dump),
     )
     images = int(sums.attrs["count"])
 tables.write_npz(snakemake.output.aaam, aaam=aaam.numpy(), grid=geom["grid"], patch=geom["patch"], images=images)

@@ -15,6 +15,7 @@ with dumps.open_dump(snakemake.input.dump) as dump:
         queries=int(sums.attrs["queries"]),
         grid=geom["grid"],
         prefix=geom["prefix"],
+        zero_mass_rows=dumps.zero_mass_rows(dump),
     )
     images = int(sums.attrs["count"])
 tables.write_npz(snakemake.output.maps, cls=cls.numpy(), spatial=spatial.numpy(), images=images)

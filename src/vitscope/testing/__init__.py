@@ -1,0 +1,1 @@
+"""Test support shipped with the package: models and inputs with known numerical traits."""
