@@ -193,17 +193,28 @@ class DumpWriter:
     def write(self, positions: np.ndarray, arrays: Mapping[str, np.ndarray]) -> None:
         """Write rows of per-image datasets at dataset ``positions`` (any order).
 
-        Uses ``write_direct``, which releases the GIL during the I/O, so a writer
-        thread does not stall the thread that feeds the accelerator.
+        Into a chunked dataset, one slice per run of consecutive positions (a
+        row-list selection costs HDF5 several times more there). Uses ``write_direct``,
+        which releases the GIL during the I/O, so a writer thread does not stall
+        the thread that feeds the accelerator.
         """
         order = np.argsort(positions, kind="stable")
-        sorted_pos = positions[order]
-        if np.all(np.diff(sorted_pos) == 1):
-            dest = np.s_[int(sorted_pos[0]) : int(sorted_pos[-1]) + 1]
+        sorted_pos = np.asarray(positions)[order]
+        breaks = np.flatnonzero(np.diff(sorted_pos) != 1) + 1
+        runs = list(zip([0, *breaks.tolist()], [*breaks.tolist(), len(sorted_pos)], strict=True))
+        if len(runs) == 1:
+            whole = np.s_[int(sorted_pos[0]) : int(sorted_pos[-1]) + 1]
         else:
-            dest = np.s_[sorted_pos.tolist()]  # increasing row list: one HDF5 selection
+            whole = np.s_[sorted_pos.tolist()]  # increasing row list: one selection (contiguous datasets)
         for name, values in arrays.items():
-            self.handle[name].write_direct(np.ascontiguousarray(values[order]), dest_sel=dest)
+            dataset = self.handle[name]
+            rows = np.ascontiguousarray(values[order])
+            if dataset.chunks is None or len(runs) == 1:
+                dataset.write_direct(rows, dest_sel=whole)
+                continue
+            for start, stop in runs:
+                at = int(sorted_pos[start])
+                dataset.write_direct(rows, source_sel=np.s_[start:stop], dest_sel=np.s_[at : at + stop - start])
 
     def write_rows(self, name: str, start: int, values: np.ndarray) -> None:
         """Write ``values`` at rows ``start:start + len(values)`` of dataset ``name``."""
