@@ -130,10 +130,12 @@ def test_every_dataset_is_checksummed_and_chunked_by_image(pristine, entries):
 
 
 def test_chunk_shape_splits_large_rows():
-    assert dumps.chunk_shape((10, 6, 64), np.float32) == (1, 6, 64)
+    assert dumps.chunk_shape((10, 6, 64), np.float32, rows=1) == (1, 6, 64)
+    assert dumps.chunk_shape((10, 6, 64), np.float32) == (10, 6, 64)  # written whole: up to 1 MiB of rows
+    assert dumps.chunk_shape((10**6,), np.int64) == (1 << 17,)
     assert dumps.chunk_shape((0, 3), np.int64) == (1, 3)
-    assert dumps.chunk_shape((3, 0, 2), np.int64) == (1, 1, 2)
-    big = dumps.chunk_shape((4, 24, 16, 257, 257), np.float32, limit=1 << 20)
+    assert dumps.chunk_shape((3, 0, 2), np.int64, rows=1) == (1, 1, 2)
+    big = dumps.chunk_shape((4, 24, 16, 257, 257), np.float32, rows=1, limit=1 << 20)
     assert big[:2] == (1, 1) and np.prod(big) * 4 <= 1 << 20
     with pytest.raises(ValueError, match="scalar"):
         with h5py.File("unused.h5", "w", driver="core", backing_store=False) as f:
@@ -225,9 +227,9 @@ READERS = [
     ("cka/blocks/all", _cka, 1),
     ("cka/norms/spatial", _cka, 0),
     ("cka/index", _cka, 0),
-    ("attention/aligned_sum", _aaam, 2),
+    ("attention/aligned_sum", _aaam, 0),
     ("attention/cls_sum", _maps, 0),
-    ("attention/spatial_query_sum", _maps, 1),
+    ("attention/spatial_query_sum", _maps, 0),
     ("exemplars/attention", exemplars.dump_exemplars, 1),
     ("images/path", exemplars.dump_exemplars, 0),
 ]

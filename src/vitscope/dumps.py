@@ -187,8 +187,9 @@ class DumpWriter:
                 row = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
                 chunk = (max(1, min(1024, (1 << 20) // max(row, 1))), *shape[1:])
                 create_dataset(handle, name, (0, *shape[1:]), dtype, maxshape=shape, chunks=chunk)
-            else:
-                create_dataset(handle, name, tuple(int(v) for v in shape), dtype)
+            else:  # one image row per chunk: scattered writes fill whole chunks
+                shape = tuple(int(v) for v in shape)
+                create_dataset(handle, name, shape, dtype, chunks=chunk_shape(shape, dtype, rows=1))
 
     def write(self, positions: np.ndarray, arrays: Mapping[str, np.ndarray]) -> None:
         """Write rows of per-image datasets at dataset ``positions`` (any order).
@@ -253,12 +254,19 @@ def write_images(handle: h5py.File, paths: Sequence[str], labels: Sequence[int],
     create_strings(handle, "images/class", classes)
 
 
-def chunk_shape(shape: Sequence[int], dtype: Any, limit: int = CHUNK_BYTES) -> tuple[int, ...]:
-    """Chunk of a dataset of ``shape``: one row along the first axis, its next axes
-    cut down (in order) until the chunk holds at most ``limit`` bytes. Zero-length
-    axes get chunk length 1."""
-    chunk = [1] + [max(1, int(v)) for v in shape[1:]] if len(shape) else []
+def chunk_shape(
+    shape: Sequence[int], dtype: Any, rows: int | None = None, limit: int = CHUNK_BYTES
+) -> tuple[int, ...]:
+    """Chunk of a dataset of ``shape``: ``rows`` rows along the first axis (None: as many
+    as fit in 1 MiB, for datasets written whole), the next axes cut down (in order)
+    until the chunk holds at most ``limit`` bytes. Zero-length axes get chunk length 1."""
+    if not len(shape):
+        return ()
     itemsize = np.dtype(dtype).itemsize
+    row = int(np.prod([max(1, int(v)) for v in shape[1:]], dtype=np.int64)) * itemsize
+    if rows is None:
+        rows = max(1, min(int(shape[0]), (1 << 20) // row))
+    chunk = [max(1, rows)] + [max(1, int(v)) for v in shape[1:]]
     for axis in range(1, len(chunk)):
         rest = int(np.prod(chunk[axis + 1 :], dtype=np.int64)) * itemsize
         if chunk[axis] * rest <= limit:
@@ -277,7 +285,7 @@ def create_dataset(
     chunks: tuple[int, ...] | None = None,
 ) -> h5py.Dataset:
     """Create dataset ``name`` of a dump the one way every dump dataset is made:
-    chunked (:func:`chunk_shape` unless ``chunks``), a fletcher32 checksum per chunk,
+    chunked (``chunks``, or :func:`chunk_shape`, sized for a dataset written whole), a fletcher32 checksum per chunk,
     no timestamps (the file's bytes depend only on its contents). A zero-length
     axis is made growable (a fixed chunk may not exceed a fixed axis)."""
     if len(shape) == 0:
