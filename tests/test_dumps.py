@@ -347,3 +347,16 @@ def test_open_missing_or_not_hdf5(tmp_path):
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
     with pytest.raises(DumpError, match=f"dump '{tmp_path / 'junk.h5'}' is not a readable HDF5 file.*rerun"):
         dumps.open_dump(tmp_path / "junk.h5")
+
+
+def test_seal_only_after_a_complete_write(tmp_path):
+    """create_file seals the dump when its with block ends normally; after an error the
+    (temporary) file is left unsealed, so nothing runs after the error that could mask it."""
+    with pytest.raises(RuntimeError, match="boom"), dumps.create_file(tmp_path / "failed.h5") as handle:
+        handle.attrs["x"] = 1
+        raise RuntimeError("boom")
+    with dumps.create_file(tmp_path / "done.h5") as handle:
+        handle.attrs["x"] = 1
+    with h5py.File(tmp_path / "failed.h5") as failed, h5py.File(tmp_path / "done.h5") as done:
+        assert dumps.DIGEST not in failed.attrs
+        assert np.asarray(done.attrs[dumps.DIGEST]).tobytes().hex() == dumps.metadata_digest(done)

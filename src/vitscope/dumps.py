@@ -338,10 +338,17 @@ def seal(handle: h5py.File) -> None:
 
 
 class NewDump(h5py.File):
-    """A dump being written: sealed (:func:`seal`) when closed."""
+    """A dump being written: sealed (:func:`seal`) when closed, unless a ``with`` block
+    around it failed (the temporary is then removed; nothing must mask the error)."""
+
+    _failed = False
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        self._failed = exc_type is not None
+        super().__exit__(exc_type, *rest)
 
     def close(self) -> None:
-        if self.id.valid and self.mode == "r+":
+        if not self._failed and self.id.valid and self.mode == "r+":
             seal(self)
         super().close()
 
