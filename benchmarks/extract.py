@@ -7,7 +7,11 @@ Prints, for one model and batch size:
   both run one warm-up batch while the loader workers start (extract.run does;
   the bare loop does the same, so the ratio compares like with like), and the
   ratio of their steady rates (last 3/4 of the batches) is printed too;
-- peak resident memory (and peak CUDA memory) of the extraction at N and 8N images.
+- peak resident memory (and peak CUDA memory) of the extraction at N and 8N images;
+- with ``--checksums R`` (instead of all the above): the full extraction at 8N with and without the dump's
+  checksums (fletcher32 chunks and the metadata digest, against the layout before
+  them: contiguous datasets, no checksum), R runs of each, alternated, and the
+  ratio of the medians.
 
 Each measurement runs in a fresh subprocess so peaks do not mix. Synthetic
 images are generated in a temporary folder (at most 1024 distinct ones, cycled).
@@ -24,6 +28,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +41,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
     from torch.utils.data import DataLoader
 
-    from vitscope import data, extract, loading, models
+    from vitscope import data, dumps, extract, loading, models
 
     torch.set_num_threads(args.threads)
     waits: dict = {}
@@ -56,6 +61,7 @@ def child(args: argparse.Namespace) -> None:
     if args.no_warm_up:
         extract._wants_warm_up = lambda device: False
     done: list[float] = []
+    dump_bytes, cpu_seconds = 0, 0.0
     if args.mode == "model":
         model = model.to(device).eval()
         models.set_fused_attention(model, True)
@@ -103,8 +109,14 @@ def child(args: argparse.Namespace) -> None:
                 done = [offset + first.elapsed_time(e) / 1000 for e in events]
         seconds = time.perf_counter() - start
     else:
-        with tempfile.TemporaryDirectory() as tmp, h5py.File(Path(tmp) / "d.h5", "w") as handle:
-            summary = extract.run(model, entries, transform, handle, options, device, {"model": "bench"})
+        dumps._CHECKSUMS = args.checksums == "on"
+        create = dumps.create_file if args.checksums == "on" else (lambda path: h5py.File(path, "w"))
+        with tempfile.TemporaryDirectory() as tmp:
+            cpu = _cpu_seconds()
+            with create(Path(tmp) / "d.h5") as handle:
+                summary = extract.run(model, entries, transform, handle, options, device, {"model": "bench"})
+            cpu_seconds = _cpu_seconds() - cpu
+            dump_bytes = (Path(tmp) / "d.h5").stat().st_size
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = summary["seconds"]
@@ -117,19 +129,27 @@ def child(args: argparse.Namespace) -> None:
         "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0,
         "waits": waits if args.mode == "full" else {},
         "batch_done_seconds": done,
+        "dump_mib": dump_bytes / 2**20 if args.mode == "full" else 0.0,
+        "cpu_seconds": cpu_seconds,
     }
     print(json.dumps(result))
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the loader workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def measure(
     args: argparse.Namespace, root: str, mode: str, n: int, products: str = "", env: dict | None = None,
-    warm_up: bool = True,
+    warm_up: bool = True, checksums: str = "on",
 ) -> dict:
     cmd = [
         sys.executable, __file__, "--child", "--mode", mode, "--n", str(n), "--root", root,
         "--arch", args.arch, "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
         "--device", args.device, "--workers", str(args.workers), "--threads", str(args.threads),
-        "--products", products, *(() if warm_up else ("--no-warm-up",)),
+        "--products", products, "--checksums", checksums, *(() if warm_up else ("--no-warm-up",)),
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -141,6 +161,69 @@ def steady_rate(times: list[float], batch_size: int) -> float | None:
         return None
     k = len(times) // 4
     return (len(times) - 1 - k) * batch_size / (times[-1] - times[k])
+
+
+def checksum_cost(args: argparse.Namespace, root: str, n: int) -> None:
+    """The full extraction of ``n`` images with and without the dump's checksums, side by side."""
+    checks: dict[str, list[dict]] = {"off": [], "on": []}
+    for _ in range(int(args.checksums)):  # alternated, so drifts of a shared machine hit both alike
+        for state in checks:
+            checks[state].append(measure(args, root, "full", n, checksums=state))
+    print(f"machine: {platform.processor() or platform.machine()}, device {args.device}, {args.threads} threads")
+    print(f"model: {args.arch} at {args.image_size}px, batch {args.batch_size}, {args.workers} loader workers")
+    median = {k: statistics.median(r["seconds"] for r in v) for k, v in checks.items()}
+    cpu = {k: statistics.median(r["cpu_seconds"] for r in v) for k, v in checks.items()}
+    for state, runs in checks.items():
+        times = ", ".join(f"{r['seconds']:.2f}" for r in runs)
+        writes = statistics.median(r["waits"]["writer"] for r in runs)
+        print(f"full extraction N={n}, checksums {state:3s}: {times} s (median {median[state]:.2f} s, "
+              f"CPU {cpu[state]:.2f} s), dump {runs[0]['dump_mib']:.1f} MiB, waited {writes:.2f} s for writes")
+    print(f"checksum cost: median time on / off = {median['on'] / median['off']:.4f}, "
+          f"median CPU time on / off = {cpu['on'] / cpu['off']:.4f}; fastest run on / off = "
+          f"{min(r['seconds'] for r in checks['on']) / min(r['seconds'] for r in checks['off']):.4f} (target <= 1.03)")
+    replay = {state: [] for state in checks}
+    for _ in range(5):
+        for state in replay:
+            replay[state].append(write_replay(args, n, state == "on"))
+    cost = statistics.median(replay["on"]) - statistics.median(replay["off"])
+    fastest = min(r["seconds"] for v in checks.values() for r in v)
+    print(f"write replay (the extraction's dump writes alone, random values, same shapes and order), CPU s: "
+          f"off {statistics.median(replay['off']):.3f}, on {statistics.median(replay['on']):.3f}; "
+          f"difference {cost:.3f} s = {cost / fastest:.2%} of the fastest extraction ({fastest:.2f} s)")
+
+
+def write_replay(args: argparse.Namespace, n: int, checksums: bool) -> float:
+    """CPU seconds to create and fill, with random values, the datasets an extraction of ``n``
+    images writes (default products), batch by batch in the extraction's image order."""
+    import h5py
+    import numpy as np
+
+    from vitscope import dumps, extract, models
+
+    spec = models.spec_from_config("bench", {"arch": args.arch, "image_size": args.image_size})
+    model, _ = models.build(spec)
+    geom = models.geometry(model)
+    options = extract.ExtractOptions(batch_size=args.batch_size, cka_batch_size=args.batch_size, exemplars=4)
+    order = extract.image_order(n, options)
+    m = n // args.batch_size
+    shapes = extract._shapes(n, geom, frozenset(options.products), m, args.batch_size, 4)
+    rng = np.random.default_rng(0)
+    per_image = {k: v for k, v in shapes.items() if not k.startswith(("cka/", "exemplars/"))}
+    batch = {k: rng.standard_normal((args.batch_size, *s[1:])).astype(d) for k, (s, d) in per_image.items()}
+    grams = {k: rng.standard_normal((1, *s[1:])).astype(d) for k, (s, d) in shapes.items() if k.startswith("cka/")}
+    dumps._CHECKSUMS = checksums
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.process_time()
+        with (dumps.create_file if checksums else (lambda path: h5py.File(path, "w")))(Path(tmp) / "d.h5") as h:
+            dumps.write_images(h, [f"img_{i}.png" for i in range(n)], list(range(n)), ["c"] * n)
+            writer = dumps.DumpWriter(h, n, shapes)
+            for k in range(m):
+                writer.write(order[k * args.batch_size : (k + 1) * args.batch_size], batch)
+                for name, values in grams.items():
+                    writer.write_rows(name, k, values)
+        seconds = time.process_time() - start
+    dumps._CHECKSUMS = True
+    return seconds
 
 
 def main() -> None:
@@ -159,6 +242,10 @@ def main() -> None:
         "--variants", action="store_true",
         help="also time the full extraction at 8N with the torch attention reductions (VITSCOPE_FUSED=0)",
     )
+    parser.add_argument(
+        "--checksums", default="", metavar="R",
+        help="only time the full extraction at 8N with and without dump checksums, R runs each, alternated",
+    )
     parser.add_argument("--products", default="", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-warm-up", action="store_true", help=argparse.SUPPRESS)
@@ -166,6 +253,7 @@ def main() -> None:
     parser.add_argument("--root", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        args.checksums = args.checksums or "on"
         child(args)
         return
 
@@ -176,6 +264,9 @@ def main() -> None:
         per_class = max(1, min(large, 1024) // 8)
         synthetic.write_imagefolder(root, synthetic.SyntheticSpec(classes=8, per_class=per_class, image_size=256))
         measure(args, root, "bare", args.batch_size)  # warm caches (disk, allocator) once
+        if args.checksums:
+            checksum_cost(args, root, large)
+            return
         alone = measure(args, root, "model", large)
         bare = measure(args, root, "bare", large)
         cold = measure(args, root, "bare", large, warm_up=False) if args.variants else None

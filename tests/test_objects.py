@@ -283,3 +283,42 @@ def test_objects_of_one_category_are_undefined_not_perfect(tmp_path) -> None:
     with h5py.File(path) as dump:
         rows = features.object_clustering_rows(dump, "tiny", seed=0, n_init=2)
     assert len(rows) == 2 * 3 and all(np.isnan(r["value"]) and r["note"] == "undefined: 1 class" for r in rows)
+
+
+def test_objects_dump_is_checksummed_and_validates(tmp_path, coco_dataset):
+    """A dump with objects written as extract_dump writes it opens through vitscope.dumps.open_dump
+    (O rows of every objects/ dataset consistent); a flipped bit in objects/features fails the
+    object clustering naming the dump, and a short objects/category fails the open."""
+    from test_dumps import flip_bit
+
+    from vitscope import dumps
+    from vitscope.errors import DumpError
+
+    root, annotations = coco_dataset
+    spec, model = build()
+    entries = data.index_coco(root, annotations)
+    masks = ObjectMasks(data.load_coco(annotations), [e.path for e in entries], root, spec.image_size,
+                        models.geometry(model).grid)
+    meta = {"model": "tiny", "dataset": "coco", **{k: v for k, v in spec.describe().items() if k != "alias"}}
+    path = tmp_path / "dump.h5"
+    with dumps.create_file(path) as handle:
+        extract.run(
+            model, entries, loading.preprocess(spec.image_size, spec.mean, spec.std, spec.interpolation), handle,
+            extract.ExtractOptions(products=("objects", "tokens"), batch_size=4), CPU, meta, objects=masks,
+        )
+    with dumps.open_dump(path) as dump:
+        assert all(dump[f"objects/{k}"].fletcher32 for k in ("features", "image", "category", "category_name"))
+        assert set(dump["objects/category_name"].asstr()[...]) <= {c["name"] for c in CATEGORIES}
+        features.object_clustering_rows(dump, "tiny", seed=0, n_init=1)
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(path.read_bytes())
+    flip_bit(damaged, "objects/features", 0)
+    with dumps.open_dump(damaged) as dump, pytest.raises(DumpError, match=f"{damaged}': dataset objects/features"):
+        features.object_clustering_rows(dump, "tiny", seed=0, n_init=1)
+    with h5py.File(damaged, "r+") as f:
+        values = f["objects/category"][...][:-1]
+        del f["objects/category"]
+        dumps.create_dataset(f, "objects/category", values.shape, values.dtype, data=values)
+        dumps.seal(f)
+    with pytest.raises(DumpError, match=r"dataset objects/category has shape"):
+        dumps.open_dump(damaged)

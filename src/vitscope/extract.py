@@ -798,7 +798,7 @@ def extract_dump(
     product ``objects``.
     """
     from .data import load_coco, read_index
-    from .dumps import atomic_path
+    from .dumps import atomic_path, create_file
     from .loading import preprocess
     from .models import build, spec_from_config
 
@@ -828,5 +828,5 @@ def extract_dump(
             load_coco(coco["annotations"], key=key), [e.path for e in entries], coco["root"],
             spec.image_size, geometry(net).grid, coco["annotations"],
         )
-    with atomic_path(output) as tmp, h5py.File(tmp, "w") as handle:
+    with atomic_path(output) as tmp, create_file(tmp) as handle:
         return run(net, entries, transform, handle, options, target, meta, progress, objects)

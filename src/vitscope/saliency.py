@@ -198,7 +198,8 @@ def object_mask(coco: COCO, image_id: int) -> np.ndarray:
     """(H0, W0) bool union of every instance mask of an image (crowd regions included).
 
     Polygon parts with fewer than 3 points (malformed, as in some PartImageNet
-    annotations) are dropped, as the study did.
+    annotations) are dropped, the other parts kept (the study skipped an
+    annotation whose first part was malformed; docs/differences.md).
     """
     info = coco.imgs[image_id]
     out = np.zeros((int(info["height"]), int(info["width"])), dtype=bool)
