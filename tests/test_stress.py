@@ -135,8 +135,9 @@ def extract_stress(entries: list[data.Entry], path: Path) -> None:
     spec = models.spec_from_config("stress", {**stress.MODEL_ENTRY, "weights": "random"})
     transform = loading.preprocess(spec.image_size, spec.mean, spec.std, spec.interpolation)
     options = extract.ExtractOptions(batch_size=8, cka_batch_size=4, exemplars=len(entries))
-    with h5py.File(path, "w") as handle:
-        extract.run(model, entries, transform, handle, options, CPU, {"model": "stress", "dataset": "synthetic"})
+    meta = {"model": "stress", "dataset": "synthetic", **{k: v for k, v in spec.describe().items() if k != "alias"}}
+    with dumps.create_file(path) as handle:  # as extract_dump writes it: checksummed and sealed
+        extract.run(model, entries, transform, handle, options, CPU, meta)
 
 
 def read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
