@@ -184,6 +184,9 @@ class DumpWriter:
     def __init__(self, handle: h5py.File, n: int, shapes: Mapping[str, tuple[tuple[int | None, ...], Any]]):
         self.handle = handle
         self.n = n
+        # Open datasets are kept: closing one flushes its chunk cache, and an HDF5 write error
+        # (a full disk) raised while a dataset object is deallocated is lost (and can crash h5py).
+        self._open: dict[str, h5py.Dataset] = {}
         for name, (shape, dtype) in shapes.items():
             if shape[0] is None:
                 row = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
@@ -210,7 +213,7 @@ class DumpWriter:
         else:
             whole = np.s_[sorted_pos.tolist()]  # increasing row list: one selection (contiguous datasets)
         for name, values in arrays.items():
-            dataset = self.handle[name]
+            dataset = self.dataset(name)
             rows = np.ascontiguousarray(values[order])
             if dataset.chunks is None or len(runs) == 1:
                 dataset.write_direct(rows, dest_sel=whole)
@@ -222,17 +225,25 @@ class DumpWriter:
     def write_rows(self, name: str, start: int, values: np.ndarray) -> None:
         """Write ``values`` at rows ``start:start + len(values)`` of dataset ``name``."""
         if len(values):
-            self.handle[name].write_direct(
-                np.ascontiguousarray(values), dest_sel=np.s_[start : start + len(values)]
-            )
+            self.dataset(name).write_direct(np.ascontiguousarray(values), dest_sel=np.s_[start : start + len(values)])
 
     def append(self, name: str, values: np.ndarray) -> None:
         """Append ``values`` (rows) to the growable dataset ``name``."""
         if len(values):
-            dataset = self.handle[name]
+            dataset = self.dataset(name)
             start = dataset.shape[0]
             dataset.resize(start + len(values), axis=0)
             dataset.write_direct(np.ascontiguousarray(values), dest_sel=np.s_[start : start + len(values)])
+
+    def dataset(self, name: str) -> h5py.Dataset:
+        """Dataset ``name``, kept open for the writer's life (see ``__init__``)."""
+        if name not in self._open:
+            self._open[name] = self.handle[name]
+        return self._open[name]
+
+    def flush(self) -> None:
+        """Write every cached chunk and header now, so a full disk fails here as an exception."""
+        self.handle.flush()
 
     def put(self, name: str, values: np.ndarray) -> None:
         """Store a whole array (strings: fixed-length UTF-8) as dataset ``name``."""

@@ -104,10 +104,17 @@ def stress_vit(seed: int = SEED) -> nn.Module:
 
 
 def write_stress_checkpoint(path: str | Path, seed: int = SEED) -> Path:
-    """Save :func:`stress_vit`'s state dict (format ``timm``) to ``path``; returns the path."""
+    """Save :func:`stress_vit`'s state dict (format ``timm``) to ``path``, as safetensors when the name
+    ends in ``.safetensors`` (what that format reads by the suffix), else with ``torch.save``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(stress_vit(seed).state_dict(), path)
+    state = stress_vit(seed).state_dict()
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save(state, path)
     return path
 
 
