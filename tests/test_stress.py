@@ -18,11 +18,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_extract import read_all
 
 from vitscope import attention, data, dumps, extract, features, heads, loading, models
 from vitscope.testing import stress
@@ -140,28 +140,13 @@ def extract_stress(entries: list[data.Entry], path: Path) -> None:
         extract.run(model, entries, transform, handle, options, CPU, meta)
 
 
-def read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
-    arrays: dict[str, np.ndarray] = {}
-    attrs: dict[str, dict] = {}
-    with h5py.File(path, "r") as f:
-        attrs["/"] = dict(f.attrs)
-        def visit(name: str, obj) -> None:
-            if isinstance(obj, h5py.Dataset):
-                arrays[name] = obj[()]
-            else:
-                attrs[name] = dict(obj.attrs)
-
-        f.visititems(visit)
-    return arrays, attrs
-
-
 @pytest.fixture(scope="module")
 def dump(tmp_path_factory):
     root = tmp_path_factory.mktemp("stress")
     entries = write_images(root / "images", 12)
     path = root / "stress.h5"
     extract_stress(entries, path)
-    return entries, path, *read(path)
+    return entries, path, *read_all(path)
 
 
 def rule_loop(maps: np.ndarray, grid: tuple[int, int]) -> dict[str, np.ndarray]:
@@ -255,7 +240,7 @@ def test_fused_kernel_agrees_on_the_stress_model(dump, tmp_path):
         env=env, capture_output=True, text=True, check=False,
     )
     assert done.returncode == 0, done.stderr
-    got, _ = read(out)
+    got, _ = read_all(out)
     np.testing.assert_array_equal(got["attention/zero_mass_rows"], arrays["attention/zero_mass_rows"])
     for name in ("attention/distance", "attention/aligned_sum", "attention/spatial_query_sum", "attention/sink_sum"):
         assert np.isfinite(got[name]).all(), name
