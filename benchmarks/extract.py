@@ -24,6 +24,7 @@ Not a test: run it by hand,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -109,7 +110,7 @@ def child(args: argparse.Namespace) -> None:
                 done = [offset + first.elapsed_time(e) / 1000 for e in events]
         seconds = time.perf_counter() - start
     else:
-        dumps._CHECKSUMS = args.checksums == "on"
+        options = dataclasses.replace(options, checksums=args.checksums == "on")
         create = dumps.create_file if args.checksums == "on" else (lambda path: h5py.File(path, "w"))
         with tempfile.TemporaryDirectory() as tmp:
             cpu = _cpu_seconds()
@@ -211,18 +212,16 @@ def write_replay(args: argparse.Namespace, n: int, checksums: bool) -> float:
     per_image = {k: v for k, v in shapes.items() if not k.startswith(("cka/", "exemplars/"))}
     batch = {k: rng.standard_normal((args.batch_size, *s[1:])).astype(d) for k, (s, d) in per_image.items()}
     grams = {k: rng.standard_normal((1, *s[1:])).astype(d) for k, (s, d) in shapes.items() if k.startswith("cka/")}
-    dumps._CHECKSUMS = checksums
     with tempfile.TemporaryDirectory() as tmp:
         start = time.process_time()
         with (dumps.create_file if checksums else (lambda path: h5py.File(path, "w")))(Path(tmp) / "d.h5") as h:
-            dumps.write_images(h, [f"img_{i}.png" for i in range(n)], list(range(n)), ["c"] * n)
-            writer = dumps.DumpWriter(h, n, shapes)
+            dumps.write_images(h, [f"img_{i}.png" for i in range(n)], list(range(n)), ["c"] * n, checksums=checksums)
+            writer = dumps.DumpWriter(h, n, shapes, checksums=checksums)
             for k in range(m):
                 writer.write(order[k * args.batch_size : (k + 1) * args.batch_size], batch)
                 for name, values in grams.items():
                     writer.write_rows(name, k, values)
         seconds = time.process_time() - start
-    dumps._CHECKSUMS = True
     return seconds
 
 

@@ -259,6 +259,27 @@ def test_damaged_attributes_fail_at_open(dump, text, shift):
         read_everything(dump)
 
 
+def test_layout_without_checksums_holds_the_same_values_and_is_refused(pristine, entries, tmp_path):
+    """``ExtractOptions(checksums=False)`` (benchmarks/extract.py times it) writes the old
+    layout: the same values, no fletcher32, and open_dump refuses it."""
+    spec = models.spec_from_config("tiny", ENTRY)
+    model, _ = models.build(spec)
+    transform = loading.preprocess(spec.image_size, spec.mean, spec.std, spec.interpolation)
+    meta = {"model": "tiny", "dataset": "synthetic", **{k: v for k, v in spec.describe().items() if k != "alias"}}
+    path = tmp_path / "plain.h5"
+    with dumps.create_file(path) as handle:
+        extract.run(model, entries, transform, handle, extract.ExtractOptions(**OPTIONS, checksums=False), CPU, meta)
+    names = datasets_of(pristine)
+    assert datasets_of(path) == names
+    with h5py.File(path, "r") as plain, h5py.File(pristine, "r") as checked:
+        assert not any(plain[name].fletcher32 for name in names)
+        assert all(checked[name].fletcher32 for name in names)
+        for name in names:
+            np.testing.assert_array_equal(plain[name][...], checked[name][...], err_msg=name)
+    with pytest.raises(DumpError, match=f"dump '{path}': datasets .* carry no checksum"):
+        dumps.open_dump(path)
+
+
 def test_unsealed_dump_fails_at_open(dump):
     edit(dump, lambda f: None)
     with h5py.File(dump, "r+") as f:

@@ -179,6 +179,56 @@ def test_empty_mask_has_no_iou_and_is_counted() -> None:
     assert np.isnan(ious[1]).all() and not np.isnan(ious[[0, 2]]).any()
     table = saliency.summary_rows(ious, "m")
     assert {r["images"] for r in table} == {2} and {r["empty_masks"] for r in table} == {1}
+    assert saliency.summary_rows(ious, "m", ~masks.reshape(3, -1).any(axis=1)) == table
+
+
+def test_cls_row_with_no_spatial_mass_is_undefined_not_zero() -> None:
+    """A CLS query with all of its attention on the prefix tokens (an attention sink; spatial
+    mass 0 or subnormal in float32) has no mass set: before, its IoU was 0 and pulled the
+    head's mean down. Now it is NaN, left out of that head's means, and counted."""
+    rng = np.random.default_rng(5)
+    rows = rng.random((3, 1, 2, 1 + 9)).astype(np.float32)
+    rows /= rows.sum(axis=-1, keepdims=True)
+    rows[1, 0, 0] = 0.0
+    rows[1, 0, 0, 0] = 1.0                       # image 2, head 1: everything on CLS
+    rows[2, 0, 0, 1:] = np.float32(1e-45)        # image 3, head 1: spatial mass subnormal
+    rows[2, 0, 0, 0] = 1.0
+    masks = np.zeros((3, 3, 3), dtype=bool)
+    masks[:, 1, :] = True
+    assert not saliency.mass_mask(rows[1, 0, 0, 1:]).any()
+    assert saliency.has_mass(rows[:, 0, :, 1:]).tolist() == [[True, True], [False, True], [False, True]]
+    ious = saliency.saliency_iou(rows, masks)
+    assert np.isnan(ious[[1, 2], 0, 0]).all() and not np.isnan(ious[0]).any() and not np.isnan(ious[:, 0, 1]).any()
+    table = saliency.summary_rows(ious, "m", np.zeros(3, bool))
+    head1 = next(r for r in table if r["selection"] == "head" and r["head"] == 1)
+    assert head1["iou"] == ious[0, 0, 0] and head1["iou_std"] == 0.0
+    assert head1["zero_mass"] == 2 and head1["images"] == 3 and head1["note"] == ""
+    head2 = next(r for r in table if r["selection"] == "head" and r["head"] == 2)
+    assert head2["zero_mass"] == 0 and head2["iou"] == pytest.approx(ious[:, 0, 1].mean())
+    oracle = next(r for r in table if r["selection"] == "per_image_best_head")
+    want = np.mean([max(ious[0, 0]), ious[1, 0, 1], ious[2, 0, 1]])
+    assert oracle["iou"] == pytest.approx(want) and oracle["zero_mass"] == 0
+
+
+def test_head_with_no_spatial_mass_anywhere_says_why() -> None:
+    """Every image's CLS row of head 1 on the prefix: that head's row is NaN with its reason in
+    ``note``; the best head once is chosen among the heads that have a mean."""
+    from vitscope import plots
+
+    rows = np.zeros((2, 1, 2, 1 + 4))
+    rows[:, :, :, 0] = 1.0
+    rows[:, 0, 1] = [0.2, 0.4, 0.2, 0.1, 0.1]
+    masks = np.zeros((2, 2, 2), dtype=bool)
+    masks[:, 0, 0] = True
+    table = saliency.summary_rows(saliency.saliency_iou(rows, masks), "m", np.zeros(2, bool))
+    head1 = next(r for r in table if r["selection"] == "head" and r["head"] == 1)
+    assert np.isnan(head1["iou"]) and head1["note"] == saliency.NO_MASS and head1["zero_mass"] == 2
+    once = next(r for r in table if r["selection"] == "best_head_once")
+    assert once["head"] == 2 and once["iou"] == 0.5 and once["note"] == ""  # tokens 1, 2 of 4 hold 0.6
+    assert all(r["note"] == "" for r in table if not np.isnan(r["iou"]))
+    text = [{k: str(v) for k, v in r.items()} for r in table]
+    fig = plots.saliency_by_block({"m": text}, title="t")
+    assert "CLS attention with no spatial mass in every image" in fig._suptitle.get_text()
 
 
 def test_summary_rows_best_head_once_and_per_image_best() -> None:

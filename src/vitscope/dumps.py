@@ -36,8 +36,6 @@ FORMAT_VERSION = 1
 LIBVER = ("v110", "v110")
 #: largest chunk of a dataset, in bytes (a per-image row is split along its next axes above it)
 CHUNK_BYTES = 4 << 20
-#: False only in benchmarks/extract.py, to time extraction without checksums (old layout)
-_CHECKSUMS = True
 #: what every message about a damaged or inconsistent dump tells the user to do
 REBUILD = "delete it and rerun the workflow to rebuild it"
 
@@ -181,9 +179,16 @@ class DumpWriter:
     made by :func:`create_dataset` (fletcher32 checksum per chunk).
     """
 
-    def __init__(self, handle: h5py.File, n: int, shapes: Mapping[str, tuple[tuple[int | None, ...], Any]]):
+    def __init__(
+        self,
+        handle: h5py.File,
+        n: int,
+        shapes: Mapping[str, tuple[tuple[int | None, ...], Any]],
+        checksums: bool = True,
+    ):
         self.handle = handle
         self.n = n
+        self.checksums = checksums
         # Open datasets are kept: closing one flushes its chunk cache, and an HDF5 write error
         # (a full disk) raised while a dataset object is deallocated is lost (and can crash h5py).
         self._open: dict[str, h5py.Dataset] = {}
@@ -191,10 +196,12 @@ class DumpWriter:
             if shape[0] is None:
                 row = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
                 chunk = (max(1, min(1024, (1 << 20) // max(row, 1))), *shape[1:])
-                create_dataset(handle, name, (0, *shape[1:]), dtype, maxshape=shape, chunks=chunk)
+                create_dataset(handle, name, (0, *shape[1:]), dtype, maxshape=shape, chunks=chunk, checksums=checksums)
             else:  # one image row per chunk: scattered writes fill whole chunks
                 shape = tuple(int(v) for v in shape)
-                create_dataset(handle, name, shape, dtype, chunks=chunk_shape(shape, dtype, rows=1))
+                create_dataset(
+                    handle, name, shape, dtype, chunks=chunk_shape(shape, dtype, rows=1), checksums=checksums
+                )
 
     def write(self, positions: np.ndarray, arrays: Mapping[str, np.ndarray]) -> None:
         """Write rows of per-image datasets at dataset ``positions`` (any order).
@@ -249,9 +256,9 @@ class DumpWriter:
         """Store a whole array (strings: fixed-length UTF-8) as dataset ``name``."""
         values = np.asarray(values)
         if values.dtype.kind in "OUS":
-            create_strings(self.handle, name, [str(v) for v in values.ravel()])
+            create_strings(self.handle, name, [str(v) for v in values.ravel()], checksums=self.checksums)
         else:
-            create_dataset(self.handle, name, values.shape, values.dtype, data=values)
+            create_dataset(self.handle, name, values.shape, values.dtype, data=values, checksums=self.checksums)
 
     def attrs(self, values: Mapping[str, Any], group: str = "/") -> None:
         target = self.handle[group] if group != "/" else self.handle
@@ -259,12 +266,18 @@ class DumpWriter:
             target.attrs[key] = _attr(value)
 
 
-def write_images(handle: h5py.File, paths: Sequence[str], labels: Sequence[int], classes: Sequence[str]) -> None:
+def write_images(
+    handle: h5py.File,
+    paths: Sequence[str],
+    labels: Sequence[int],
+    classes: Sequence[str],
+    checksums: bool = True,
+) -> None:
     """Store the image list of a dump (``images/path``, ``images/label``, ``images/class``)."""
-    create_strings(handle, "images/path", paths)
+    create_strings(handle, "images/path", paths, checksums=checksums)
     labels = np.asarray(labels, dtype=np.int64)
-    create_dataset(handle, "images/label", labels.shape, np.int64, data=labels)
-    create_strings(handle, "images/class", classes)
+    create_dataset(handle, "images/label", labels.shape, np.int64, data=labels, checksums=checksums)
+    create_strings(handle, "images/class", classes, checksums=checksums)
 
 
 def chunk_shape(
@@ -296,14 +309,19 @@ def create_dataset(
     data: np.ndarray | None = None,
     maxshape: tuple[int | None, ...] | None = None,
     chunks: tuple[int, ...] | None = None,
+    checksums: bool = True,
 ) -> h5py.Dataset:
     """Create dataset ``name`` of a dump the one way every dump dataset is made:
     chunked (``chunks``, or :func:`chunk_shape`, sized for a dataset written whole), a fletcher32 checksum per chunk,
     no timestamps (the file's bytes depend only on its contents). A zero-length
-    axis is made growable (a fixed chunk may not exceed a fixed axis)."""
+    axis is made growable (a fixed chunk may not exceed a fixed axis).
+
+    ``checksums=False`` makes the layout dumps had before checksums (contiguous
+    unless growable, no fletcher32). It exists only so ``benchmarks/extract.py``
+    can time what checksums cost; :func:`open_dump` refuses files without them."""
     if len(shape) == 0:
         raise ValueError(f"dump dataset '{name}': a scalar cannot be chunked (checksummed); store shape (1,)")
-    if not _CHECKSUMS:  # the layout before checksums: contiguous unless growable
+    if not checksums:
         return parent.create_dataset(
             name, shape=shape, dtype=dtype, data=data, maxshape=maxshape, chunks=chunks, track_times=False
         )
@@ -316,14 +334,14 @@ def create_dataset(
     )
 
 
-def create_strings(parent: h5py.Group, name: str, values: Sequence[str]) -> h5py.Dataset:
+def create_strings(parent: h5py.Group, name: str, values: Sequence[str], checksums: bool = True) -> h5py.Dataset:
     """A (len(values),) dataset of fixed-length UTF-8 strings (variable-length strings
     live in HDF5's global heap, which no checksum covers); read it with ``.asstr()``."""
     encoded = [str(v).encode("utf-8") for v in values]
     width = max((len(v) for v in encoded), default=0) or 1
     text = h5py.string_dtype("utf-8", width)
     array = np.array(encoded, dtype=text).reshape(len(encoded))
-    return create_dataset(parent, name, array.shape, text, data=array)
+    return create_dataset(parent, name, array.shape, text, data=array, checksums=checksums)
 
 
 #: root attribute: SHA-256 of every attribute of the dump (:func:`metadata_digest`)

@@ -71,6 +71,9 @@ class ExtractOptions:
     exemplars: int = 4
     parity_tolerance: float = 1e-3
     num_workers: int = 0
+    #: False only in ``benchmarks/extract.py``, to time the dump layout without checksums
+    #: (:func:`vitscope.dumps.create_dataset`); not a config key
+    checksums: bool = True
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.products) - set(PRODUCTS))
@@ -455,9 +458,13 @@ def run(
     partition = cka_partition(order, options.cka_batch_size) if "gram" in products else np.zeros((0, 0), np.int64)
     exemplars = exemplar_positions(n, options.exemplars) if "exemplars" in products else np.zeros(0, np.int64)
 
-    write_images(handle, [e.path for e in entries], [e.label for e in entries], [e.cls for e in entries])
+    write_images(
+        handle, [e.path for e in entries], [e.label for e in entries], [e.cls for e in entries],
+        checksums=options.checksums,
+    )
     writer = DumpWriter(
-        handle, n, _shapes(n, geom, products, len(partition), options.cka_batch_size, len(exemplars))
+        handle, n, _shapes(n, geom, products, len(partition), options.cka_batch_size, len(exemplars)),
+        checksums=options.checksums,
     )
     loader = DataLoader(
         ImageDataset(entries, transform, order, objects),

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from . import saliency  # noqa: E402
 from .dumps import atomic_path  # noqa: E402
 
 PALETTE = plt.get_cmap("tab10").colors
@@ -65,6 +66,14 @@ def map_grid(
     return fig
 
 
+def _saliency_reason(row: Mapping[str, str]) -> str:
+    """Why a saliency row's IoU is NaN: its ``note`` (tables written before the column: no mask)."""
+    note = str(row.get("note") or "")
+    if not note:
+        note = saliency.NO_MASK if str(row.get("images", "")) in ("0", "") else "undefined"
+    return note.removeprefix("undefined:").strip() or "undefined"
+
+
 def saliency_by_block(
     tables: Mapping[str, Sequence[Mapping[str, str]]], mass: float = 0.6, title: str = ""
 ) -> Figure:
@@ -74,24 +83,25 @@ def saliency_by_block(
     dataset), with every head's mean IoU as a dot. Right: the study's
     per-image best head (mean over images of each image's best head).
     ``tables``: model -> rows of a saliency IoU table (block, selection, head, iou).
-    A model whose every IoU is NaN (no image with a non-empty grid mask: ``images`` = 0)
-    is named in the legend as "model (n/a: every object mask empty)"; any NaN IoU (a
-    gap) is noted in the title.
+    A model whose every IoU is NaN is named in the legend as "model (n/a: reason)", the
+    reason taken from the rows' ``note`` (e.g. every object mask empty: ``images`` = 0);
+    every reason for a NaN IoU (a gap) is stated in the title.
     """
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.9), sharey=True, layout="constrained")
     panels = (
         ("best_head_once", "best head, chosen once per block\n(highest mean IoU over the dataset)"),
         ("per_image_best_head", "per-image best head (the study's)\n(mean over images of each image's best head)"),
     )
-    missing = False
+    reasons: list[str] = []
     for i, (model, rows) in enumerate(tables.items()):
         colour = PALETTE[i % len(PALETTE)]
         heads = [r for r in rows if r["selection"] == "head"]
         label = f"{model} ({max(int(r['head']) for r in heads)} heads)"
         undefined = [math.isnan(float(r["iou"])) for r in rows]
-        missing = missing or any(undefined)
+        why = sorted({_saliency_reason(r) for r, u in zip(rows, undefined, strict=True) if u})
+        reasons += [w for w in why if w not in reasons]
         if undefined and all(undefined):
-            label += " (n/a: every object mask empty)"
+            label += f" (n/a: {'; '.join(why)})"
         jitter = (i - (len(tables) - 1) / 2) * 0.08
         axes[0].scatter(
             [int(r["block"]) + jitter for r in heads], [float(r["iou"]) for r in heads],
@@ -113,8 +123,11 @@ def saliency_by_block(
     axes[0].set_ylabel(f"IoU: CLS attention (top {mass:g} mass) vs object mask")
     axes[0].text(0.02, 0.98, "dots: every head's mean IoU", transform=axes[0].transAxes, fontsize=7, va="top")
     axes[1].legend(fontsize=8, frameon=False)
-    if missing:
-        title += ("\n" if title else "") + "gaps / n/a: no image with a non-empty object mask (images = 0 in the table)"
+    explained = {saliency.NO_MASK.removeprefix("undefined: "): "no image with a non-empty object mask (images = 0)",
+                 saliency.NO_MASS.removeprefix("undefined: "): "CLS attention with no spatial mass in every image "
+                 "(zero_mass in the table)"}
+    if reasons:
+        title += ("\n" if title else "") + "gaps / n/a: " + "; ".join(explained.get(r, r) for r in reasons)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

@@ -15,7 +15,10 @@ size, (H0, W0) an original image's size.
    smallest set of tokens holding ``mass`` (0.6) of it (:func:`mass_mask`);
    equal values are taken in token order (row-major), so the set is unique.
 3. IoU per image, block and head (:func:`iou`); an image whose grid mask is
-   empty has no IoU (NaN) and is left out of every mean and counted.
+   empty has no IoU (NaN) and is left out of every mean and counted. So is a
+   CLS row with no spatial mass (the zero-mass rule of docs/attention.md: its
+   attention is all on the prefix tokens, so no set of spatial tokens holds any
+   share of it): NaN, left out of that block and head's means, counted as ``zero_mass``.
 
 Two summaries per block (:func:`summary_rows`): ``best_head_once`` is the
 head with the highest mean IoU over the dataset, chosen once per block;
@@ -26,6 +29,7 @@ the mean over images (an oracle choice per image, so never lower).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +46,13 @@ log = logging.getLogger(__name__)
 
 Grid = tuple[int, int]
 
+#: a row whose spatial mass is below this has no spatial distribution (docs/attention.md's zero-mass
+#: rule; the dump stores the CLS rows in float32, so float32's smallest normal number)
+ZERO_MASS = float(np.finfo(np.float32).tiny)
+#: ``note`` of a table row that is NaN because no image has a non-empty grid mask
+NO_MASK = "undefined: every object mask empty"
+#: ``note`` of a table row that is NaN because the CLS row has no spatial mass in any image
+NO_MASS = "undefined: the CLS attention has no spatial mass in any image"
 #: tolerance of the cumulative mass comparison, so float round-off never adds a token
 MASS_TOLERANCE = 1e-9
 #: a coverage this close below the threshold reaches it: the float64 products of :func:`mask_coverage`
@@ -98,17 +109,27 @@ def mass_mask(cls_spatial: np.ndarray, mass: float = 0.6) -> np.ndarray:
     keys already dropped); rows are renormalised to sum 1 here, in float64.
     Tokens are ranked by value, larger first, equal values in token order; a
     token is kept while the mass of the tokens ranked before it is below
-    ``mass``. Returns (..., G) bool with at least one token per row.
+    ``mass``. Returns (..., G) bool with at least one token per row, except for a
+    zero-mass row (total below :data:`ZERO_MASS`, docs/attention.md), which has no
+    distribution to take a share of: no token (see :func:`has_mass`).
     """
     values = np.asarray(cls_spatial, dtype=np.float64)
-    values = values / values.sum(axis=-1, keepdims=True)
+    total = values.sum(axis=-1, keepdims=True)
+    ok = total >= ZERO_MASS
+    values = np.where(ok, values / np.where(ok, total, 1.0), 0.0)
     order = np.argsort(-values, axis=-1, kind="stable")
     ranked = np.take_along_axis(values, order, axis=-1)
     before = np.cumsum(ranked, axis=-1) - ranked
     keep_ranked = before < mass - MASS_TOLERANCE
     keep = np.empty_like(keep_ranked)
     np.put_along_axis(keep, order, keep_ranked, axis=-1)
-    return keep
+    return keep & ok
+
+
+def has_mass(cls_spatial: np.ndarray) -> np.ndarray:
+    """(..., G) -> (...) bool: rows whose spatial mass, summed in float64, is at least
+    :data:`ZERO_MASS` (the others are zero-mass rows, docs/attention.md)."""
+    return np.asarray(cls_spatial, dtype=np.float64).sum(axis=-1) >= ZERO_MASS
 
 
 def iou(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -127,20 +148,26 @@ def saliency_iou(cls_rows: np.ndarray, masks: np.ndarray, prefix: int = 1, mass:
 
     cls_rows: (N, L, H, T) the CLS query's attention over all keys (a dump's
     ``attention/cls``); masks: (N, gh, gw) bool grid masks (:func:`grid_mask`).
-    Returns (N, L, H) float64, NaN for images with an empty mask.
+    Returns (N, L, H) float64, NaN for images with an empty mask and for CLS
+    rows with no spatial mass (:func:`has_mass`; zero-mass rule, docs/attention.md).
     """
     n = cls_rows.shape[0]
     if masks.shape[0] != n:
         raise ValueError(f"{n} attention rows but {masks.shape[0]} masks")
-    pred = mass_mask(cls_rows[..., prefix:], mass)
+    spatial = cls_rows[..., prefix:]
+    pred = mass_mask(spatial, mass)
     target = masks.reshape(n, 1, 1, -1)
     if pred.shape[-1] != target.shape[-1]:
         raise ValueError(f"attention has {pred.shape[-1]} spatial keys, masks {target.shape[-1]} tokens")
-    return iou(pred, target)
+    return np.where(has_mass(spatial), iou(pred, target), np.nan)
 
 
-def summary_rows(ious: np.ndarray, model: str) -> list[dict[str, object]]:
-    """Tidy rows of an IoU table from per-image IoUs (N, L, H) (NaN = image left out).
+def summary_rows(ious: np.ndarray, model: str, empty: np.ndarray | None = None) -> list[dict[str, object]]:
+    """Tidy rows of an IoU table from per-image IoUs (N, L, H) (NaN = undefined).
+
+    ``empty``: (N,) bool, the images whose grid mask is empty (their IoUs are NaN);
+    None: the images whose IoU is NaN at every block and head. Any other NaN is a
+    CLS row with no spatial mass (:func:`saliency_iou`).
 
     ``selection`` says what a row is:
     ``head``: one head's mean IoU over images (``head`` 1-indexed);
@@ -148,47 +175,75 @@ def summary_rows(ious: np.ndarray, model: str) -> list[dict[str, object]]:
     dataset for this block (``head`` = the chosen head; ties: the lowest);
     ``per_image_best_head``: the study's oracle, mean over images of the best
     head of each image (``head`` empty: it varies).
-    ``iou`` is the mean, ``iou_std`` the standard deviation over images,
-    ``images`` the images with a non-empty mask, ``empty_masks`` those left out.
-    With ``images`` = 0 every IoU is NaN (undefined: the reason is those two columns),
-    ``best_head_once`` names no head, and the log warns; empty masks are logged too.
+    ``iou`` is the mean, ``iou_std`` the standard deviation over the images used,
+    ``images`` the images with a non-empty mask, ``empty_masks`` those left out,
+    ``zero_mass`` the images of ``images`` left out of this row because the CLS row
+    had no spatial mass (for ``per_image_best_head``: at every head of the block).
+    A NaN IoU says why in ``note`` (:data:`NO_MASK`, :data:`NO_MASS`); with
+    ``images`` = 0, ``best_head_once`` names no head. Each reason is logged.
     """
     ious = np.asarray(ious, dtype=np.float64)
-    valid = ~np.isnan(ious[:, 0, 0]) if ious.size else np.zeros(0, bool)
-    kept = ious[valid]
-    images, empty = int(valid.sum()), int((~valid).sum())
+    n, blocks, heads = ious.shape
+    if empty is None:
+        empty = np.isnan(ious.reshape(n, -1)).all(axis=1) if ious.size else np.ones(n, bool)
+    empty = np.asarray(empty, dtype=bool)
+    if empty.shape != (n,):
+        raise ValueError(f"{n} images of IoUs but an empty-mask flag of shape {empty.shape}")
+    kept = ious[~empty]  # (N', L, H)
+    images, n_empty = int(len(kept)), int(empty.sum())
+    defined = ~np.isnan(kept)
+    used = defined.sum(axis=0)  # (L, H)
     rows: list[dict[str, object]] = []
-    blocks, heads = ious.shape[1:]
-    base = {"model": model, "images": images, "empty_masks": empty}
-    if empty:
-        log.warning("saliency IoU of %s: %d of %d images have an empty grid mask and are left out%s", model, empty,
-                    images + empty, "; every IoU is NaN" if images == 0 else "")
-    if images == 0:
-        mean = std = np.full((blocks, heads), np.nan)
-        best_image = best_image_std = np.full(blocks, np.nan)
-    else:
-        mean, std = kept.mean(axis=0), kept.std(axis=0)
-        per_image = kept.max(axis=-1)  # (N', L)
-        best_image, best_image_std = per_image.mean(axis=0), per_image.std(axis=0)
+    base = {"model": model, "images": images, "empty_masks": n_empty}
+    if n_empty:
+        log.warning("saliency IoU of %s: %d of %d images have an empty grid mask and are left out%s", model, n_empty,
+                    n, "; every IoU is NaN" if images == 0 else "")
+    zero = images - used
+    if images and zero.any():
+        log.warning("saliency IoU of %s: %d (image, block, head) CLS rows have no spatial mass and are left out "
+                    "(zero-mass rule, docs/attention.md); %d block-heads have none left", model, int(zero.sum()),
+                    int((used == 0).sum()))
+
+    def mean_std(values: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        count = ok.sum(axis=0)
+        safe = np.where(ok, values, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = safe.sum(axis=0) / count
+            var = np.where(ok, (safe - mean) ** 2, 0.0).sum(axis=0) / count
+        return mean, np.sqrt(var)
+
+    mean, std = mean_std(kept, defined)  # (L, H), NaN where no image is used
+    best_of_image = np.where(defined, kept, -np.inf).max(axis=-1) if images else np.zeros((0, blocks))
+    image_defined = defined.any(axis=-1)  # (N', L)
+    best_image, best_image_std = mean_std(np.where(image_defined, best_of_image, 0.0), image_defined)
+
+    def note(count: int) -> str:
+        return NO_MASK if images == 0 else (NO_MASS if count == 0 else "")
+
     for b in range(blocks):
         for h in range(heads):
             rows.append(
-                {"model": model, "block": b + 1, "selection": "head", "head": h + 1,
-                 "iou": float(mean[b, h]), "iou_std": float(std[b, h]), **base}
+                {**base, "block": b + 1, "selection": "head", "head": h + 1, "iou": float(mean[b, h]),
+                 "iou_std": float(std[b, h]), "zero_mass": int(zero[b, h]) if images else 0,
+                 "note": note(int(used[b, h]))}
             )
-        best = int(np.argmax(mean[b])) if images else 0
+        some = bool(images) and bool((used[b] > 0).any())
+        best = int(np.argmax(np.where(used[b] > 0, mean[b], -np.inf))) if some else 0
         rows.append(
-            {"model": model, "block": b + 1, "selection": "best_head_once", "head": best + 1 if images else "",
-             "iou": float(mean[b, best]), "iou_std": float(std[b, best]), **base}
+            {**base, "block": b + 1, "selection": "best_head_once", "head": best + 1 if some else "",
+             "iou": float(mean[b, best]) if some else math.nan, "iou_std": float(std[b, best]) if some else math.nan,
+             "zero_mass": int(zero[b, best]) if images else 0, "note": note(int(used[b, best]) if some else 0)}
         )
+        with_mass = int(image_defined[:, b].sum())
         rows.append(
-            {"model": model, "block": b + 1, "selection": "per_image_best_head", "head": "",
-             "iou": float(best_image[b]), "iou_std": float(best_image_std[b]), **base}
+            {**base, "block": b + 1, "selection": "per_image_best_head", "head": "",
+             "iou": float(best_image[b]), "iou_std": float(best_image_std[b]),
+             "zero_mass": images - with_mass, "note": note(with_mass)}
         )
     return rows
 
 
-COLUMNS = ("model", "block", "selection", "head", "iou", "iou_std", "images", "empty_masks")
+COLUMNS = ("model", "block", "selection", "head", "iou", "iou_std", "images", "empty_masks", "zero_mass", "note")
 
 
 # ------------------------------------------------------------ ground truth from annotations

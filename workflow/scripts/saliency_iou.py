@@ -9,6 +9,7 @@ with dumps.open_dump(snakemake.input.dump) as dump:
     ious, masks = saliency.dump_iou(
         dump, coco, entry["root"], snakemake.params.mass, snakemake.params.threshold, entry["annotations"]
     )
-rows = saliency.summary_rows(ious, snakemake.wildcards.model)
+empty = ~masks.reshape(len(masks), -1).any(axis=1)
+rows = saliency.summary_rows(ious, snakemake.wildcards.model, empty)
 tables.write_csv(rows, snakemake.output.table, columns=saliency.COLUMNS)
 tables.write_npz(snakemake.output.per_image, iou=ious, masks=masks)
