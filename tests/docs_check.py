@@ -797,12 +797,14 @@ _MEASURED = re.compile(r"\b\d+\.\d+\b|\b\d+(?:\.\d+)? ?%|\b\d+ (?:s|min|px)\b")
 
 
 def check_dated_numbers(doc: Doc, settings_sections: Sequence[str] = ("The models",)) -> list[str]:
-    """In docs/demo.md, a section that states measured numbers (decimals, percentages, seconds,
-    pixels) says when it measured them (a YYYY-MM-DD date in the section); ``settings_sections``
-    (headings) state configuration, not measurements."""
+    """Numbers measured on the demo say when they were measured: in docs/demo.md every section,
+    elsewhere every section whose heading names the demo, that states measured numbers (decimals,
+    percentages, seconds, pixels) holds a YYYY-MM-DD date. ``settings_sections`` (headings of
+    docs/demo.md) state configuration, not measurements."""
     problems = []
+    whole = doc.path == "docs/demo.md"
     for heading, body in sections(doc.text):
-        if heading in settings_sections or not heading:
+        if not heading or (whole and heading in settings_sections) or (not whole and "demo" not in heading.lower()):
             continue
         prose = "\n".join(paragraphs(body))
         numbers = _MEASURED.findall(prose)
@@ -842,6 +844,6 @@ def all_problems(root: Path = ROOT) -> dict[str, list[str]]:
             ("demo_claims", check_demo_claims(doc, config)),
         ):
             out.setdefault(name, []).extend(problems)
-        if doc.path == "docs/demo.md":
+        if not doc.rst:
             out.setdefault("dated_numbers", []).extend(check_dated_numbers(doc))
     return out
