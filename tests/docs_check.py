@@ -232,7 +232,7 @@ def to_tokens(pattern: str) -> str:
 def compatible(a: str, b: str) -> bool:
     """Whether two token strings (:func:`to_tokens`) can match one and the same path."""
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def match(i: int, j: int) -> bool:
         ta = a[i] if i < len(a) else None
         tb = b[j] if j < len(b) else None
@@ -442,7 +442,8 @@ def check_outputs(doc: Doc, outputs: Sequence[Output]) -> list[str]:
             want = to_tokens(option)
             if option.endswith("/"):
                 want = want + DSTAR
-            folder = want if want.endswith(DSTAR) else want + "/" + DSTAR  # a folder cited without its "/"
+            # a folder may be cited without its "/": a last segment with no suffix
+            folder = want + "/" + DSTAR if "." not in option.rstrip("/").rsplit("/", 1)[-1] else want
             if not any(compatible(want, t) or compatible(folder, t) for t, _ in tokens):
                 problems.append(f"{doc.path}: cites '{cited}', which no rule writes (rules/*.smk outputs and logs)")
                 break
@@ -748,7 +749,9 @@ def check_code_examples(doc: Doc, root: Path, outputs: Sequence[Output], rules: 
             vocabulary = Vocabulary.of(config)
             for setting in options.get("--config", []):
                 key = setting.split("=")[0].split(".")
-                if key[0] not in config and key[0] not in ("analyses", "extract", "figures", "datasets", "models"):
+                if "=" not in setting:
+                    problems.append(f"{doc.path}: --config takes KEY=VALUE, and would read '{setting}' as one")
+                elif key[0] not in config and key[0] not in ("analyses", "extract", "figures", "datasets", "models"):
                     problems.append(f"{doc.path}: --config {setting}: no config key {key[0]}")
                 elif key[0] == "models" and len(key) > 1 and key[1] not in vocabulary.models:
                     problems.append(f"{doc.path}: --config {setting}: no model {key[1]} in the config")
@@ -797,20 +800,21 @@ _MEASURED = re.compile(r"\b\d+\.\d+\b|\b\d+(?:\.\d+)? ?%|\b\d+ (?:s|min|px)\b")
 
 
 def check_dated_numbers(doc: Doc, settings_sections: Sequence[str] = ("The models",)) -> list[str]:
-    """Numbers measured on the demo say when they were measured: in docs/demo.md every section,
-    elsewhere every section whose heading names the demo, that states measured numbers (decimals,
-    percentages, seconds, pixels) holds a YYYY-MM-DD date. ``settings_sections`` (headings of
-    docs/demo.md) state configuration, not measurements."""
+    """Numbers measured on the demo say when they were measured: in docs/demo.md every paragraph,
+    elsewhere every paragraph of a section whose heading names the demo, that states measured
+    numbers (decimals, percentages, seconds, pixels) holds a YYYY-MM-DD date, so a reader can tell
+    a fresh run's numbers from an older one's. ``settings_sections`` (headings of docs/demo.md)
+    state configuration, not measurements."""
     problems = []
     whole = doc.path == "docs/demo.md"
     for heading, body in sections(doc.text):
         if not heading or (whole and heading in settings_sections) or (not whole and "demo" not in heading.lower()):
             continue
-        prose = "\n".join(paragraphs(body))
-        numbers = _MEASURED.findall(prose)
-        if numbers and not _DATE.search(body):
-            problems.append(f"{doc.path}: section '{heading}' states {', '.join(numbers[:4])} without the date "
-                            "it measured them")
+        for paragraph in paragraphs(body):
+            numbers = _MEASURED.findall(paragraph)
+            if numbers and not _DATE.search(paragraph):
+                problems.append(f"{doc.path}: section '{heading}': '{paragraph[:60]}...' states "
+                                f"{', '.join(numbers[:4])} without the date it measured them")
     return problems
 
 
