@@ -70,8 +70,8 @@ def figure_stem(position: int, group: tuple[int, int], groups: Sequence[tuple[in
 
 def display_image(path: str, image_size: tuple[int, int], interpolation: str = "bicubic") -> np.ndarray:
     """(h, w, 3) uint8: the image as the model saw it (resize, center crop), before normalisation."""
-    from .data import load_image
-    from .loading import preprocess
+    from ..io.datasets import load_image
+    from ..io.preprocess import preprocess
 
     tensor = preprocess(image_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), interpolation)(load_image(path))
     return (tensor.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
@@ -85,7 +85,7 @@ def dump_exemplars(dump) -> dict[str, np.ndarray]:
     (:func:`query_maps`), ``queries`` (Q,) names, ``cells`` (Q, 2) (row, col)
     of each query, (-1, -1) for CLS.
     """
-    from .dumps import geometry, require
+    from ..io.dumps import geometry, require
 
     geom = geometry(dump)
     positions = require(dump, "exemplars/position")[...]

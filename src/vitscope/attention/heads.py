@@ -7,7 +7,7 @@ centre cell (gh-1, gw-1). Blocks and heads are 0-based along array axes and
 
 Displacements on the canvas are counted in tokens: cell (row, col) is
 (dx, dy) = (col - (gw-1), row - (gh-1)) tokens from the query (x right, y down,
-so dy < 0 is "up"). :func:`vitscope.attention.center_of_mass` gives the same
+so dy < 0 is "up"). :func:`vitscope.attention.metrics.center_of_mass` gives the same
 displacement in grid units, one token = 1 / (max(gh, gw) - 1).
 """
 
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from . import attention
+from . import metrics
 
 LABELS = ("global", "local", "offset-local")
 
@@ -36,7 +36,7 @@ def aaam(
     (``attention/zero_mass_rows``, docs/attention.md; None: none), so each map sums
     to 1 (every aligned row did); float64.
     """
-    used = attention.rows_used(count, queries, zero_mass_rows, aligned_sum.shape[:-2])
+    used = metrics.rows_used(count, queries, zero_mass_rows, aligned_sum.shape[:-2])
     return aligned_sum.to(torch.float64) / used[..., None, None]
 
 
@@ -122,7 +122,7 @@ def detect(aligned: torch.Tensor, thresholds: Thresholds = Thresholds()) -> dict
     label[torch.hypot(ldx, ldy) >= thresholds.min_shift] = 2
     label[mass < thresholds.min_mass] = 0
 
-    com = attention.center_of_mass(aligned)
+    com = metrics.center_of_mass(aligned)
     off = torch.linalg.vector_norm(com, dim=-1)
     unit = max(max(gh, gw) - 1, 1)
     out = {

@@ -5,7 +5,7 @@ gh x gw, G = gh * gw spatial tokens, T = P + G; (h, w) the model's input
 size, (H0, W0) an original image's size.
 
 1. Ground truth: the union of an image's instance masks (H0, W0), mapped
-   exactly like the image (:func:`vitscope.data.resize_crop_geometry`: resize
+   exactly like the image (:func:`vitscope.io.datasets.resize_crop_geometry`: resize
    of the shorter side or covering resize, center crop), then averaged over
    the area of each token (:func:`mask_coverage`, exact fractional pixel
    overlap) and thresholded: a token is object when at least ``threshold``
@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .data import open_image, resize_crop_geometry
-from .errors import DatasetError
+from ..errors import DatasetError
+from ..io.datasets import open_image, resize_crop_geometry
 
 if TYPE_CHECKING:
     from pycocotools.coco import COCO
@@ -324,7 +324,7 @@ def dump_iou(
     Reads ``attention/cls`` in chunks of ``chunk`` images; the masks follow
     the dump's ``image_size`` and grid (:func:`dataset_grid_masks`).
     """
-    from .dumps import geometry, require
+    from ..io.dumps import geometry, require
 
     geom = geometry(dump)
     cls = require(dump, "attention/cls")

@@ -10,12 +10,13 @@ the probabilities) and forward hooks on every block read, per batch:
                                   ``exemplars``
 - block outputs' spatial tokens -> ``objects``: per annotated object (coco datasets), the
                                   mask-weighted mean, weights prepared on the host
-                                  (:mod:`vitscope.objects`), one batched matmul per block
+                                  (:mod:`vitscope.features.objects`), one batched matmul per block
 
 Everything is reduced on the device inside the hooks, so memory is bounded by
 one batch; per-image results stream to the HDF5 file and sums over images are
 kept in float64. See docs/dumps.md for the file layout.
 """
+
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 import h5py
@@ -38,10 +39,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import __version__, attention, fused
-from .data import Entry
-from .devices import resolve_device
-from .dumps import (
+from .. import __version__
+from ..attention import metrics
+from ..errors import ConfigError, ModelError
+from ..io.datasets import Entry
+from ..io.dumps import (
     ATTENTION_PRODUCTS,
     DEFAULT_PRODUCTS,
     FORMAT_VERSION,
@@ -50,12 +52,14 @@ from .dumps import (
     DumpWriter,
     write_images,
 )
-from .errors import ConfigError, ModelError
-from .loading import ImageDataset, collate_objects
-from .models import Geometry, geometry, set_fused_attention
+from ..io.preprocess import ImageDataset, collate_objects
+from ..models.devices import resolve_device
+from ..models.registry import Geometry, geometry, set_fused_attention
+from . import fused
+from .hooks import Recorder
 
 if TYPE_CHECKING:
-    from .objects import ImageObjects, ObjectMasks
+    from ..features.objects import ImageObjects, ObjectMasks
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +76,7 @@ class ExtractOptions:
     parity_tolerance: float = 1e-3
     num_workers: int = 0
     #: False only in ``benchmarks/extract.py``, to time the dump layout without checksums
-    #: (:func:`vitscope.dumps.create_dataset`); not a config key
+    #: (:func:`vitscope.io.dumps.create_dataset`); not a config key
     checksums: bool = True
 
     def __post_init__(self) -> None:
@@ -121,233 +125,6 @@ def exemplar_positions(n: int, count: int) -> np.ndarray:
 
 
 @dataclass
-class _Batch:
-    #: (row in batch, dataset position) of the exemplar images in this batch
-    exemplar_rows: list[tuple[int, int]] = field(default_factory=list)
-    #: (B, O_max, G) object weights of each image (zero rows pad) and the (O,) rows of
-    #: the flattened (B * O_max) products that are real objects, on the device
-    object_weights: torch.Tensor | None = None
-    object_rows: torch.Tensor | None = None
-    out: dict[str, list[torch.Tensor]] = field(default_factory=dict)
-
-    def add(self, name: str, value: torch.Tensor) -> None:
-        """Keep a float32/float64 *copy*: a view would pin the whole block output or
-        attention tensor (B, H, T, T) of every block until the batch is written."""
-        dtype = torch.float64 if value.dtype == torch.float64 else torch.float32
-        self.out.setdefault(name, []).append(value.to(dtype, copy=True))
-
-
-class Recorder:
-    """Forward hooks that reduce every block's outputs and attention on the fly."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        geom: Geometry,
-        products: Sequence[str],
-        exemplars: np.ndarray,
-        cka_batch: int,
-        device: torch.device,
-    ):
-        self.model, self.geom, self.products = model, geom, frozenset(products)
-        self.device = device
-        self.cka_batch = cka_batch
-        self.exemplars = frozenset(int(p) for p in exemplars)
-        self.active = True
-        self.batch = _Batch()
-        self.handles: list[Any] = []
-        L, H, T = geom.blocks, geom.heads, geom.tokens  # noqa: N806
-        g = geom.grid[0] * geom.grid[1] if "attention_sums" in self.products else 0  # no accumulators unless asked
-        self.cls_sum = torch.zeros(L, H, T if g else 0, dtype=torch.float64, device=device)
-        self.spatial_sum = torch.zeros(L, H, g, g, dtype=torch.float64, device=device)
-        reduced = bool(self.products & {"distance", "attention_sums"}) and geom.prefix > 0
-        #: (L, H) spatial rows with zero spatial mass, over images (docs/attention.md)
-        self.zero_rows = torch.zeros(L, H if reduced else 0, dtype=torch.int64, device=device)
-        #: (L, H, P + 1) sums over images of the sink statistics (:func:`sink_statistics`)
-        self.sink_sum = torch.zeros(L, H, geom.prefix + 1 if g else 0, dtype=torch.float64, device=device)
-        self.dist32 = attention.distance_matrix(geom.grid, device=device).float()
-        self.attn_calls = [0] * L
-        self.exemplar_maps: dict[int, list[torch.Tensor]] = {}
-
-    # ----------------------------------------------------------------- hooks
-    def attach(self) -> None:
-        for index, block in enumerate(self.model.blocks):
-            self.handles.append(block.register_forward_hook(self._block_hook(index)))
-            if self.products & ATTENTION_PRODUCTS:
-                self.handles.append(block.attn.attn_drop.register_forward_hook(self._attn_hook(index)))
-            if "gram" in self.products:
-                for which, norm in enumerate((block.norm1, block.norm2)):
-                    self.handles.append(norm.register_forward_hook(self._norm_hook(2 * index + which)))
-
-    def detach(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
-
-    def _block_hook(self, index: int):
-        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
-            if self.active:
-                self._on_tokens(index, output, point="block")
-
-        return hook
-
-    def _norm_hook(self, point: int):
-        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
-            if self.active:
-                self._on_tokens(point, output, point="norm")
-
-        return hook
-
-    def _attn_hook(self, index: int):
-        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
-            if self.active:
-                self._on_attention(index, output)
-
-        return hook
-
-    # ------------------------------------------------------------ reductions
-    def _grams(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, T, D) -> {rep: (chunks, b, b)}: :func:`minibatch_grams` of this batch."""
-        return minibatch_grams(x, self.cka_batch, self.geom.prefix)
-
-    def _on_tokens(self, index: int, x: torch.Tensor, point: str) -> None:
-        p = self.geom.prefix
-        if point == "block" and "tokens" in self.products:
-            spatial_mean = x[:, p:].mean(dim=1)
-            self.batch.add("tokens/cls", x[:, 0] if p > 0 else spatial_mean)
-            self.batch.add("tokens/spatial_mean", spatial_mean)
-            if p > 1:
-                self.batch.add("tokens/registers", x[:, 1:p])
-        if point == "block" and self.batch.object_weights is not None:
-            # (B, O_max, G) @ (B, G, D) -> (B * O_max, D), padding rows dropped
-            pooled = torch.bmm(self.batch.object_weights, x[:, p:].float()).flatten(0, 1)
-            self.batch.add("objects/features", pooled.index_select(0, self.batch.object_rows))
-        if "gram" in self.products:
-            group = "blocks" if point == "block" else "norms"
-            for name, value in self._grams(x).items():
-                self.batch.add(f"cka/{group}/{name}", value)
-
-    def _on_attention(self, index: int, attn: torch.Tensor) -> None:
-        """attn: (B, H, T, T). Per-image values are computed in the model's precision;
-        sums over images accumulate in float64."""
-        self.attn_calls[index] += 1
-        p = self.geom.prefix
-        cls_row = attn[:, :, 0, :] if p > 0 else None
-        if "cls_attention" in self.products and cls_row is not None:
-            self.batch.add("attention/cls", cls_row)
-        accumulate = "attention_sums" in self.products and cls_row is not None
-        if "distance" in self.products or accumulate:
-            # spatial rows renormalised (B, H, G, G): per-query distance (B, H, G) and
-            # the float64 sum over images, in one pass on CUDA (vitscope.fused)
-            per_query = fused.reduce_spatial(
-                attn, p, self.dist32, self.spatial_sum[index] if accumulate else None, "distance" in self.products,
-                self.zero_rows[index] if p > 0 else None,
-            )
-            if per_query is not None:
-                # zero-mass rows (NaN) are left out of each image's mean (docs/attention.md)
-                self.batch.add("attention/distance", per_query.to(torch.float64).nanmean(dim=-1))
-            if accumulate:
-                _accumulate(self.cls_sum[index], cls_row)
-                _accumulate(self.sink_sum[index], sink_statistics(attn, p))
-        for row, pos in self.batch.exemplar_rows:
-            # a copy (a view would keep the whole batch's attention alive), kept on the
-            # device until the end: a copy to the host here would stall the pipeline
-            self.exemplar_maps.setdefault(pos, []).append(attn[row].to(torch.float32, copy=True))
-
-    def start_batch(self, positions: np.ndarray, objects: Sequence[ImageObjects] | None = None) -> None:
-        """Note which rows of the coming batch are exemplars, and move its object
-        weights to the device (both decided on the host, so the hooks never
-        synchronise with the device)."""
-        self.batch = _Batch()
-        if "exemplars" in self.products:
-            self.batch.exemplar_rows = [(r, int(p)) for r, p in enumerate(positions) if int(p) in self.exemplars]
-        if "objects" in self.products and objects is not None:
-            weights, rows = object_batch(objects, self.geom.grid[0] * self.geom.grid[1])
-            self.batch.object_weights = weights.to(self.device, non_blocking=True)
-            self.batch.object_rows = rows.to(self.device, non_blocking=True)
-
-    def take(self) -> dict[str, torch.Tensor]:
-        """Per-batch products stacked over blocks, on their way to the host; resets the batch.
-
-        Per-image products: (B, L, ...); Gram matrices: (chunks, points, b, b). From an
-        accelerator the copies are asynchronous (pinned memory): wait for the
-        returned batch's event before reading them (see :class:`_HostBatch`).
-        """
-        out = {
-            name: torch.stack(values, dim=1).to("cpu", non_blocking=True) for name, values in self.batch.out.items()
-        }
-        self.batch = _Batch()
-        return out
-
-
-def minibatch_grams(x: torch.Tensor, b: int, prefix: int) -> dict[str, torch.Tensor]:
-    """(B, T, D) -> {rep: (chunks, b, b)} float64 Gram matrices of the centred features
-    of each CKA minibatch (chunks = B // b consecutive runs of b images).
-
-    Each minibatch's features are centred in float64, per feature over its b images,
-    before the product: Xc Xc^T with Xc = H X, H = I - 11^T / b. The unbiased HSIC
-    (:func:`vitscope.features.hsic1`) is unchanged by it (docs/features.md), and the
-    Gram matrix no longer carries the squared feature means, which swamp the
-    differences between images when a channel's mean is hundreds of times its
-    spread (massive activations). The first image's features are subtracted
-    first (exact; it changes nothing after centring), so features identical over
-    the images give exactly zero.
-
-    ``all`` = prefix tokens' Gram + spatial tokens' Gram (a Gram matrix of a
-    concatenation is the sum of the parts' Gram matrices), so the all-token
-    features are never multiplied twice.
-    """
-    chunks = x.shape[0] // b
-    if chunks == 0:  # the tail of the order: fewer than b images form no minibatch
-        return {}
-    x = x[: chunks * b].to(torch.float64, copy=True).reshape(chunks, b, *x.shape[1:])  # centred in place
-    x.sub_(x[:, :1].clone())
-    x.sub_(x.mean(dim=1, keepdim=True))
-    spatial = x[:, :, prefix:].flatten(2)
-    out = {"spatial": spatial @ spatial.transpose(1, 2)}
-    if prefix > 0:
-        cls = x[:, :, 0]
-        out["cls"] = cls @ cls.transpose(1, 2)
-        if prefix == 1:
-            out["all"] = out["spatial"] + out["cls"]
-        else:
-            rest = x[:, :, :prefix].flatten(2)
-            out["all"] = out["spatial"] + rest @ rest.transpose(1, 2)
-    else:
-        mean = x.mean(dim=2)
-        out["cls"] = mean @ mean.transpose(1, 2)
-        out["all"] = out["spatial"]
-    return out
-
-
-def sink_statistics(attn: torch.Tensor, prefix: int) -> torch.Tensor:
-    """attn (B, H, T, T) -> (B, H, P + 1) attention-sink statistics of each image and head.
-
-    Entry j < P: the mean over the G spatial queries of their attention on prefix
-    token j (0 = CLS, then the registers); entry P: the mean over the spatial queries
-    of their attention on the image's top spatial token, the spatial key with the
-    largest such mean (the one the spatial queries attend to most; ties: any, the
-    value is the same). Raw probabilities (no renormalisation; zero-mass rows
-    included), in the attention's precision.
-    """
-    received = attn[:, :, prefix:, :].mean(dim=2)  # (B, H, T): mean over spatial queries
-    return torch.cat([received[..., :prefix], received[..., prefix:].amax(dim=-1, keepdim=True)], dim=-1)
-
-
-def object_batch(objects: Sequence[ImageObjects], tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad the object weights of a batch: (B, O_max, G) float32 and the (O,) int64 rows
-    of the flattened (B * O_max) that hold objects, image by image, objects in order."""
-    width = max((o.count for o in objects), default=0)
-    weights = torch.zeros(len(objects), width, tokens, dtype=torch.float32)
-    rows = []
-    for b, image in enumerate(objects):
-        if image.count:
-            weights[b, : image.count] = torch.from_numpy(image.weights)
-            rows.extend(range(b * width, b * width + image.count))
-    return weights, torch.tensor(rows, dtype=torch.int64)
-
-
-@dataclass
 class _HostBatch:
     """A batch's products copied (or being copied) to the host."""
 
@@ -375,19 +152,6 @@ def _write_batch(
             writer.write_rows(name, chunk_start, values)
         elif name.startswith("objects/"):
             writer.append(name, values)
-
-
-def _accumulate(total: torch.Tensor, values: torch.Tensor) -> None:
-    """total += values.sum(0), accumulated in float64 (``total``'s dtype).
-
-    On the CPU image by image (torch's float64-dtype reduction of float32 input
-    is several times slower there); on an accelerator one float64 reduction.
-    """
-    if values.device.type == "cpu":
-        for value in values:
-            total.add_(value)
-    else:
-        total.add_(values.sum(dim=0, dtype=total.dtype))
 
 
 def _shapes(n: int, geom: Geometry, products: frozenset[str], m: int, b: int, e: int) -> dict[str, Any]:
@@ -430,7 +194,7 @@ def run(
     SHA-256, normalisation, ...) stored on the file's root. Returns a summary
     (images/s, parity) that is also stored as attributes. The product
     ``objects`` needs ``objects``, the instance masks of the images by dataset
-    position (:class:`vitscope.objects.ObjectMasks`, for the model's grid).
+    position (:class:`vitscope.features.objects.ObjectMasks`, for the model's grid).
     """
     n = len(entries)
     if n == 0:
@@ -567,7 +331,7 @@ def run(
 
     if "attention_sums" in products:
         writer.put("attention/cls_sum", recorder.cls_sum.cpu().numpy())
-        writer.put("attention/aligned_sum", attention.align(recorder.spatial_sum, geom.grid).cpu().numpy())
+        writer.put("attention/aligned_sum", metrics.align(recorder.spatial_sum, geom.grid).cpu().numpy())
         writer.put("attention/spatial_query_sum", recorder.spatial_sum.sum(dim=-2).cpu().numpy())
         writer.put("attention/sink_sum", recorder.sink_sum.cpu().numpy())
         writer.attrs({"count": n, "queries": geom.grid[0] * geom.grid[1]}, group="attention")
@@ -732,7 +496,7 @@ def _non_finite_tokens(
     meta: dict[str, Any],
 ) -> ModelError:
     """The error for a batch whose output tokens are not all finite although the weights
-    are (:func:`vitscope.models.check_finite` ran at load): an overflow of the activations.
+    are (:func:`vitscope.models.registry.check_finite` ran at load): an overflow of the activations.
 
     ``images``: (B, 3, H, W) the batch's input; ``finite``: (B,) bool per image. The first
     bad image is run again alone (hooks of ``recorder`` off) to name the first block whose
@@ -804,10 +568,10 @@ def extract_dump(
     ``coco``: the dataset's ``root`` and ``annotations`` (kind coco), read for the
     product ``objects``.
     """
-    from .data import load_coco, read_index
-    from .dumps import atomic_path, create_file
-    from .loading import preprocess
-    from .models import build, spec_from_config
+    from ..io.datasets import load_coco, read_index
+    from ..io.dumps import atomic_path, create_file
+    from ..io.preprocess import preprocess
+    from ..models.registry import build, spec_from_config
 
     torch.set_num_threads(max(1, threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -828,7 +592,7 @@ def extract_dump(
     transform = preprocess(spec.image_size, spec.mean, spec.std, spec.interpolation)
     objects = None
     if "objects" in options.products and coco:
-        from .objects import ObjectMasks
+        from ..features.objects import ObjectMasks
 
         key = f"datasets.{dataset}"
         objects = ObjectMasks(

@@ -1,14 +1,10 @@
-"""What the models represent (protocols.md, section 4): CKA and clustering.
+"""What the models represent (protocols.md, section 4): CKA.
 
 - :func:`linear_cka`: feature-space linear CKA (Kornblith et al. 2019), biased or
   debiased, on two feature matrices of the same n images.
 - :func:`hsic1` and :func:`minibatch_cka`: the unbiased minibatch HSIC of Nguyen
   et al. 2021 (eq. 3) on the per-minibatch Gram matrices a dump stores
   (``cka/blocks/*``, ``cka/norms/*``), vectorised over many layer pairs.
-- :func:`purity` and :func:`cluster_scores`: KMeans with k = number of classes,
-  scored by purity, NMI (arithmetic mean) and ARI; :func:`clustering_rows` per
-  block for images (class labels) and :func:`object_clustering_rows` for the
-  objects of a COCO dump (category labels, k = categories present).
 
 Functions here take arrays and return arrays or table rows; the only readers of
 dumps are :func:`read_grams` and :func:`pair_cka`, which check that two dumps
@@ -16,8 +12,8 @@ share the CKA minibatch partition.
 
 A value that is undefined for its input is NaN in the rows, with the reason in the
 row's ``note`` column (``undefined: ...``; empty for a defined value) and a warning in
-the log: clustering of a single class (purity, NMI and ARI would all score a
-meaningless 1.0), CKA at a point with constant features (docs/features.md).
+the log: CKA at a point with constant features (docs/features.md). Clustering scores
+are in :mod:`vitscope.features.clustering`.
 """
 
 from __future__ import annotations
@@ -29,20 +25,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .dumps import REPRESENTATIONS, require
-from .errors import DumpError
+from ..errors import DumpError
+from ..io.dumps import REPRESENTATIONS, require
 
 log = logging.getLogger(__name__)
-METRICS = ("purity", "nmi", "ari")
-CLUSTER_FEATURES = {"cls": "tokens/cls", "spatial": "tokens/spatial_mean"}
-OBJECT_FEATURES = {"object": "objects/features"}
 CKA_COLUMNS = ("model_a", "model_b", "points", "point_a", "point_b", "representation", "cka", "note")
-CLUSTER_COLUMNS = ("model", "block", "representation", "metric", "value", "note")
 #: the ``note`` of a CKA value at a point whose features are constant (see :func:`minibatch_cka`)
 CONSTANT_NOTE = "undefined: constant features"
-
-
-# --------------------------------------------------------------------------- CKA
 
 
 def _debiased_dot(xty: float, rows_x: np.ndarray, rows_y: np.ndarray, norm_x: float, norm_y: float, n: int) -> float:
@@ -277,101 +266,3 @@ def last_layer_rows(pairs: Mapping[tuple[str, str], Mapping[str, np.ndarray]]) -
             )
     _warn_undefined(rows, "cka", "last-block CKA")
     return rows
-
-
-# --------------------------------------------------------------------------- clustering
-
-
-def contingency(labels: np.ndarray, clusters: np.ndarray) -> np.ndarray:
-    """(C, K) counts of images per (cluster, class): rows clusters, columns classes, in sorted order."""
-    _, cls = np.unique(np.asarray(labels), return_inverse=True)
-    _, clu = np.unique(np.asarray(clusters), return_inverse=True)
-    table = np.zeros((clu.max() + 1, cls.max() + 1), dtype=np.int64)
-    np.add.at(table, (clu.ravel(), cls.ravel()), 1)
-    return table
-
-
-def purity(labels: np.ndarray, clusters: np.ndarray) -> float:
-    """(1/N) sum over clusters of the size of the cluster's majority class.
-
-    labels, clusters: (N,) integer class and cluster ids.
-    """
-    labels, clusters = np.asarray(labels), np.asarray(clusters)
-    if labels.shape != clusters.shape or labels.ndim != 1 or labels.size == 0:
-        raise ValueError(f"purity: need two (N,) arrays with N > 0, got {labels.shape} and {clusters.shape}")
-    return float(contingency(labels, clusters).max(axis=1).sum() / labels.size)
-
-
-def kmeans(features: np.ndarray, k: int, seed: int, n_init: int) -> np.ndarray:
-    """(N,) KMeans cluster ids of (N, D) features (Lloyd, k-means++, float64)."""
-    from sklearn.cluster import KMeans  # here, so figure rules need no scikit-learn
-
-    model = KMeans(n_clusters=k, n_init=n_init, random_state=seed, algorithm="lloyd")
-    return model.fit_predict(np.asarray(features, dtype=np.float64))
-
-
-def undefined_clustering(labels: np.ndarray) -> str:
-    """The ``note`` of clustering scores for (N,) class ids: ``""`` where purity, NMI and ARI
-    are defined, ``"undefined: 1 class"`` for a single class (KMeans with k = 1 puts every
-    image in one cluster, and all three scores are 1.0 whatever the features)."""
-    classes = len(np.unique(np.asarray(labels)))
-    return "" if classes >= 2 else f"undefined: {classes} class"
-
-
-def cluster_scores(features: np.ndarray, labels: np.ndarray, seed: int = 0, n_init: int = 10) -> dict[str, float]:
-    """KMeans with k = number of classes on (N, D) features; purity, NMI (arithmetic), ARI.
-
-    labels: (N,) class ids. Deterministic for a given seed and n_init. With fewer than two
-    classes every score is NaN (:func:`undefined_clustering`), not a perfect 1.0.
-    """
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
-    labels = np.asarray(labels)
-    k = len(np.unique(labels))
-    if undefined_clustering(labels):
-        return {m: float("nan") for m in METRICS}
-    clusters = kmeans(features, k, seed, n_init)
-    return {
-        "purity": purity(labels, clusters),
-        "nmi": float(normalized_mutual_info_score(labels, clusters, average_method="arithmetic")),
-        "ari": float(adjusted_rand_score(labels, clusters)),
-    }
-
-
-def clustering_rows(
-    features: Mapping[str, np.ndarray], labels: np.ndarray, model: str, seed: int, n_init: int
-) -> list[dict[str, Any]]:
-    """Tidy rows (CLUSTER_COLUMNS) for every block of every representation.
-
-    features: representation -> (N, L, D) per-block features (tokens/cls, tokens/spatial_mean);
-    labels: (N,) class ids (>= 0). Blocks are 1-indexed in the rows. A single class gives
-    NaN values with ``note`` "undefined: 1 class" and a log warning.
-    """
-    labels = np.asarray(labels)
-    if labels.size == 0 or np.any(labels < 0):
-        raise DumpError("clustering needs a class label for every image (images/label holds -1 for unlabelled)")
-    note = undefined_clustering(labels)
-    if note:
-        log.warning("clustering of %s: %s (%d images); purity, NMI and ARI are NaN", model, note, labels.size)
-    rows = []
-    for rep, values in features.items():
-        for block in range(values.shape[1]):
-            scores = cluster_scores(values[:, block], labels, seed=seed, n_init=n_init)
-            rows += [
-                {"model": model, "block": block + 1, "representation": rep, "metric": m, "value": scores[m],
-                 "note": note}
-                for m in METRICS
-            ]
-    return rows
-
-
-def object_clustering_rows(dump: h5py.File, model: str, seed: int, n_init: int) -> list[dict[str, Any]]:
-    """Tidy rows (CLUSTER_COLUMNS, representation ``object``) of KMeans on every block's
-    object features (``objects/features``, (O, L, D)) against their COCO categories,
-    k = the number of categories present (the study hard-coded 80). Reads one block at a time.
-    """
-    values = require(dump, OBJECT_FEATURES["object"])
-    labels = require(dump, "objects/category")[...]
-    if labels.size == 0:
-        raise DumpError(f"dump '{dump.filename}' holds no objects (every object's grid mask was empty)")
-    return clustering_rows({"object": values}, labels, model, seed=seed, n_init=n_init)

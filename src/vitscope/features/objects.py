@@ -1,11 +1,11 @@
 """Object features: per annotated instance, the mask-weighted mean of the spatial tokens.
 
-Notation as in :mod:`vitscope.saliency`: grid gh x gw, G = gh * gw spatial
+Notation as in :mod:`vitscope.attention.saliency`: grid gh x gw, G = gh * gw spatial
 tokens, (h, w) the model's input size, (H0, W0) an original image's size; O_i
 objects of image i.
 
 Each instance mask (H0, W0) is mapped exactly like the image (resize and
-center crop, :func:`vitscope.saliency.mask_coverage`: exact area averaging per
+center crop, :func:`vitscope.attention.saliency.mask_coverage`: exact area averaging per
 token) and normalised to sum 1 over the G tokens (:func:`object_weights`).
 An object none of whose pixels survives the resize and crop (or whose mask
 rasterises to no pixel) has an empty grid mask: it is skipped and counted.
@@ -14,7 +14,7 @@ object: skipped and counted too.
 
 The weights are prepared on the host, one image at a time, by
 :class:`ObjectMasks` (called by the image dataset, so DataLoader workers share
-the decoding); :mod:`vitscope.extract` applies them to every block's spatial
+the decoding); :mod:`vitscope.extract.run` applies them to every block's spatial
 tokens with one batched matmul per block (``objects/features`` of a dump,
 docs/dumps.md).
 """
@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import DatasetError
-from .saliency import instance_mask, mask_coverage
+from ..attention.saliency import instance_mask, mask_coverage
+from ..errors import DatasetError
 
 if TYPE_CHECKING:
     from pycocotools.coco import COCO
@@ -41,7 +41,7 @@ def object_weights(masks: Sequence[np.ndarray], image_size: tuple[int, int], gri
     """(O, G) float64 token weights of O instance masks of one image, rows summing to 1.
 
     masks: O arrays (H0, W0) bool in original image pixels. Row o is the mask's
-    coverage of each token (:func:`vitscope.saliency.mask_coverage`), flattened
+    coverage of each token (:func:`vitscope.attention.saliency.mask_coverage`), flattened
     row-major and divided by its sum; a row whose coverage is all zero (empty
     grid mask) stays all zero.
     """

@@ -8,7 +8,7 @@ in pixels of the original image, empty for uncropped images. Index order is
 dump order.
 
 Feeding images to a model (the study's preprocessing, the torch dataset) is
-:mod:`vitscope.loading`; this module imports no torch, so the jobs that only
+:mod:`vitscope.io.preprocess`; this module imports no torch, so the jobs that only
 index or read images start fast.
 
 What counts as an image in a folder (:func:`image_extensions`), how unusual
@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from ..errors import DatasetError, VitscopeError
 from . import safe_pickle
-from .errors import DatasetError, VitscopeError
 
 if TYPE_CHECKING:
     from pycocotools.coco import COCO
@@ -148,7 +148,7 @@ def _report_skipped(skipped: Sequence[str], where: str, root: Path) -> None:
     more = f" and {len(skipped) - SHOWN_SKIPPED} more" if len(skipped) > SHOWN_SKIPPED else ""
     log.warning(
         "%s: skipped %d entries under '%s' that are not images Pillow reads (hidden names, subfolders, "
-        "other suffixes; see vitscope.data.image_extensions): %s%s",
+        "other suffixes; see vitscope.io.datasets.image_extensions): %s%s",
         where, len(skipped), root, shown, more,
     )
 
@@ -320,7 +320,7 @@ def read_gnd(root: str | Path, name: str, key: str = "datasets.?") -> dict:
     Checks the layout: ``imlist``, ``qimlist`` and per query (``gnd``) ``bbx``,
     ``easy``, ``hard``, ``junk``; indices within imlist. A bad layout is a
     :class:`DatasetError` naming the expected path. The pickle is read with
-    :func:`vitscope.safe_pickle.load_data` (plain data and numpy arrays only), so a
+    :func:`vitscope.io.safe_pickle.load_data` (plain data and numpy arrays only), so a
     crafted file cannot run code: any other global is a :class:`DatasetError` naming
     the file and the global.
     """
@@ -387,7 +387,7 @@ def write_index(entries: Sequence[Entry], path: str | Path) -> None:
 
     A path or class that UTF-8 cannot hold is a :class:`DatasetError` before
     anything is written; a failure while writing leaves neither the file nor
-    a temporary (:func:`vitscope.dumps.atomic_path`).
+    a temporary (:func:`vitscope.io.dumps.atomic_path`).
     """
     from .dumps import atomic_path  # h5py: only the writer needs it
 
@@ -433,12 +433,12 @@ def read_index(path: str | Path) -> list[Entry]:
 def resize_crop_geometry(
     height: int, width: int, image_size: tuple[int, int]
 ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Where :func:`vitscope.loading.preprocess` puts an image of ``height`` x ``width``.
+    """Where :func:`vitscope.io.preprocess.preprocess` puts an image of ``height`` x ``width``.
 
     Returns the resized size (rh, rw) and the center crop's (top, left) offset
     in the resized image, computed exactly as torchvision does (shorter side to
     h with the longer side truncated for a square target; the covering resize
-    of :class:`vitscope.loading.Cover` otherwise; crop offsets rounded). Resized pixel y covers
+    of :class:`vitscope.io.preprocess.Cover` otherwise; crop offsets rounded). Resized pixel y covers
     the original rows [y * height / rh, (y + 1) * height / rh).
     """
     h, w = image_size

@@ -27,7 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .errors import DumpError, OutputError
+from ..errors import DumpError, OutputError
 
 FORMAT_VERSION = 1
 

@@ -1,6 +1,6 @@
 """Feeding images to a model: the study's preprocessing and the image dataset (torch).
 
-Index reading and image loading are :mod:`vitscope.data` (no torch).
+Index reading and image loading are :mod:`vitscope.io.datasets` (no torch).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
 from torchvision.transforms.functional import InterpolationMode
 
-from .data import Entry, cover_size, load_image
+from .datasets import Entry, cover_size, load_image
 
 __all__ = ["Cover", "ImageDataset", "collate_objects", "preprocess"]
 
@@ -59,7 +59,7 @@ class ImageDataset(Dataset):
     """Images of an index, in a given order, preprocessed; yields (image, position).
 
     With ``objects`` (a callable (position, (w, h)) -> that image's objects, e.g.
-    :class:`vitscope.objects.ObjectMasks`) it yields (image, position, objects):
+    :class:`vitscope.features.objects.ObjectMasks`) it yields (image, position, objects):
     the per-image host work runs where the image is loaded (DataLoader workers);
     batch such items with :func:`collate_objects`.
     """

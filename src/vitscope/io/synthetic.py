@@ -19,7 +19,7 @@ Optional extras for the downstream tasks (off by default):
 - ``spair_categories`` > 0: image pairs with keypoints and boxes in the SPair-71k
   layout under ``{root}/spair/`` (see :func:`write_spair`).
 - ``davis_sequences`` (names): short videos of moving textured shapes in the
-  DAVIS layout under ``{root}/davis/`` (see :mod:`vitscope.synthetic_video`).
+  DAVIS layout under ``{root}/davis/`` (see :mod:`vitscope.io.synthetic_video`).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DumpError
 from .dumps import atomic_path
-from .errors import DumpError
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path, columns: Sequence[str] | None = None) -> None:

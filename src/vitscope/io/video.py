@@ -9,7 +9,7 @@ Layout (DAVIS 2017)::
 Annotations are palette (or greyscale) PNGs whose value is the object id
 (0 background, 255 void). The number of objects of a sequence is the largest
 id of its first annotation. Frames are the images of the sequence folder
-(:func:`vitscope.data.list_images`: the suffixes Pillow reads, any case;
+(:func:`vitscope.io.datasets.list_images`: the suffixes Pillow reads, any case;
 anything else there is skipped with a warning) in sorted file order; the
 annotation of a frame has the frame's stem. A sequence name (from the
 ImageSets list or the config) must stay inside the layout's folders. Every
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import inside, list_images, open_image
+from ..errors import DatasetError
+from .datasets import inside, list_images, open_image
 from .dumps import atomic_path
-from .errors import DatasetError
 
 log = logging.getLogger(__name__)
 

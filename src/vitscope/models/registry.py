@@ -10,7 +10,7 @@ Weights come from one of three sources:
     a timm pretrained tag (``arch.tag``); needs the hub, so only online.
 ``checkpoint``
     a local file in one of the registered :data:`FORMATS` (the original
-    release formats of each supervision live in :mod:`vitscope.formats`).
+    release formats of each supervision live in :mod:`vitscope.models.formats`).
 ``random``
     timm's own initialisation, seeded.
 
@@ -36,8 +36,8 @@ import timm
 import torch
 from torch import nn
 
+from ..errors import CheckpointError, CheckpointNotFound, ConfigError, ModelError
 from . import zoo
-from .errors import CheckpointError, CheckpointNotFound, ConfigError, ModelError
 from .zoo import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def spec_from_config(alias: str, entry: Mapping[str, Any]) -> ModelSpec:
     """Resolve one ``models.<alias>`` config entry into a :class:`ModelSpec`.
 
     Families (``family: dino, size: B/16``) are expanded by
-    :func:`vitscope.zoo.expand` before this point when present.
+    :func:`vitscope.models.zoo.expand` before this point when present.
     """
     key = f"models.{alias}"
     if "family" in entry:
@@ -212,7 +212,7 @@ def spec_from_config(alias: str, entry: Mapping[str, Any]) -> ModelSpec:
 
 
 def _load_formats() -> None:
-    """Import :mod:`vitscope.formats` so every format registers itself."""
+    """Import :mod:`vitscope.models.formats` so every format registers itself."""
     from . import formats  # noqa: F401
 
 

@@ -8,7 +8,7 @@ A config entry names a family and a size instead of a timm architecture::
         size: B/16
         checkpoint: weights/dino_vitbase16_pretrain.pth
 
-:func:`expand` turns it into the flat keys :func:`vitscope.models.spec_from_config`
+:func:`expand` turns it into the flat keys :func:`vitscope.models.registry.spec_from_config`
 understands; explicit keys of the entry override the family's defaults
 (``model_kwargs`` are merged key by key). :func:`table` lists every
 (family, size) with its timm architecture, timm tag, original release file and
@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # No torch here: the workflow reads the zoo when it plans the jobs (rules/common.smk).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -329,7 +329,7 @@ def where_published(row: Release) -> str:
 def expand(alias: str, entry: Mapping[str, Any]) -> dict[str, Any]:
     """Flat ``models.<alias>`` keys for a ``family``/``size`` entry.
 
-    Returns the keys of :func:`vitscope.models.spec_from_config` (arch, weights,
+    Returns the keys of :func:`vitscope.models.registry.spec_from_config` (arch, weights,
     tag, checkpoint, format, seed, image_size, mean, std, interpolation,
     model_kwargs) plus any key outside :data:`ENTRY_KEYS`, unchanged.
     """

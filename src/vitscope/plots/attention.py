@@ -1,36 +1,21 @@
-"""Figures: functions take arrays and tables and return matplotlib figures.
-
-:func:`save` writes a figure to PDF and PNG atomically, without timestamps, so
-reruns give identical files.
+"""Figures of where the models attend (docs/attention.md): CLS maps and AAAM grids
+(:func:`map_grid`, :func:`aaam_grid`), attention distance against block, saliency IoU,
+the attention grids of exemplar images and the cross-model CLS-head figure. Functions
+take arrays and table rows and return matplotlib figures; :func:`vitscope.plots.common.save`
+writes them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from . import saliency  # noqa: E402
-from .dumps import atomic_path  # noqa: E402
-
-PALETTE = plt.get_cmap("tab10").colors
-
-
-def save(fig: Figure, paths: Sequence[str | Path], dpi: int = 150) -> None:
-    """Write ``fig`` to each path (format from the suffix) and close it."""
-    for path in paths:
-        suffix = Path(path).suffix.lstrip(".")
-        metadata = {"CreationDate": None} if suffix == "pdf" else {"Software": None}
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            fig.savefig(handle, format=suffix, dpi=dpi, metadata=metadata, bbox_inches="tight")
-    plt.close(fig)
+from ..attention import saliency
+from .common import PALETTE, plt
 
 
 def map_grid(
@@ -274,4 +259,49 @@ def distance_heads(
         axes[0, -1].legend(fontsize=6, frameon=False, ncol=2)
     if title:
         fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def aaam_grid(aaam: np.ndarray, title: str, cmap: str = "inferno") -> Figure:
+    """(L, H, 2gh-1, 2gw-1) AAAMs as a block x head grid; the query cell marked with a cyan +."""
+    fig = map_grid(aaam, title + "; cyan +: the query token", cmap=cmap)
+    gh, gw = (aaam.shape[2] + 1) // 2, (aaam.shape[3] + 1) // 2
+    for ax in fig.axes:
+        ax.plot(gw - 1, gh - 1, marker="+", color="cyan", ms=4, mew=0.6)
+    return fig
+
+
+def cls_heads_figure(
+    maps: Mapping[str, np.ndarray],
+    chosen: Mapping[str, Sequence[tuple[int, int, str]]],
+    entropy: Mapping[str, np.ndarray],
+    candidates: Mapping[str, tuple[int, int]] | None = None,
+    title: str = "",
+    cmap: str = "inferno",
+) -> Figure:
+    """Models as rows, chosen heads as columns: averaged CLS maps.
+
+    maps: model -> (L, H, gh, gw); chosen: model -> [(block, head, role)] 1-indexed;
+    entropy: model -> (L, H) normalised entropy shown under each panel;
+    candidates: model -> (first, last) 1-indexed candidate blocks, shown with the model name.
+    """
+    models = list(maps)
+    cols = max(len(c) for c in chosen.values())
+    fig, axes = plt.subplots(len(models), cols, figsize=(1.2 + 1.9 * cols, 0.9 + 2.0 * len(models)),
+                             squeeze=False, layout="constrained")
+    for r, model in enumerate(models):
+        for c, (block, head, role) in enumerate(chosen[model]):
+            ax = axes[r, c]
+            ax.imshow(maps[model][block - 1, head - 1], cmap=cmap, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            value = entropy[model][block - 1, head - 1]
+            words = f"1 - {1 - value:.1e}" if value > 0.999 else f"{value:.3f}"
+            ax.set_xlabel(f"block {block}, head {head}\nentropy {words}", fontsize=7)
+            if c == 0:
+                span = f"\n(blocks {candidates[model][0]}-{candidates[model][1]})" if candidates else ""
+                ax.set_ylabel(model + span, fontsize=9)
+            if r == 0:
+                ax.set_title(role, fontsize=8)
+    fig.suptitle((title + "\n" if title else "") + "(each panel on its own colour scale)", fontsize=9)
     return fig

@@ -1,6 +1,6 @@
 """Figures of the feature metrics (docs/features.md): full-depth CKA of a model pair,
 last-layer CKA of every model pair, clustering scores against depth. Functions take
-arrays and table rows and return matplotlib figures; :func:`vitscope.plots.save`
+arrays and table rows and return matplotlib figures; :func:`vitscope.plots.common.save`
 writes them.
 """
 
@@ -13,8 +13,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from .features import point_labels
-from .plots import PALETTE, plt
+from ..features.cka import point_labels
+from .common import PALETTE, plt
 
 REP_TITLES = {"cls": "CLS token", "spatial": "spatial tokens", "all": "all tokens"}
 CLUSTER_REP_TITLES = {"cls": "CLS token", "spatial": "mean of spatial tokens",

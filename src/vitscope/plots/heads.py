@@ -1,12 +1,11 @@
-"""Figures of per-head attention summaries (docs/attention.md): AAAM grids, offset
-heatmaps, offset-local head maps, the centre-of-mass scatter and the cross-model
-CLS-map figure. Functions take arrays and table rows and return matplotlib figures;
-:func:`vitscope.plots.save` writes them.
+"""Figures of the offset-local heads (docs/attention.md): offset heatmaps, the
+detector's label maps and the centre-of-mass scatter. Functions take table rows and
+return matplotlib figures; :func:`vitscope.plots.common.save` writes them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import matplotlib
 import numpy as np
@@ -14,22 +13,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from . import plots
-from .plots import PALETTE, plt
+from .common import PALETTE, Rows, plt, table_grid
 
 LABEL_COLOURS = {"global": "#d9d9d9", "local": "#6baed6", "offset-local": "#fd8d3c"}
-
-Rows = Sequence[Mapping[str, str]]
-
-
-def table_grid(rows: Rows, column: str) -> np.ndarray:
-    """Table rows (block, head 1-indexed) -> (L, H) array of ``column``."""
-    blocks = max(int(r["block"]) for r in rows)
-    heads = max(int(r["head"]) for r in rows)
-    out = np.full((blocks, heads), np.nan)
-    for r in rows:
-        out[int(r["block"]) - 1, int(r["head"]) - 1] = float(r[column])
-    return out
 
 
 def _block_head_axes(ax, blocks: int, heads: int) -> None:
@@ -54,15 +40,6 @@ def _arrows(ax, rows: Rows, lift: float = 0.0) -> None:
             "", xy=(x + 0.3 * dx / norm, y + 0.3 * dy / norm), xytext=(x - 0.25 * dx / norm, y - 0.25 * dy / norm),
             arrowprops={"arrowstyle": "-|>", "color": "black", "lw": 1.0, "mutation_scale": 7},
         )
-
-
-def aaam_grid(aaam: np.ndarray, title: str, cmap: str = "inferno") -> Figure:
-    """(L, H, 2gh-1, 2gw-1) AAAMs as a block x head grid; the query cell marked with a cyan +."""
-    fig = plots.map_grid(aaam, title + "; cyan +: the query token", cmap=cmap)
-    gh, gw = (aaam.shape[2] + 1) // 2, (aaam.shape[3] + 1) // 2
-    for ax in fig.axes:
-        ax.plot(gw - 1, gh - 1, marker="+", color="cyan", ms=4, mew=0.6)
-    return fig
 
 
 def offset_heatmap(rows: Rows, title: str, cmap: str = "viridis") -> Figure:
@@ -161,40 +138,4 @@ def offset_scatter(tables: Mapping[str, Rows], units: str = "grid", title: str =
     handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=[*handles, star], fontsize=7, frameon=False, loc="best")
     ax.set_title(title or "AAAM centre of mass of every head", fontsize=9)
-    return fig
-
-
-def cls_heads_figure(
-    maps: Mapping[str, np.ndarray],
-    chosen: Mapping[str, Sequence[tuple[int, int, str]]],
-    entropy: Mapping[str, np.ndarray],
-    candidates: Mapping[str, tuple[int, int]] | None = None,
-    title: str = "",
-    cmap: str = "inferno",
-) -> Figure:
-    """Models as rows, chosen heads as columns: averaged CLS maps.
-
-    maps: model -> (L, H, gh, gw); chosen: model -> [(block, head, role)] 1-indexed;
-    entropy: model -> (L, H) normalised entropy shown under each panel;
-    candidates: model -> (first, last) 1-indexed candidate blocks, shown with the model name.
-    """
-    models = list(maps)
-    cols = max(len(c) for c in chosen.values())
-    fig, axes = plt.subplots(len(models), cols, figsize=(1.2 + 1.9 * cols, 0.9 + 2.0 * len(models)),
-                             squeeze=False, layout="constrained")
-    for r, model in enumerate(models):
-        for c, (block, head, role) in enumerate(chosen[model]):
-            ax = axes[r, c]
-            ax.imshow(maps[model][block - 1, head - 1], cmap=cmap, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            value = entropy[model][block - 1, head - 1]
-            words = f"1 - {1 - value:.1e}" if value > 0.999 else f"{value:.3f}"
-            ax.set_xlabel(f"block {block}, head {head}\nentropy {words}", fontsize=7)
-            if c == 0:
-                span = f"\n(blocks {candidates[model][0]}-{candidates[model][1]})" if candidates else ""
-                ax.set_ylabel(model + span, fontsize=9)
-            if r == 0:
-                ax.set_title(role, fontsize=8)
-    fig.suptitle((title + "\n" if title else "") + "(each panel on its own colour scale)", fontsize=9)
     return fig

@@ -4,8 +4,8 @@ k-NN: top-1 and top-5 accuracy (%) per k; retrieval: mAP and mP@10 per protocol
 (Easy, Medium, Hard); SPair-71k: PCK (%) per alpha; DAVIS: J&F, J and F, means over
 objects (recall and decay are in the tables). Functions take tidy rows
 (vitscope.tasks.knn.COLUMNS, vitscope.tasks.retrieval.COLUMNS,
-vitscope.tasks.spair_run.COLUMNS, vitscope.tasks.davis.COLUMNS) and return figures;
-:func:`vitscope.plots.save` writes them.
+vitscope.tasks.spair.run.COLUMNS, vitscope.tasks.davis.evaluation.COLUMNS) and return figures;
+:func:`vitscope.plots.common.save` writes them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib
 from matplotlib.figure import Figure
 
-from .plots import PALETTE, plt
+from .common import PALETTE, plt
 
 LAYOUTS = {
     # task: (panel column, its label, rows: (metric, y label, scale))

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .plots import PALETTE, plt
+from .common import PALETTE, plt
 
 YLABELS = {
     "fs": "cross-entropy",

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import zoo
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..models import zoo
 
 #: a predicate: is this path made by the workflow (so it need not exist yet)?
 Generated = Callable[[str], bool]

@@ -1,7 +1,7 @@
 """Checkpoint formats, one module per original release layout.
 
 Importing this package registers every format in
-:data:`vitscope.models.FORMATS`.
+:data:`vitscope.models.registry.FORMATS`.
 """
 
 from . import (  # noqa: F401

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models import CheckpointFormat, register_format
+from ..registry import CheckpointFormat, register_format
 from .common import is_npz, require, sniff
 
 DROPPED_PREFIXES = ("head/", "pre_logits/")

@@ -71,7 +71,7 @@ def jit_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The state dict of a TorchScript archive through ``torch.jit.load``, on the CPU.
 
     This runs code from the archive: only for ``trust_torchscript_code: true``;
-    :func:`vitscope.formats.torchscript.state_dict` reads the same without it.
+    :func:`vitscope.models.formats.torchscript.state_dict` reads the same without it.
     """
     try:
         with warnings.catch_warnings():

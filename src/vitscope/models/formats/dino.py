@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models import CheckpointFormat, register_format
+from ..registry import CheckpointFormat, register_format
 from .common import tensor_dict, torch_load
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models import CheckpointFormat, register_format
+from ..registry import CheckpointFormat, register_format
 from .common import require, torch_load, wrapped_state
 
 PREFIX = "module.base_encoder."

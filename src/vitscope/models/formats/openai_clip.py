@@ -1,7 +1,7 @@
 """``openai_clip``: an OpenAI CLIP release (``ViT-B-16.pt``), image tower only.
 
 The releases are TorchScript archives, read without running their code by
-:mod:`vitscope.formats.torchscript` (``torch.jit.load``, which runs the
+:mod:`vitscope.models.formats.torchscript` (``torch.jit.load``, which runs the
 archive's code, only with ``trust_torchscript_code: true``); a plain state dict
 saved with ``torch.save`` is read too. They are usually in fp16, which is cast
 to float32 as CLIP's own CPU loader does. The image tower lives under
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models import CheckpointFormat, register_format
+from ..registry import CheckpointFormat, register_format
 from . import torchscript
 from .common import is_torchscript, jit_state_dict, require, tensor_dict, to_float32, torch_load
 

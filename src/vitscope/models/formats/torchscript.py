@@ -18,7 +18,7 @@ with one top-level folder (``<top>/``, e.g. ``ViT-B-16/`` or ``archive/``) holdi
     its parameter and buffer attributes as ``__parameters__ = [...]`` and
     ``__buffers__ = [...]``.
 
-:func:`state_dict` unpickles ``data.pkl`` with a :class:`~vitscope.safe_pickle.RestrictedUnpickler`
+:func:`state_dict` unpickles ``data.pkl`` with a :class:`~vitscope.io.safe_pickle.RestrictedUnpickler`
 (``__torch__`` classes become inert records of their state; only the tensor rebuild
 functions, storage types and list helpers are admitted), reads those two lists from
 ``code/`` as text, and walks the tree as ``Module.state_dict`` does: per module its
@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..safe_pickle import RefusedGlobal, RestrictedUnpickler
+from ...io.safe_pickle import RefusedGlobal, RestrictedUnpickler
 
 #: Storage types (``torch.<Name>``) a tensor may live in, with their dtypes.
 STORAGE_DTYPES: dict[str, torch.dtype] = {

@@ -17,7 +17,7 @@ Two ways to cover it with tokens:
 
 Features are block outputs (the residual stream, before the final norm), the
 same points the dumps record; the model is built exactly as for extraction
-(:func:`vitscope.models.build`, same checkpoints and provenance).
+(:func:`vitscope.models.registry.build`, same checkpoints and provenance).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from torch import nn
 from torchvision.transforms import v2 as T
 from torchvision.transforms.functional import InterpolationMode
 
-from .errors import ConfigError, ModelError
-from .models import LoadReport, ModelSpec, build, geometry, set_fused_attention, spec_from_config
+from ...errors import ConfigError, ModelError
+from ...models.registry import LoadReport, ModelSpec, build, geometry, set_fused_attention, spec_from_config
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ import torch.nn.functional as F  # noqa: N812
 from PIL import Image
 from scipy import ndimage
 
-from .. import cosine
+from ... import cosine
 
 VOID = 255
 BOUND_TH = 0.008

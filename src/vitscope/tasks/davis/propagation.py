@@ -1,8 +1,8 @@
 """DAVIS video object segmentation with every block: one sequence per job, then pooled.
 
 :func:`run_sequence` streams the frames of one sequence through the model once
-(:class:`vitscope.dense.DenseFeatures`), propagates the first annotation with
-each block's features (:class:`vitscope.tasks.davis.Propagator`, one per
+(:class:`vitscope.tasks.davis.dense.DenseFeatures`), propagates the first annotation with
+each block's features (:class:`vitscope.tasks.davis.evaluation.Propagator`, one per
 block), writes every block's predicted masks as palette PNGs and scores them
 against the annotations as it goes. Only the first frame's and the last
 ``context`` frames' features are held per block, so memory does not grow
@@ -26,14 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import video
-from .data import load_image
+from ...errors import DatasetError
+from ...io import video
+from ...io.datasets import load_image
+from ...io.dumps import atomic_path
+from ...io.tables import read_csv
+from ...models.devices import resolve_device
+from . import evaluation as davis
 from .dense import DenseFeatures
-from .devices import resolve_device
-from .dumps import atomic_path
-from .errors import DatasetError
-from .tables import read_csv
-from .tasks import davis
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def run_sequence(
 
     Masks go to ``{output}/block{b:02d}/<frame stem>.png`` (frame 0 is the given annotation,
     as DINO writes it); the folder appears whole or not at all. Returns the per-object rows
-    (:data:`vitscope.tasks.davis.OBJECT_COLUMNS`).
+    (:data:`vitscope.tasks.davis.evaluation.OBJECT_COLUMNS`).
     """
     torch.set_num_threads(max(1, threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -139,7 +139,7 @@ def _check_size(path: Path, size: tuple[int, ...], expected: tuple[int, ...]) ->
 
 
 def pool_tables(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """Pooled rows (:data:`vitscope.tasks.davis.COLUMNS`) over the per-sequence tables of one model."""
+    """Pooled rows (:data:`vitscope.tasks.davis.evaluation.COLUMNS`) over the per-sequence tables of one model."""
     rows = [row for path in paths for row in read_csv(path)]
     if not rows:
         raise DatasetError(f"no DAVIS results in {', '.join(map(str, paths))}")

@@ -7,7 +7,7 @@ visible in both images, their ids in ``kps_ids``), ``src_bndbox``, ``trg_bndbox`
 ([x1, y1, x2, y2]), ``category`` and ``mirror``; images are
 ``{root}/JPEGImages/<category>/<imname>`` (a category that leads outside
 ``{root}/JPEGImages``, or an image name outside its category's folder, is
-refused: :func:`vitscope.data.inside`). A keypoint written as ``null`` or
+refused: :func:`vitscope.io.datasets.inside`). A keypoint written as ``null`` or
 with a negative coordinate (as per-image annotations and some conversions mark
 an invisible point) is invisible and never scored.
 
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data import inside
-from ..errors import DatasetError
+from ...errors import DatasetError
+from ...io.datasets import inside
 
 SPLITS = ("test", "val", "trn")
 PAIR_COLUMNS = ("category", "rank", "pair", "source", "target", "mirror", "keypoints", "selection")

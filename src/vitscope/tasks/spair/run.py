@@ -1,12 +1,12 @@
 """SPair-71k keypoint transfer of every block of one model (docs/downstream.md).
 
-The model is built exactly as extraction builds it (:mod:`vitscope.models`,
+The model is built exactly as extraction builds it (:mod:`vitscope.models.registry`,
 same checkpoint formats and provenance, logged); the canvas is the model's
 input size unless another letterbox size is given (the model is then built
 for that size, its position embedding resampled as for any checkpoint). Each
 image is letterboxed and run once per chunk of pairs, every block's spatial
 tokens recorded by forward hooks in one pass; the scoring is
-:mod:`vitscope.tasks.spair`.
+:mod:`vitscope.tasks.spair.metric`.
 
 Memory: pairs are processed per category in chunks holding at most
 ``max_images`` distinct images, so at most max_images x L x gh x gw x D
@@ -28,11 +28,11 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2 as T
 
-from ..data import load_image
-from ..errors import ConfigError
-from ..models import Geometry, geometry, set_fused_attention
-from . import spair
-from .spair_data import Pair
+from ...errors import ConfigError
+from ...io.datasets import load_image
+from ...models.registry import Geometry, geometry, set_fused_attention
+from . import metric as spair
+from .data import Pair
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +203,8 @@ def run(
     threads: int = 1,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Build ``model`` as extraction does and score every block: (mean rows, per-category rows)."""
-    from ..devices import resolve_device
-    from ..models import build, spec_from_config
+    from ...models.devices import resolve_device
+    from ...models.registry import build, spec_from_config
 
     if not alphas or min(alphas) <= 0:
         raise ConfigError(f"analyses.spair.alphas = {list(alphas)} must be positive numbers")
