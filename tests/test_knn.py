@@ -214,7 +214,7 @@ def test_labels_are_matched_by_class_name(tmp_path) -> None:
 
 def test_downstream_figure_names_an_undefined_model() -> None:
     """The k-NN figure of a single-class bank is no silent blank: the legend says n/a and why."""
-    from vitscope import task_plots
+    from vitscope.plots import tasks as task_plots
 
     rng = np.random.default_rng(4)
     train, test = rng.normal(size=(12, 2, 4)), rng.normal(size=(4, 2, 4))

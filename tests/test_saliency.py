@@ -10,8 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from vitscope import data, loading, saliency
+from vitscope.attention import saliency
 from vitscope.errors import DatasetError
+from vitscope.io import datasets as data
+from vitscope.io import preprocess as loading
 
 # ------------------------------------------------------------ slow references
 
@@ -213,7 +215,7 @@ def test_cls_row_with_no_spatial_mass_is_undefined_not_zero() -> None:
 def test_head_with_no_spatial_mass_anywhere_says_why() -> None:
     """Every image's CLS row of head 1 on the prefix: that head's row is NaN with its reason in
     ``note``; the best head once is chosen among the heads that have a mean."""
-    from vitscope import plots
+    from vitscope.plots import attention as plots
 
     rows = np.zeros((2, 1, 2, 1 + 4))
     rows[:, :, :, 0] = 1.0
@@ -248,7 +250,7 @@ def test_summary_rows_best_head_once_and_per_image_best() -> None:
 def test_every_mask_empty_is_named_in_the_figure() -> None:
     """No image with a non-empty mask: the rows are NaN with images = 0, and the figure names the
     model as n/a instead of drawing nothing."""
-    from vitscope import plots
+    from vitscope.plots import attention as plots
 
     rows = saliency.summary_rows(np.full((2, 1, 3), np.nan), "m")
     assert all(np.isnan(r["iou"]) and r["images"] == 0 and r["empty_masks"] == 2 for r in rows)
@@ -280,7 +282,7 @@ def test_summary_equals_slow_loop() -> None:
 def write_coco(
     tmp_path: Path, masks: dict[str, np.ndarray], polygons: dict[str, list] | None = None
 ) -> tuple[Path, Path]:
-    from vitscope.synthetic import coco_annotation
+    from vitscope.io.synthetic import coco_annotation
 
     root = tmp_path / "images"
     root.mkdir()
