@@ -25,7 +25,7 @@ checkpoint index_dataset:
     params:
         entry=dataset_entry,
         files=dataset_fingerprint,
-        code=code_version("data"),
+        code=code_version("io/datasets"),
     conda:
         "../envs/vitscope.yaml"
     log:

@@ -24,8 +24,8 @@ def rule_scripts() -> list[tuple[str, Path, list[str] | None]]:
     """(rule, script, code_version names or None) of every rule with a script."""
     found = []
     for smk in sorted((REPO / "rules").glob("*.smk")):
-        for chunk in re.split(r"^(?=(?:local)?rule \w+:)", smk.read_text(), flags=re.M):
-            rule = re.match(r"(?:local)?rule (\w+):", chunk)
+        for chunk in re.split(r"^(?=(?:(?:local)?rule|checkpoint) \w+:)", smk.read_text(), flags=re.M):
+            rule = re.match(r"(?:(?:local)?rule|checkpoint) (\w+):", chunk)
             script = re.search(r'script:\s*"([^"]+)"', chunk)
             if not (rule and script):
                 continue
