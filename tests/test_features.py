@@ -392,32 +392,3 @@ def test_constant_features_with_several_classes_are_scored_not_undefined() -> No
     assert clustering.cluster_scores(np.ones((12, 4)), labels, seed=0, n_init=2) == pytest.approx(
         {"purity": 1 / 3, "nmi": 0.0, "ari": 0.0}
     )
-
-
-def test_undefined_cka_rows_carry_a_note_and_figures_label_the_gap(caplog) -> None:
-    """CKA at a constant point is NaN with note "undefined: constant features" in the tidy
-    rows and a log warning; the last-layer figure writes "n/a" in the cell and says why."""
-    from vitscope.plots import features as feature_plots
-
-    grid = np.array([[np.nan, 0.5], [0.25, 0.75]])
-    arrays = {f"blocks_{rep}": grid for rep in ("cls", "spatial", "all")}
-    with caplog.at_level("WARNING", logger="vitscope.features.cka"):
-        rows = features.cka_rows(arrays, "a", "b", "blocks")
-    assert [r["note"] for r in rows[:4]] == [features.CONSTANT_NOTE, "", "", ""]
-    assert "3 of 12 values are NaN (undefined: constant features)" in caplog.text
-    last = features.last_layer_rows({("a", "b"): {f"blocks_{rep}": grid[:1, :1] for rep in ("cls", "spatial", "all")}})
-    assert all(r["note"] == features.CONSTANT_NOTE for r in last)
-    fig = feature_plots.last_layer(np.full((1, 2, 2), np.nan), ["a", "b"], ["cls"], title="t")
-    assert "n/a" in [t.get_text() for t in fig.axes[0].texts] and "undefined" in fig._suptitle.get_text()
-
-
-def test_clustering_figure_names_an_undefined_model() -> None:
-    from vitscope.plots import features as feature_plots
-
-    rows = [{"model": "one", "block": str(b), "representation": "cls", "metric": "nmi", "value": "nan",
-             "note": "undefined: 1 class"} for b in (1, 2)]
-    rows += [{"model": "two", "block": str(b), "representation": "cls", "metric": "nmi", "value": "0.5", "note": ""}
-             for b in (1, 2)]
-    fig = feature_plots.clustering(rows, "nmi", ["one", "two"], reps=("cls",), title="t")
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert legend == ["one (n/a: 1 class)", "two"] and "undefined" in fig._suptitle.get_text()
