@@ -1,9 +1,9 @@
 """Benchmark: the per-block attention reductions of extraction, fused kernel against torch.
 
 For one block's attention probabilities (B, H, T, T) (random softmax rows, float32)
-times :func:`vitscope.fused.reduce_reference` (torch: slice, row sums, division,
+times :func:`vitscope.extract.fused.reduce_reference` (torch: slice, row sums, division,
 product with the distance matrix, float64 sum over images) and
-:func:`vitscope.fused.reduce_spatial` (one Triton kernel on CUDA), prints ms per
+:func:`vitscope.extract.fused.reduce_spatial` (one Triton kernel on CUDA), prints ms per
 block, the effective bandwidth and the largest differences between the two.
 Not a test: `python benchmarks/attention_reductions.py --device cuda`.
 """
@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from vitscope import attention, fused
+from vitscope.attention import metrics as attention
+from vitscope.extract import fused
 
 
 def timed(fn, device: torch.device, repeat: int) -> float:

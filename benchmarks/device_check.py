@@ -15,7 +15,11 @@ import h5py
 import numpy as np
 import torch
 
-from vitscope import data, extract, loading, models, synthetic
+from vitscope.extract import run as extract
+from vitscope.io import datasets as data
+from vitscope.io import preprocess as loading
+from vitscope.io import synthetic
+from vitscope.models import registry as models
 
 
 def dump(root: Path, arch: str, device: str, out: Path) -> None:

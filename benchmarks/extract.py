@@ -42,7 +42,11 @@ def child(args: argparse.Namespace) -> None:
     import torch
     from torch.utils.data import DataLoader
 
-    from vitscope import data, dumps, extract, loading, models
+    from vitscope.extract import run as extract
+    from vitscope.io import datasets as data
+    from vitscope.io import dumps
+    from vitscope.io import preprocess as loading
+    from vitscope.models import registry as models
 
     torch.set_num_threads(args.threads)
     waits: dict = {}
@@ -199,7 +203,9 @@ def write_replay(args: argparse.Namespace, n: int, checksums: bool) -> float:
     import h5py
     import numpy as np
 
-    from vitscope import dumps, extract, models
+    from vitscope.extract import run as extract
+    from vitscope.io import dumps
+    from vitscope.models import registry as models
 
     spec = models.spec_from_config("bench", {"arch": args.arch, "image_size": args.image_size})
     model, _ = models.build(spec)
@@ -256,7 +262,7 @@ def main() -> None:
         child(args)
         return
 
-    from vitscope import synthetic
+    from vitscope.io import synthetic
 
     with tempfile.TemporaryDirectory() as root:
         large = 8 * args.n

@@ -1,4 +1,4 @@
-"""What the dataset fingerprints cost the planning of a run (vitscope.fingerprint, rules/common.smk).
+"""What the dataset fingerprints cost the planning of a run (vitscope.io.fingerprint, rules/common.smk).
 
 Builds a tree of N empty-ish files in ImageNet's layout (K class folders), then times, each
 from a cold in-process cache (the file system's own cache is warm after the first pass,
@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from vitscope import fingerprint  # noqa: E402
+from vitscope.io import fingerprint  # noqa: E402
 
 IMAGENET_TRAIN = 1_281_167
 

@@ -1,4 +1,4 @@
-"""Label propagation, one step: the vectorised `vitscope.tasks.davis.propagate` against a
+"""Label propagation, one step: the vectorised `vitscope.tasks.davis.evaluation.propagate` against a
 straightforward per-target-token loop (the same result; see tests/test_davis.py for the float64
 reference). Default size: the study's DAVIS setting for a B/16 (448 x 784 frames -> 28 x 49 tokens,
 width 768, the first frame + 7 context frames, radius 12, top-5, 3 channels).
@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from vitscope.tasks import davis
+from vitscope.tasks.davis import evaluation as davis
 
 
 def loop_propagate(target, sources, labels, temperature, topk, grid, radius):

@@ -82,7 +82,7 @@ def _timeit(fn: Callable[[], object], repeat: int) -> float:
 
 def extract_part(args: argparse.Namespace) -> list[Row]:
     bench = _module("extract")
-    from vitscope import synthetic
+    from vitscope.io import synthetic
 
     opts = argparse.Namespace(
         arch=args.arch, image_size=args.image_size, batch_size=args.batch_size, device=args.device,
@@ -144,7 +144,7 @@ def fake_study_tree(config_file: Path, workdir: Path) -> tuple[Path, int]:
 
     config = relocate(yaml.safe_load(config_file.read_text()))
     sys.path.insert(0, str(REPO / "src"))
-    from vitscope import inputs
+    from vitscope.workflow import inputs
 
     files = [workdir / m["checkpoint"] for m in config["models"].values() if "checkpoint" in m]
     folders = []
@@ -241,7 +241,7 @@ def offset_loop(aligned):
 def attention_part(args: argparse.Namespace) -> list[Row]:
     import torch
 
-    from vitscope import attention
+    from vitscope.attention import metrics as attention
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)

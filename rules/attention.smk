@@ -7,7 +7,7 @@ rule attention_maps:
     output:
         maps="results/attention/{model}/{dataset}/maps.npz",
     params:
-        code=code_version("attention", "dumps", "tables"),
+        code=code_version("attention/metrics", "io/dumps", "io/tables"),
     conda:
         "../envs/vitscope.yaml"
     log:
@@ -22,7 +22,7 @@ rule attention_distance:
     output:
         table="results/attention/{model}/{dataset}/distance.csv",
     params:
-        code=code_version("attention", "dumps", "tables"),
+        code=code_version("attention/metrics", "io/dumps", "io/tables"),
     conda:
         "../envs/vitscope.yaml"
     log:
@@ -37,7 +37,7 @@ rule aaam:
     output:
         aaam="results/attention/{model}/{dataset}/aaam.npz",
     params:
-        code=code_version("heads", "attention", "dumps", "tables"),
+        code=code_version("attention/heads", "attention/metrics", "io/dumps", "io/tables"),
     conda:
         "../envs/vitscope.yaml"
     log:
@@ -53,7 +53,7 @@ rule offset_heads:
         table="results/attention/{model}/{dataset}/heads.csv",
     params:
         thresholds=offset_thresholds(),
-        code=code_version("heads", "attention", "tables"),
+        code=code_version("attention/heads", "attention/metrics", "io/tables"),
     conda:
         "../envs/vitscope.yaml"
     log:
@@ -69,7 +69,7 @@ rule offset_heads_table:
         table="results/tables/offset_heads/{dataset}.csv",
     params:
         models=MODELS,
-        code=code_version("heads", "tables"),
+        code=code_version("attention/heads", "io/tables"),
     conda:
         "../envs/vitscope.yaml"
     log:
@@ -86,7 +86,7 @@ rule cls_heads:
     params:
         depth=config["analyses"]["cls_heads"]["depth"],
         quantiles=config["analyses"]["cls_heads"]["quantiles"],
-        code=code_version("heads", "attention", "tables"),
+        code=code_version("attention/heads", "attention/metrics", "io/tables"),
     conda:
         "../envs/vitscope.yaml"
     log:
@@ -105,7 +105,7 @@ rule saliency_iou:
         files=annotation_stamp,
         mass=config["analyses"]["saliency"]["mass"],
         threshold=config["analyses"]["saliency"]["mask_threshold"],
-        code=code_version("saliency", "data", "dumps", "tables"),
+        code=code_version("attention/saliency", "io/datasets", "io/dumps", "io/tables"),
     conda:
         "../envs/vitscope.yaml"
     log:
@@ -120,7 +120,7 @@ rule attention_exemplars:
     output:
         arrays="results/attention/{model}/{dataset}/exemplars.npz",
     params:
-        code=code_version("exemplars", "data", "loading", "dumps", "tables"),
+        code=code_version("attention/exemplars", "io/datasets", "io/preprocess", "io/dumps", "io/tables"),
     conda:
         "../envs/vitscope.yaml"
     log:

@@ -11,7 +11,8 @@ from pathlib import Path
 PACKAGE = Path(workflow.basedir) / "src" / "vitscope"
 
 # Torch-free package modules (the Snakefile put the workflow's own src/ first on sys.path).
-from vitscope import fingerprint, inputs  # noqa: E402
+from vitscope.io import fingerprint  # noqa: E402
+from vitscope.workflow import inputs  # noqa: E402
 
 
 MODELS = list(config["models"])
@@ -212,8 +213,8 @@ def _package_imports(file):
 def code_version(*modules):
     """Hash of the package modules a rule uses, so editing them reruns the rule.
 
-    Each name is a module of src/vitscope ("attention"), a module of a subpackage
-    ("tasks/knn") or a whole subpackage ("formats"); every module they import,
+    Each name is a module of src/vitscope, as a path without .py ("attention/metrics",
+    "tasks/knn"), or a whole subpackage ("models/formats"); every module they import,
     directly or not, counts too (found in their source, so a new import is never
     forgotten), and so does the package's __init__ (its version). errors.py and
     logs.py do not: they shape messages, never outputs. tests/test_code_version.py
@@ -327,7 +328,7 @@ def dataset_fingerprint(wildcards):
 
 @functools.cache  # one pass over the folders per planning process
 def _dataset_fingerprint(name):
-    """Fingerprint of every file the dataset's index is made from (vitscope.fingerprint), so adding,
+    """Fingerprint of every file the dataset's index is made from (vitscope.io.fingerprint), so adding,
     removing or replacing an image, or editing a list or annotation file, re-indexes; '' for a dataset
     the workflow generates (its folder is an input)."""
     entry = config["datasets"][name]
@@ -596,7 +597,7 @@ def best_layer_tasks():
     """The columns of the best-layer table: one per k-NN query dataset, retrieval, SPair and DAVIS dataset.
 
     Each is {label, files (every model's tidy result CSV), select (column -> value), scale,
-    digits}; a new downstream task adds its entries here (vitscope.tasks.table.Task).
+    digits}; a new downstream task adds its entries here (vitscope.tasks.best_layers.Task).
     """
     settings = config["analyses"]["best_layers"]
     tasks = []

@@ -20,7 +20,8 @@ rule davis_sequence:
         options=davis_options(),
         device=config["extract"]["device"],
         code=code_version(
-            "vos", "tasks/davis", "dense", "video", "models", "formats", "zoo", "data", "devices", "tables", "dumps"
+            "tasks/davis/propagation", "tasks/davis/evaluation", "tasks/davis/dense", "io/video", "models/registry",
+            "models/formats", "models/zoo", "io/datasets", "models/devices", "io/tables", "io/dumps"
         ),
     threads: 1
     resources:
@@ -45,7 +46,7 @@ rule davis:
         table="results/davis/{model}/{dataset}.csv",
         masks=directory("results/davis/{model}/{dataset}/masks"),
     params:
-        code=code_version("vos", "tasks/davis", "tables", "dumps"),
+        code=code_version("tasks/davis/propagation", "tasks/davis/evaluation", "io/tables", "io/dumps"),
     conda:
         "../envs/vitscope.yaml"
     log:

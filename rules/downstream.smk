@@ -14,7 +14,7 @@ rule knn:
         temperature=config["analyses"]["knn"]["temperature"],
         query_chunk=config["analyses"]["knn"]["query_chunk"],
         bank_chunk=config["analyses"]["knn"]["bank_chunk"],
-        code=code_version("tasks/knn", "dumps", "tables"),
+        code=code_version("tasks/knn", "io/dumps", "io/tables"),
     threads: 2
     conda:
         "../envs/vitscope.yaml"
@@ -35,7 +35,7 @@ rule retrieval:
     params:
         entry=revisited_entry,
         files=annotation_stamp,
-        code=code_version("tasks/retrieval", "data", "dumps", "tables"),
+        code=code_version("tasks/retrieval", "io/datasets", "io/dumps", "io/tables"),
     threads: 2
     conda:
         "../envs/vitscope.yaml"
@@ -66,7 +66,8 @@ rule spair:
         max_images=config["analyses"]["spair"]["max_images"],
         device=config["extract"]["device"],
         code=code_version(
-            "tasks/spair", "tasks/spair_data", "tasks/spair_run", "models", "formats", "zoo", "data", "devices", "tables"
+            "tasks/spair/metric", "tasks/spair/data", "tasks/spair/run", "models/registry", "models/formats",
+            "models/zoo", "io/datasets", "models/devices", "io/tables"
         ),
     threads: 2
     resources:
@@ -93,7 +94,7 @@ rule best_layers:
     params:
         tasks=best_layer_tasks(),
         models=MODELS,
-        code=code_version("tasks/table", "tables"),
+        code=code_version("tasks/best_layers", "io/tables"),
     conda:
         "../envs/vitscope.yaml"
     log:

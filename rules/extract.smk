@@ -21,7 +21,11 @@ rule extract:
         parity_tolerance=config["extract"]["parity_tolerance"],
         num_workers=config["extract"]["num_workers"],
         coco=object_source,
-        code=code_version("extract", "models", "formats", "zoo", "data", "loading", "dumps", "attention", "fused", "devices", "objects", "saliency"),
+        code=code_version(
+            "extract/run", "models/registry", "models/formats", "models/zoo", "io/datasets", "io/preprocess",
+            "io/dumps", "attention/metrics", "extract/fused", "models/devices", "features/objects",
+            "attention/saliency"
+        ),
     threads: 2
     resources:
         gpu=model_gpus,

@@ -10,7 +10,7 @@ rule cka_pair:
     output:
         cka="results/cka/{dataset}/{model_a}/{model_b}.npz",
     params:
-        code=code_version("features", "dumps", "tables"),
+        code=code_version("features/cka", "io/dumps", "io/tables"),
     conda:
         "../envs/vitscope.yaml"
     log:
@@ -27,7 +27,7 @@ rule clustering:
     params:
         seed=config["analyses"]["clustering"]["seed"],
         n_init=config["analyses"]["clustering"]["n_init"],
-        code=code_version("features", "dumps", "tables"),
+        code=code_version("features/clustering", "io/dumps", "io/tables"),
     threads: 2
     conda:
         "../envs/vitscope.yaml"
@@ -45,7 +45,7 @@ rule object_clustering:
     params:
         seed=config["analyses"]["object_clustering"]["seed"],
         n_init=config["analyses"]["object_clustering"]["n_init"],
-        code=code_version("features", "dumps", "tables"),
+        code=code_version("features/clustering", "io/dumps", "io/tables"),
     threads: 2
     conda:
         "../envs/vitscope.yaml"

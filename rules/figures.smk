@@ -12,7 +12,7 @@ rule plot_cls_maps:
     params:
         cmap=config["analyses"]["cls_maps"]["cmap"],
         dpi=config["figures"]["dpi"],
-        code=code_version("plots", "tables"),
+        code=code_version("plots/attention", "plots/common", "io/tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -39,7 +39,7 @@ rule plot_attention_distance:
         models=MODELS,
         units=config["analyses"]["attention_distance"]["units"],
         dpi=config["figures"]["dpi"],
-        code=code_version("plots", "tables"),
+        code=code_version("plots/attention", "plots/common", "io/tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -59,7 +59,7 @@ rule plot_aaam:
     params:
         cmap=config["analyses"]["offset_heads"]["cmap"],
         dpi=config["figures"]["dpi"],
-        code=code_version("head_plots", "plots", "tables"),
+        code=code_version("plots/attention", "plots/common", "io/tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -79,7 +79,7 @@ rule plot_offsets:
     params:
         cmap=config["analyses"]["offset_heads"]["offset_cmap"],
         dpi=config["figures"]["dpi"],
-        code=code_version("head_plots", "plots", "tables"),
+        code=code_version("plots/common", "plots/heads", "io/tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -99,7 +99,7 @@ rule plot_offset_heads:
     params:
         models=MODELS,
         dpi=config["figures"]["dpi"],
-        code=code_version("head_plots", "plots", "tables"),
+        code=code_version("plots/common", "plots/heads", "io/tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -120,7 +120,7 @@ rule plot_offset_scatter:
         models=MODELS,
         units=config["analyses"]["offset_heads"]["scatter_units"],
         dpi=config["figures"]["dpi"],
-        code=code_version("head_plots", "plots", "tables"),
+        code=code_version("plots/common", "plots/heads", "io/tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -144,7 +144,7 @@ rule plot_cls_heads:
         quantiles=config["analyses"]["cls_heads"]["quantiles"],
         cmap=config["analyses"]["cls_heads"]["cmap"],
         dpi=config["figures"]["dpi"],
-        code=code_version("head_plots", "heads", "plots", "tables"),
+        code=code_version("plots/attention", "plots/common", "attention/heads", "io/tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -163,7 +163,7 @@ rule plot_saliency_iou:
         models=MODELS,
         mass=config["analyses"]["saliency"]["mass"],
         dpi=config["figures"]["dpi"],
-        code=code_version("plots", "tables"),
+        code=code_version("plots/attention", "plots/common", "io/tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -185,7 +185,7 @@ rule plot_attention_grids:
         cmap=config["analyses"]["attention_grids"]["cmap"],
         alpha=config["analyses"]["attention_grids"]["alpha"],
         dpi=config["figures"]["dpi"],
-        code=code_version("plots", "exemplars", "tables"),
+        code=code_version("plots/attention", "plots/common", "attention/exemplars", "io/tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -208,7 +208,7 @@ rule plot_cka_full:
         representations=config["analyses"]["cka"]["representations"],
         cmap=config["analyses"]["cka"]["cmap"],
         dpi=config["figures"]["dpi"],
-        code=code_version("feature_plots", "features", "plots", "tables"),
+        code=code_version("plots/features", "features/cka", "plots/common", "io/tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -231,7 +231,7 @@ rule plot_cka_last:
         pairs=cka_pairs(),
         cmap=config["analyses"]["cka"]["cmap"],
         dpi=config["figures"]["dpi"],
-        code=code_version("feature_plots", "features", "plots", "tables", "dumps"),
+        code=code_version("plots/features", "features/cka", "plots/common", "io/tables", "io/dumps"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -255,7 +255,7 @@ rule plot_clustering:
         representations=["cls", "spatial"],
         title="KMeans clustering of {dataset} (k = number of classes)",
         dpi=config["figures"]["dpi"],
-        code=code_version("feature_plots", "features", "plots", "tables"),
+        code=code_version("plots/features", "features/clustering", "plots/common", "io/tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -279,7 +279,7 @@ rule plot_object_clustering:
         representations=["object"],
         title="KMeans of {dataset} objects (k = categories present)",
         dpi=config["figures"]["dpi"],
-        code=code_version("feature_plots", "features", "plots", "tables"),
+        code=code_version("plots/features", "features/clustering", "plots/common", "io/tables"),
     conda:
         "../envs/plots.yaml"
     log:
@@ -396,7 +396,7 @@ rule plot_downstream:
     params:
         models=MODELS,
         dpi=config["figures"]["dpi"],
-        code=code_version("task_plots", "plots", "tables"),
+        code=code_version("plots/tasks", "plots/common", "io/tables"),
     conda:
         "../envs/plots.yaml"
     log:

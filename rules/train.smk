@@ -12,7 +12,10 @@ rule train:
         model=model_entry,
         train=train_entry,
         images=train_images,
-        code=code_version("training", "models", "formats", "zoo", "data", "loading", "dumps", "tables"),
+        code=code_version(
+            "training", "models/registry", "models/formats", "models/zoo", "io/datasets", "io/preprocess", "io/dumps",
+            "io/tables"
+        ),
     threads: 1
     conda:
         "../envs/vitscope.yaml"
@@ -33,7 +36,7 @@ rule plot_train_loss:
     params:
         models=TRAINED,
         dpi=config["figures"]["dpi"],
-        code=code_version("train_plots", "plots", "tables"),
+        code=code_version("plots/training", "plots/common", "io/tables"),
     conda:
         "../envs/plots.yaml"
     log:

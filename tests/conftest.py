@@ -57,3 +57,13 @@ def tiny_runs(request, tmp_path_factory) -> dict[str, Path]:
 def tiny_run(tiny_runs: dict[str, Path]) -> Path:
     """The folder of the session's TINY run (see :func:`tiny_runs`)."""
     return tiny_runs["first"]
+
+
+@pytest.fixture(autouse=True)
+def _close_figures(request):
+    """The figure tests (test_plots_*.py) close what they drew."""
+    yield
+    if request.module.__name__.startswith("test_plots_"):
+        import matplotlib.pyplot as plt
+
+        plt.close("all")

@@ -1,4 +1,4 @@
-"""vitscope.attention checked two ways (protocols.md, section 3).
+"""vitscope.attention.metrics checked two ways (protocols.md, section 3).
 
 1. Against slow, obvious float64 loops written from the protocol text (not
    from vitscope), on random softmax attention: several grids (square and
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from vitscope import attention
+from vitscope.attention import metrics as attention
 
 # --------------------------------------------------------------------------- slow references
 
@@ -552,7 +552,7 @@ def test_zero_mass_rows_excluded_from_distance_and_aligned_map():
 
 
 def test_averages_divide_by_rows_used():
-    from vitscope import heads
+    from vitscope.attention import heads
 
     attn = zero_mass_attention()[0:1].double()  # one image: head 0 has 2 zero-mass rows of 6
     grid = (2, 3)

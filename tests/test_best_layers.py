@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from vitscope.tasks import table
+from vitscope.tasks import best_layers as table
 
 
 def rows_of(model, values, **extra):
@@ -65,7 +65,7 @@ def test_undefined_values_are_not_ranked_and_say_why(caplog) -> None:
     nmi += rows_of("fs", [0.25, math.nan], metric="nmi", representation="cls", note="")
     nmi += rows_of("bare", [math.nan], metric="nmi", representation="cls")  # NaN with no note
     models = ["single", "fs", "bare", "none"]
-    with caplog.at_level("WARNING", logger="vitscope.tasks.table"):
+    with caplog.at_level("WARNING", logger="vitscope.tasks.best_layers"):
         rows = table.best_layer_rows({NMI: nmi}, models)
     assert "single, NMI is n/a (1 class)" in caplog.text
     found = {r["model"]: r for r in rows}
@@ -81,7 +81,7 @@ def test_undefined_values_are_not_ranked_and_say_why(caplog) -> None:
 
 def test_undefined_rows_read_back_from_csv(tmp_path) -> None:
     """The best-layer script reads the metric tables as CSV text: 'nan' and the note survive."""
-    from vitscope import tables
+    from vitscope.io import tables
 
     path = tmp_path / "clustering.csv"
     nmi = rows_of("single", [math.nan], metric="nmi", representation="cls", note="undefined: 1 class")

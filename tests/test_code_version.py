@@ -24,8 +24,8 @@ def rule_scripts() -> list[tuple[str, Path, list[str] | None]]:
     """(rule, script, code_version names or None) of every rule with a script."""
     found = []
     for smk in sorted((REPO / "rules").glob("*.smk")):
-        for chunk in re.split(r"^(?=(?:local)?rule \w+:)", smk.read_text(), flags=re.M):
-            rule = re.match(r"(?:local)?rule (\w+):", chunk)
+        for chunk in re.split(r"^(?=(?:(?:local)?rule|checkpoint) \w+:)", smk.read_text(), flags=re.M):
+            rule = re.match(r"(?:(?:local)?rule|checkpoint) (\w+):", chunk)
             script = re.search(r'script:\s*"([^"]+)"', chunk)
             if not (rule and script):
                 continue
@@ -41,7 +41,7 @@ def is_module(name: str) -> bool:
 
 
 def script_modules(script: Path) -> set[str]:
-    """Package modules a script imports, as code_version names them ("dumps", "tasks/knn")."""
+    """Package modules a script imports, as code_version names them ("io/dumps", "tasks/knn")."""
     modules = set()
     for node in ast.walk(ast.parse(script.read_text())):
         if isinstance(node, ast.Import):
@@ -103,4 +103,4 @@ def test_code_version_reads_imports_like_python() -> None:
                 candidates += [base] + [base + [a.name] for a in node.names]
         expected = {f for f in map(package_file, candidates) if f is not None}
         assert package_imports(file) == expected, file.relative_to(PACKAGE)
-    assert package_file(["fused"]) in package_imports(PACKAGE / "extract.py")
+    assert package_file(["extract", "fused"]) in package_imports(PACKAGE / "extract" / "hooks.py")

@@ -224,7 +224,7 @@ def test_image_sizes_on_the_patch_and_unknown_patches_pass() -> None:
     config["models"] = {
         "a": {"arch": "vit_small_patch8_224", "image_size": [64, 96]},
         "b": {"family": "clip", "size": "L/14", "checkpoint": "w.pt"},  # 224 = 16 x 14
-        "c": {"arch": "test_vit", "image_size": 50},  # no patch in the name: left to vitscope.models.create
+        "c": {"arch": "test_vit", "image_size": 50},  # no patch in the name: left to vitscope.models.registry.create
         "d": {"arch": "vit_small_patch8_224", "model_kwargs": {"patch_size": 10}, "image_size": 60},
     }
     configcheck.prepare(config, SCHEMA)

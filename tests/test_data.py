@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitscope import data
 from vitscope.errors import DatasetError
+from vitscope.io import datasets as data
 
 
 def make_folder(root: Path, classes: dict[str, int], size=(30, 40)) -> Path:

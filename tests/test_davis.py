@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vitscope.tasks import davis
+from vitscope.tasks.davis import evaluation as davis
 
 
 def square(shape, top, left, size):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vitscope import dense
 from vitscope.errors import ConfigError, ModelError
+from vitscope.tasks.davis import dense
 
 CPU = torch.device("cpu")
 TINY = {"arch": "test_vit", "weights": "random", "seed": 0, "image_size": 32}

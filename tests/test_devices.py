@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitscope import devices
 from vitscope.errors import ConfigError
+from vitscope.models import devices
 
 
 @pytest.mark.parametrize(("visible", "level"), [("", "INFO"), ("0", "WARNING")])

@@ -1,7 +1,7 @@
-"""vitscope.dumps: checksummed datasets, reads that name a damaged dump, consistency checks at open.
+"""vitscope.io.dumps: checksummed datasets, reads that name a damaged dump, consistency checks at open.
 
 One tiny extraction (timm ``test_vit``, 6 blocks, 2 heads, width 64, 4 x 4 grid, every
-default product) written the way ``extract_dump`` writes it (:func:`vitscope.dumps.create_file`);
+default product) written the way ``extract_dump`` writes it (:func:`vitscope.io.dumps.create_file`);
 each test damages a copy: a flipped bit inside one dataset's raw data, a scrambled
 attribute, a dataset with too few rows. Every reader of the workflow must then fail with
 a :class:`DumpError` naming the dump (and the dataset or attribute), never return numbers.
@@ -21,8 +21,16 @@ import pytest
 import torch
 from PIL import Image
 
-from vitscope import attention, data, dumps, exemplars, extract, features, heads, loading, models
+from vitscope.attention import exemplars, heads
+from vitscope.attention import metrics as attention
 from vitscope.errors import DumpError
+from vitscope.extract import run as extract
+from vitscope.features import cka as features
+from vitscope.features import clustering
+from vitscope.io import datasets as data
+from vitscope.io import dumps
+from vitscope.io import preprocess as loading
+from vitscope.models import registry as models
 from vitscope.tasks import knn
 
 ENTRY = {"arch": "test_vit", "image_size": 64}
@@ -188,8 +196,8 @@ def _distance(d: h5py.File) -> Any:  # workflow/scripts/attention_distance.py
 
 
 def _clustering(d: h5py.File) -> Any:  # workflow/scripts/clustering.py
-    values = {rep: dumps.require(d, name)[...] for rep, name in features.CLUSTER_FEATURES.items()}
-    return features.clustering_rows(values, dumps.require(d, "images/label")[...], "tiny", seed=0, n_init=1)
+    values = {rep: dumps.require(d, name)[...] for rep, name in clustering.CLUSTER_FEATURES.items()}
+    return clustering.clustering_rows(values, dumps.require(d, "images/label")[...], "tiny", seed=0, n_init=1)
 
 
 def _knn(d: h5py.File) -> Any:  # workflow/scripts/knn.py, the dump as bank and queries; one block read at a time

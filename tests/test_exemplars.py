@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vitscope import exemplars
+from vitscope.attention import exemplars
 
 
 def test_query_tokens_match_the_study_on_14x14() -> None:

@@ -25,8 +25,12 @@ import pytest
 import torch
 from PIL import Image
 
-from vitscope import attention, data, extract, loading, models
+from vitscope.attention import metrics as attention
 from vitscope.errors import ModelError
+from vitscope.extract import run as extract
+from vitscope.io import datasets as data
+from vitscope.io import preprocess as loading
+from vitscope.models import registry as models
 
 ENTRIES = {
     "square": {"arch": "test_vit", "image_size": 64},

@@ -1,4 +1,4 @@
-"""vitscope.features: CKA (feature-space and minibatch) and clustering scores.
+"""vitscope.features.cka and vitscope.features.clustering: CKA (feature-space and minibatch) and clustering scores.
 
 The minibatch HSIC is checked against a slow float64 loop written from the
 formula in protocols.md section 4, against debiased feature-space CKA, and on
@@ -16,8 +16,14 @@ import pytest
 import torch
 from PIL import Image
 
-from vitscope import data, extract, features, loading, models
 from vitscope.errors import DumpError
+from vitscope.extract import reductions
+from vitscope.extract import run as extract
+from vitscope.features import cka as features
+from vitscope.features import clustering
+from vitscope.io import datasets as data
+from vitscope.io import preprocess as loading
+from vitscope.models import registry as models
 
 # --------------------------------------------------------------------------- helpers
 
@@ -140,7 +146,7 @@ def test_minibatch_cka_of_offset_features_from_centred_grams(ratio: float) -> No
     want = features.minibatch_cka(centred(x), centred(y))  # float64 from the tokens
     assert np.isfinite(want) and 0.1 < want < 0.99
     grams = {
-        name: extract.minibatch_grams(torch.from_numpy(f).reshape(m * b, 1, d), b, prefix=1)["cls"].numpy()
+        name: reductions.minibatch_grams(torch.from_numpy(f).reshape(m * b, 1, d), b, prefix=1)["cls"].numpy()
         for name, f in (("x", x), ("y", y))
     }
     got = features.minibatch_cka(grams["x"], grams["y"])
@@ -152,7 +158,7 @@ def test_minibatch_cka_of_offset_features_from_centred_grams(ratio: float) -> No
 
 def test_minibatch_grams_of_constant_features_are_exactly_zero() -> None:
     x = torch.full((8, 3, 5), 1234.567, dtype=torch.float32) + torch.arange(5.0)
-    grams = extract.minibatch_grams(x, 4, prefix=1)
+    grams = reductions.minibatch_grams(x, 4, prefix=1)
     for value in grams.values():
         assert value.shape == (2, 4, 4) and torch.equal(value, torch.zeros_like(value))
     assert np.isnan(features.minibatch_cka(grams["cls"].numpy(), grams["spatial"].numpy()))
@@ -327,10 +333,10 @@ def test_purity_from_a_hand_computed_contingency_table() -> None:
     labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 1])
     clusters = np.array([5, 5, 7, 7, 7, 9, 9, 9, 5, 9])
     # cluster 5: classes {0: 2, 2: 1}; cluster 7: {0: 1, 1: 2}; cluster 9: {1: 1, 2: 3}
-    np.testing.assert_array_equal(features.contingency(labels, clusters), [[2, 0, 1], [1, 2, 0], [0, 1, 3]])
-    assert features.purity(labels, clusters) == pytest.approx((2 + 2 + 3) / 10)
-    assert features.purity(labels, labels) == 1.0
-    assert features.purity(labels, np.zeros_like(labels)) == pytest.approx(4 / 10)
+    np.testing.assert_array_equal(clustering.contingency(labels, clusters), [[2, 0, 1], [1, 2, 0], [0, 1, 3]])
+    assert clustering.purity(labels, clusters) == pytest.approx((2 + 2 + 3) / 10)
+    assert clustering.purity(labels, labels) == 1.0
+    assert clustering.purity(labels, np.zeros_like(labels)) == pytest.approx(4 / 10)
 
 
 def blobs(rng: np.random.Generator, classes: int = 4, per: int = 30, spread: float = 0.3):
@@ -341,14 +347,14 @@ def blobs(rng: np.random.Generator, classes: int = 4, per: int = 30, spread: flo
 
 def test_clustering_separable_classes_score_one() -> None:
     x, labels = blobs(np.random.default_rng(10))
-    scores = features.cluster_scores(x, labels, seed=0, n_init=4)
+    scores = clustering.cluster_scores(x, labels, seed=0, n_init=4)
     assert scores == pytest.approx({"purity": 1.0, "nmi": 1.0, "ari": 1.0})
 
 
 def test_clustering_is_deterministic() -> None:
     x, labels = blobs(np.random.default_rng(11), spread=4.0)
-    first = features.cluster_scores(x, labels, seed=3, n_init=2)
-    assert features.cluster_scores(x, labels, seed=3, n_init=2) == first
+    first = clustering.cluster_scores(x, labels, seed=3, n_init=2)
+    assert clustering.cluster_scores(x, labels, seed=3, n_init=2) == first
     assert 0.0 < first["ari"] < 1.0
 
 
@@ -356,11 +362,11 @@ def test_clustering_rows_are_tidy_and_one_indexed() -> None:
     rng = np.random.default_rng(12)
     x, labels = blobs(rng, classes=3, per=10)
     values = {"cls": np.stack([x, x[:, ::-1]], axis=1), "spatial": np.stack([x, x], axis=1)}
-    rows = features.clustering_rows(values, labels, "m", seed=0, n_init=2)
+    rows = clustering.clustering_rows(values, labels, "m", seed=0, n_init=2)
     assert len(rows) == 2 * 2 * 3
-    assert {r["block"] for r in rows} == {1, 2} and set(rows[0]) == set(features.CLUSTER_COLUMNS)
+    assert {r["block"] for r in rows} == {1, 2} and set(rows[0]) == set(clustering.CLUSTER_COLUMNS)
     with pytest.raises(DumpError, match="class label"):
-        features.clustering_rows(values, np.where(labels == 0, -1, labels), "m", seed=0, n_init=2)
+        clustering.clustering_rows(values, np.where(labels == 0, -1, labels), "m", seed=0, n_init=2)
 
 
 # --------------------------------------------------------------------------- undefined values
@@ -371,47 +377,18 @@ def test_single_class_clustering_is_undefined_not_perfect(caplog) -> None:
     the rows are NaN with the reason in ``note``, and the log says so."""
     x, _ = blobs(np.random.default_rng(13), classes=3, per=10)
     labels = np.zeros(len(x), dtype=np.int64)
-    assert all(np.isnan(v) for v in features.cluster_scores(x, labels, seed=0, n_init=2).values())
-    with caplog.at_level("WARNING", logger="vitscope.features"):
-        rows = features.clustering_rows({"cls": x[:, None]}, labels, "m", seed=0, n_init=2)
+    assert all(np.isnan(v) for v in clustering.cluster_scores(x, labels, seed=0, n_init=2).values())
+    with caplog.at_level("WARNING", logger="vitscope.features.clustering"):
+        rows = clustering.clustering_rows({"cls": x[:, None]}, labels, "m", seed=0, n_init=2)
     assert len(rows) == 3 and all(np.isnan(r["value"]) and r["note"] == "undefined: 1 class" for r in rows)
     assert "clustering of m: undefined: 1 class" in caplog.text
-    two = features.clustering_rows({"cls": x[:, None]}, np.arange(len(x)) % 2, "m", seed=0, n_init=2)
+    two = clustering.clustering_rows({"cls": x[:, None]}, np.arange(len(x)) % 2, "m", seed=0, n_init=2)
     assert all(np.isfinite(r["value"]) and r["note"] == "" for r in two)
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_constant_features_with_several_classes_are_scored_not_undefined() -> None:
     """Constant features and 3 classes: one cluster, a real (poor) score, not NaN."""
     labels = np.arange(12) % 3
-    assert features.cluster_scores(np.ones((12, 4)), labels, seed=0, n_init=2) == pytest.approx(
+    assert clustering.cluster_scores(np.ones((12, 4)), labels, seed=0, n_init=2) == pytest.approx(
         {"purity": 1 / 3, "nmi": 0.0, "ari": 0.0}
     )
-
-
-def test_undefined_cka_rows_carry_a_note_and_figures_label_the_gap(caplog) -> None:
-    """CKA at a constant point is NaN with note "undefined: constant features" in the tidy
-    rows and a log warning; the last-layer figure writes "n/a" in the cell and says why."""
-    from vitscope import feature_plots
-
-    grid = np.array([[np.nan, 0.5], [0.25, 0.75]])
-    arrays = {f"blocks_{rep}": grid for rep in ("cls", "spatial", "all")}
-    with caplog.at_level("WARNING", logger="vitscope.features"):
-        rows = features.cka_rows(arrays, "a", "b", "blocks")
-    assert [r["note"] for r in rows[:4]] == [features.CONSTANT_NOTE, "", "", ""]
-    assert "3 of 12 values are NaN (undefined: constant features)" in caplog.text
-    last = features.last_layer_rows({("a", "b"): {f"blocks_{rep}": grid[:1, :1] for rep in ("cls", "spatial", "all")}})
-    assert all(r["note"] == features.CONSTANT_NOTE for r in last)
-    fig = feature_plots.last_layer(np.full((1, 2, 2), np.nan), ["a", "b"], ["cls"], title="t")
-    assert "n/a" in [t.get_text() for t in fig.axes[0].texts] and "undefined" in fig._suptitle.get_text()
-
-
-def test_clustering_figure_names_an_undefined_model() -> None:
-    from vitscope import feature_plots
-
-    rows = [{"model": "one", "block": str(b), "representation": "cls", "metric": "nmi", "value": "nan",
-             "note": "undefined: 1 class"} for b in (1, 2)]
-    rows += [{"model": "two", "block": str(b), "representation": "cls", "metric": "nmi", "value": "0.5", "note": ""}
-             for b in (1, 2)]
-    fig = feature_plots.clustering(rows, "nmi", ["one", "two"], reps=("cls",), title="t")
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert legend == ["one (n/a: 1 class)", "two"] and "undefined" in fig._suptitle.get_text()

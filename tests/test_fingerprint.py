@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vitscope import fingerprint
+from vitscope.io import fingerprint
 
 
 @pytest.fixture(autouse=True)

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitscope import models
 from vitscope.errors import CheckpointError, CheckpointNotFound, ConfigError
-from vitscope.formats import mocov3
+from vitscope.models import registry as models
+from vitscope.models.formats import mocov3
 
 D, DEPTH, HEADS, PATCH, IMAGE = 64, 3, 4, 8, 32
 GRID = IMAGE // PATCH
@@ -770,7 +770,7 @@ def rewrite_zip(src: Path, dst: Path, edit: Callable[[str, bytes], tuple[str, by
 
 
 def torchscript_state(path: Path) -> dict[str, torch.Tensor]:
-    from vitscope.formats import torchscript
+    from vitscope.models.formats import torchscript
 
     return torchscript.state_dict(path)
 
@@ -822,7 +822,7 @@ def test_torchscript_reader_swaps_a_big_endian_archive(tmp_path: Path) -> None:
 
 
 def test_swap_bytes_reverses_each_element() -> None:
-    from vitscope.formats.torchscript import swap_bytes
+    from vitscope.models.formats.torchscript import swap_bytes
 
     for dtype, np_dtype in [(torch.float16, "f2"), (torch.int64, "i8"), (torch.complex64, "c8"), (torch.uint8, "u1")]:
         values = np.arange(1, 7).astype(np_dtype)

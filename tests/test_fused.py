@@ -1,4 +1,4 @@
-"""vitscope.fused: the one-pass attention reductions against the torch reference and
+"""vitscope.extract.fused: the one-pass attention reductions against the torch reference and
 a float64 loop written from the definition (protocols.md 3).
 
 The Triton kernel runs here through Triton's CPU interpreter (TRITON_INTERPRET=1,
@@ -17,7 +17,8 @@ import sys
 import pytest
 import torch
 
-from vitscope import attention, fused
+from vitscope.attention import metrics as attention
+from vitscope.extract import fused
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 
@@ -79,7 +80,8 @@ def test_without_triton_falls_back(monkeypatch):
 
 KERNEL_CHECK = r"""
 import json, torch
-from vitscope import attention, fused
+from vitscope.attention import metrics as attention
+from vitscope.extract import fused
 assert fused.available(torch.device("cpu"))
 out = []
 for prefix, grid, accumulate, distance in [((1), (3, 4), True, True), (0, (3, 3), False, True),
@@ -193,7 +195,8 @@ ZERO_MASS_KERNEL_CHECK = r"""
 import json, sys, torch
 sys.path.insert(0, sys.argv[1])
 from test_fused import sink_attention
-from vitscope import attention, fused
+from vitscope.attention import metrics as attention
+from vitscope.extract import fused
 assert fused.available(torch.device("cpu"))
 out = []
 for prefix, grid, accumulate, distance in [(1, (3, 4), True, True), (2, (2, 3), True, False), (1, (5, 7), False, True)]:

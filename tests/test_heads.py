@@ -1,4 +1,4 @@
-"""vitscope.heads: the offset-local head detector and the CLS-head selection rule.
+"""vitscope.attention.heads: the offset-local head detector and the CLS-head selection rule.
 
 Hand-built heads (a fixed neighbour, centred local, uniform / global) go through
 attention.aligned_attention, on square and non-square grids, and the detector must
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from vitscope import attention, heads
+from vitscope.attention import heads
+from vitscope.attention import metrics as attention
 
 # --------------------------------------------------------------------------- hand-built heads
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vitscope import inputs, zoo
+from vitscope.models import zoo
+from vitscope.workflow import inputs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +34,7 @@ def test_zoo_is_importable_without_torch() -> None:
     """The workflow reads the zoo while it plans: torch must not come with it (seconds per start)."""
     import subprocess
 
-    code = "import sys, vitscope.inputs, vitscope.fingerprint; print('torch' in sys.modules)"
+    code = "import sys, vitscope.workflow.inputs, vitscope.io.fingerprint; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -101,5 +102,5 @@ def test_every_release_names_its_publisher_and_address() -> None:
             assert row.url and row.url.startswith("https://") and row.url.endswith(row.release), row
     assert zoo.release("clip", "L/14").sha256 == "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"
     docs = (REPO / "docs/models.md").read_text()
-    assert zoo.releases_markdown() in docs, "docs/models.md: paste vitscope.zoo.releases_markdown()"
-    assert zoo.table_markdown() in docs, "docs/models.md: paste vitscope.zoo.table_markdown()"
+    assert zoo.releases_markdown() in docs, "docs/models.md: paste vitscope.models.zoo.releases_markdown()"
+    assert zoo.table_markdown() in docs, "docs/models.md: paste vitscope.models.zoo.table_markdown()"

@@ -210,17 +210,3 @@ def test_labels_are_matched_by_class_name(tmp_path) -> None:
     with _dump(tmp_path / "c.h5", ["ant"]) as train, _dump(tmp_path / "d.h5", ["dog"]) as val:
         with pytest.raises(DumpError, match="dog"):
             knn.check_labels(train, val)
-
-
-def test_downstream_figure_names_an_undefined_model() -> None:
-    """The k-NN figure of a single-class bank is no silent blank: the legend says n/a and why."""
-    from vitscope import task_plots
-
-    rng = np.random.default_rng(4)
-    train, test = rng.normal(size=(12, 2, 4)), rng.normal(size=(4, 2, 4))
-    rows = knn.block_rows(train, np.zeros(12, np.int64), test, np.zeros(4, np.int64), "one", ks=(1,))
-    rows += knn.block_rows(train, np.arange(12) % 2, test, np.arange(4) % 2, "two", ks=(1,))
-    text = [{k: str(v) for k, v in r.items()} for r in rows]  # as read back from the CSV
-    fig = task_plots.by_block(text, "knn", ["one", "two"], "toy")
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["one (n/a: 1 class in the memory bank)", "two"]
-    assert "undefined" in fig._suptitle.get_text()

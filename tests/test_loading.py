@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vitscope import data, loading
 from vitscope.errors import DatasetError
+from vitscope.io import datasets as data
+from vitscope.io import preprocess as loading
 
 
 def test_corrupt_image_is_named(tmp_path: Path) -> None:
@@ -60,8 +61,8 @@ def test_preprocess_matches_its_geometry() -> None:
 
 def test_data_imports_no_torch() -> None:
     """Jobs that only index or read images (index_dataset, retrieval, saliency_iou) start
-    without torch: importing vitscope.data must not import it."""
-    code = "import sys, vitscope.data; print('torch' in sys.modules)"
+    without torch: importing vitscope.io.datasets must not import it."""
+    code = "import sys, vitscope.io.datasets; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

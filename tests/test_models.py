@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitscope import models
 from vitscope.errors import CheckpointError, CheckpointNotFound, ConfigError
+from vitscope.models import registry as models
 
 
 def test_spec_from_config_defaults_and_errors() -> None:

@@ -21,9 +21,13 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from vitscope import data, extract, features, loading, models
 from vitscope.errors import ConfigError
-from vitscope.objects import ObjectMasks, object_weights
+from vitscope.extract import run as extract
+from vitscope.features import clustering
+from vitscope.features.objects import ObjectMasks, object_weights
+from vitscope.io import datasets as data
+from vitscope.io import preprocess as loading
+from vitscope.models import registry as models
 
 ENTRY = {"arch": "test_vit", "image_size": 64}
 CPU = torch.device("cpu")
@@ -256,21 +260,21 @@ def test_objects_need_annotations(tmp_path, coco_dataset):
 def test_object_clustering_k_is_categories_present(tmp_path, coco_dataset, monkeypatch):
     extract_objects(tmp_path / "dump.h5", coco_dataset, batch_size=4)
     seen: list[int] = []
-    original = features.kmeans
+    original = clustering.kmeans
 
     def spy(values, k, seed, n_init):
         seen.append(k)
         return original(values, k, seed, n_init)
 
-    monkeypatch.setattr(features, "kmeans", spy)
+    monkeypatch.setattr(clustering, "kmeans", spy)
     with h5py.File(tmp_path / "dump.h5", "r") as dump:
-        rows = features.object_clustering_rows(dump, "tiny", seed=0, n_init=3)
-        again = features.object_clustering_rows(dump, "tiny", seed=0, n_init=3)
+        rows = clustering.object_clustering_rows(dump, "tiny", seed=0, n_init=3)
+        again = clustering.object_clustering_rows(dump, "tiny", seed=0, n_init=3)
     assert set(seen) == {3}  # categories 1, 2, 5 present; 7 defined but unused
     assert rows == again
     assert {r["representation"] for r in rows} == {"object"}
     assert sorted({r["block"] for r in rows}) == list(range(1, 7))
-    assert len(rows) == 6 * len(features.METRICS)
+    assert len(rows) == 6 * len(clustering.METRICS)
     assert all(0 <= r["value"] <= 1 for r in rows if r["metric"] != "ari")
 
 
@@ -281,18 +285,18 @@ def test_objects_of_one_category_are_undefined_not_perfect(tmp_path) -> None:
         f["objects/features"] = np.random.default_rng(0).normal(size=(6, 2, 4)).astype(np.float32)
         f["objects/category"] = np.full(6, 3, dtype=np.int64)
     with h5py.File(path) as dump:
-        rows = features.object_clustering_rows(dump, "tiny", seed=0, n_init=2)
+        rows = clustering.object_clustering_rows(dump, "tiny", seed=0, n_init=2)
     assert len(rows) == 2 * 3 and all(np.isnan(r["value"]) and r["note"] == "undefined: 1 class" for r in rows)
 
 
 def test_objects_dump_is_checksummed_and_validates(tmp_path, coco_dataset):
-    """A dump with objects written as extract_dump writes it opens through vitscope.dumps.open_dump
+    """A dump with objects written as extract_dump writes it opens through vitscope.io.dumps.open_dump
     (O rows of every objects/ dataset consistent); a flipped bit in objects/features fails the
     object clustering naming the dump, and a short objects/category fails the open."""
     from test_dumps import flip_bit
 
-    from vitscope import dumps
     from vitscope.errors import DumpError
+    from vitscope.io import dumps
 
     root, annotations = coco_dataset
     spec, model = build()
@@ -309,12 +313,12 @@ def test_objects_dump_is_checksummed_and_validates(tmp_path, coco_dataset):
     with dumps.open_dump(path) as dump:
         assert all(dump[f"objects/{k}"].fletcher32 for k in ("features", "image", "category", "category_name"))
         assert set(dump["objects/category_name"].asstr()[...]) <= {c["name"] for c in CATEGORIES}
-        features.object_clustering_rows(dump, "tiny", seed=0, n_init=1)
+        clustering.object_clustering_rows(dump, "tiny", seed=0, n_init=1)
     damaged = tmp_path / "damaged.h5"
     damaged.write_bytes(path.read_bytes())
     flip_bit(damaged, "objects/features", 0)
     with dumps.open_dump(damaged) as dump, pytest.raises(DumpError, match=f"{damaged}': dataset objects/features"):
-        features.object_clustering_rows(dump, "tiny", seed=0, n_init=1)
+        clustering.object_clustering_rows(dump, "tiny", seed=0, n_init=1)
     with h5py.File(damaged, "r+") as f:
         values = f["objects/category"][...][:-1]
         del f["objects/category"]

@@ -36,8 +36,9 @@ import yaml
 from PIL import Image
 from test_workflow import TINY, copy_workflow, snakemake
 
-from vitscope import dumps, models
 from vitscope.errors import OutputError
+from vitscope.io import dumps
+from vitscope.models import registry as models
 
 pytestmark = [pytest.mark.workflow]
 
@@ -264,7 +265,8 @@ def test_killed_extraction_leaves_no_dump_and_a_plain_rerun_completes(tmp_path: 
 DISK_FULL = textwrap.dedent(
     """
     import resource, signal, sys
-    from vitscope import data, extract
+    from vitscope.extract import run as extract
+    from vitscope.io import datasets as data
     root, output = sys.argv[1:3]
     data.write_index(data.index_imagefolder(root), output + ".csv")
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead

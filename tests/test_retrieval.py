@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitscope import data, synthetic
 from vitscope.errors import DatasetError
+from vitscope.io import datasets as data
+from vitscope.io import synthetic
 from vitscope.tasks import retrieval
 
 

@@ -1,4 +1,4 @@
-"""Restricted unpickling (vitscope.safe_pickle) and the ground-truth reader built on it.
+"""Restricted unpickling (vitscope.io.safe_pickle) and the ground-truth reader built on it.
 
 Every refused payload is first shown to run under plain ``pickle.loads`` (it writes a
 marker file), so the refusal tests could fail.
@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vitscope import data, safe_pickle
 from vitscope.errors import DatasetError
+from vitscope.io import datasets as data
+from vitscope.io import safe_pickle
 
 
 def gnd_content() -> dict:

@@ -10,8 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from vitscope import data, loading, saliency
+from vitscope.attention import saliency
 from vitscope.errors import DatasetError
+from vitscope.io import datasets as data
+from vitscope.io import preprocess as loading
 
 # ------------------------------------------------------------ slow references
 
@@ -210,27 +212,6 @@ def test_cls_row_with_no_spatial_mass_is_undefined_not_zero() -> None:
     assert oracle["iou"] == pytest.approx(want) and oracle["zero_mass"] == 0
 
 
-def test_head_with_no_spatial_mass_anywhere_says_why() -> None:
-    """Every image's CLS row of head 1 on the prefix: that head's row is NaN with its reason in
-    ``note``; the best head once is chosen among the heads that have a mean."""
-    from vitscope import plots
-
-    rows = np.zeros((2, 1, 2, 1 + 4))
-    rows[:, :, :, 0] = 1.0
-    rows[:, 0, 1] = [0.2, 0.4, 0.2, 0.1, 0.1]
-    masks = np.zeros((2, 2, 2), dtype=bool)
-    masks[:, 0, 0] = True
-    table = saliency.summary_rows(saliency.saliency_iou(rows, masks), "m", np.zeros(2, bool))
-    head1 = next(r for r in table if r["selection"] == "head" and r["head"] == 1)
-    assert np.isnan(head1["iou"]) and head1["note"] == saliency.NO_MASS and head1["zero_mass"] == 2
-    once = next(r for r in table if r["selection"] == "best_head_once")
-    assert once["head"] == 2 and once["iou"] == 0.5 and once["note"] == ""  # tokens 1, 2 of 4 hold 0.6
-    assert all(r["note"] == "" for r in table if not np.isnan(r["iou"]))
-    text = [{k: str(v) for k, v in r.items()} for r in table]
-    fig = plots.saliency_by_block({"m": text}, title="t")
-    assert "CLS attention with no spatial mass in every image" in fig._suptitle.get_text()
-
-
 def test_summary_rows_best_head_once_and_per_image_best() -> None:
     # 2 images, 1 block, 3 heads: head 2 best on average, per-image best differs per image
     ious = np.array([[[0.9, 0.5, 0.0]], [[0.0, 0.6, 0.8]]])
@@ -243,21 +224,6 @@ def test_summary_rows_best_head_once_and_per_image_best() -> None:
     oracle = next(r for r in rows if r["selection"] == "per_image_best_head")
     assert oracle["iou"] == pytest.approx(0.85) and oracle["head"] == ""
     assert set(rows[0]) == set(saliency.COLUMNS)
-
-
-def test_every_mask_empty_is_named_in_the_figure() -> None:
-    """No image with a non-empty mask: the rows are NaN with images = 0, and the figure names the
-    model as n/a instead of drawing nothing."""
-    from vitscope import plots
-
-    rows = saliency.summary_rows(np.full((2, 1, 3), np.nan), "m")
-    assert all(np.isnan(r["iou"]) and r["images"] == 0 and r["empty_masks"] == 2 for r in rows)
-    assert next(r for r in rows if r["selection"] == "best_head_once")["head"] == ""  # no head is best
-    text = [{k: str(v) for k, v in r.items()} for r in rows]
-    fig = plots.saliency_by_block({"m": text}, title="t")
-    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
-    assert legend == ["m (3 heads) (n/a: every object mask empty)"]
-    assert "no image with a non-empty object mask" in fig._suptitle.get_text()
 
 
 def test_summary_equals_slow_loop() -> None:
@@ -280,7 +246,7 @@ def test_summary_equals_slow_loop() -> None:
 def write_coco(
     tmp_path: Path, masks: dict[str, np.ndarray], polygons: dict[str, list] | None = None
 ) -> tuple[Path, Path]:
-    from vitscope.synthetic import coco_annotation
+    from vitscope.io.synthetic import coco_annotation
 
     root = tmp_path / "images"
     root.mkdir()

@@ -11,9 +11,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vitscope import data, synthetic
 from vitscope.errors import DatasetError
-from vitscope.tasks import spair, spair_data, spair_run
+from vitscope.io import datasets as data
+from vitscope.io import synthetic
+from vitscope.tasks.spair import data as spair_data
+from vitscope.tasks.spair import metric as spair
+from vitscope.tasks.spair import run as spair_run
 
 # --------------------------------------------------------------------------- letterbox
 
@@ -169,7 +172,7 @@ def test_empty_categories_and_means_carry_a_note(caplog) -> None:
         "cat": spair_run._Tally(np.array([[3, 1]]), keypoints=4, pairs=2),
         "empty": spair_run._Tally(np.array([[0, 0]]), keypoints=0, pairs=1),
     }
-    with caplog.at_level("WARNING", logger="vitscope.tasks.spair_run"):
+    with caplog.at_level("WARNING", logger="vitscope.tasks.spair.run"):
         rows, per_category = spair_run.result_rows(tallies, "m", (0.1, 0.05))
     assert set(rows[0]) == set(spair_run.COLUMNS) and set(per_category[0]) == set(spair_run.CATEGORY_COLUMNS)
     assert all(r["note"] == "" and r["categories"] == 1 for r in rows)
@@ -309,7 +312,7 @@ def test_model_end_to_end_and_chunking_does_not_change_results(demo: Path) -> No
 
 
 def test_block_tokens_are_the_block_outputs() -> None:
-    from vitscope.models import build, geometry, spec_from_config
+    from vitscope.models.registry import build, geometry, spec_from_config
 
     net, _ = build(spec_from_config("t", {"arch": "test_vit", "weights": "random", "image_size": 32}))
     geom = geometry(net)

@@ -24,7 +24,14 @@ import torch
 from PIL import Image
 from test_extract import read_all
 
-from vitscope import attention, data, dumps, extract, features, heads, loading, models
+from vitscope.attention import heads
+from vitscope.attention import metrics as attention
+from vitscope.extract import run as extract
+from vitscope.features import cka as features
+from vitscope.io import datasets as data
+from vitscope.io import dumps
+from vitscope.io import preprocess as loading
+from vitscope.models import registry as models
 from vitscope.testing import stress
 
 CPU = torch.device("cpu")
@@ -223,7 +230,8 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import torch
 from test_stress import extract_stress, write_images
-from vitscope import data, fused
+from vitscope.extract import fused
+from vitscope.io import datasets as data
 assert fused.available(torch.device("cpu"))
 extract_stress(data.index_imagefolder(sys.argv[2]), Path(sys.argv[3]))
 """

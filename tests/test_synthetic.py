@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitscope import data, synthetic
+from vitscope.io import datasets as data
+from vitscope.io import synthetic
 
 
 def digest(root: Path) -> str:
@@ -41,7 +42,7 @@ def test_shapes_are_distinct() -> None:
 
 
 def test_coco_annotations_hold_the_masks(tmp_path: Path) -> None:
-    from vitscope import saliency
+    from vitscope.attention import saliency
 
     spec = synthetic.SyntheticSpec(classes=3, per_class=2, image_size=32, seed=3)
     synthetic.write_imagefolder(tmp_path, spec)

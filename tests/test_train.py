@@ -12,10 +12,11 @@ import pytest
 import torch
 import yaml
 
-from vitscope import models, synthetic
-from vitscope.data import index_imagefolder, write_index
 from vitscope.errors import ConfigError, DatasetError
-from vitscope.formats import mocov3
+from vitscope.io import synthetic
+from vitscope.io.datasets import index_imagefolder, write_index
+from vitscope.models import registry as models
+from vitscope.models.formats import mocov3
 from vitscope.tasks import knn
 from vitscope.training import augment, loop, mae, run, settings
 

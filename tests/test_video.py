@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitscope import synthetic, synthetic_video, video
 from vitscope.errors import DatasetError
+from vitscope.io import synthetic, synthetic_video, video
 
 
 @pytest.fixture(scope="module")

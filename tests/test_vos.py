@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vitscope import synthetic, synthetic_video, tables, video, vos
 from vitscope.errors import DatasetError
-from vitscope.tasks import davis
+from vitscope.io import synthetic, synthetic_video, tables, video
+from vitscope.tasks.davis import evaluation as davis
+from vitscope.tasks.davis import propagation as vos
 
 TINY = {"arch": "test_vit", "weights": "random", "seed": 0, "image_size": 32}
 

@@ -367,7 +367,7 @@ def test_extraction_parameter_reextracts(built: Path, tmp_path: Path) -> None:
 def test_package_edit_reruns_the_rules_that_use_it(built: Path, tmp_path: Path) -> None:
     workdir = tmp_path / "copy"
     shutil.copytree(built, workdir, symlinks=True)
-    with open(workdir / "src/vitscope/plots.py", "a") as handle:
+    with open(workdir / "src/vitscope/plots/common.py", "a") as handle:
         handle.write("\n# edited\n")
     assert planned_jobs(workdir) == {
         "plot_cls_maps": 2, "plot_attention_distance": 1, "plot_aaam": 2, "plot_offsets": 2,
@@ -375,29 +375,29 @@ def test_package_edit_reruns_the_rules_that_use_it(built: Path, tmp_path: Path) 
         "plot_attention_grids": 2, "plot_cka_full": 3, "plot_cka_last": 1, "plot_clustering": 3,
         "plot_object_clustering": 3, "plot_downstream": 4, "plot_train_loss": 1, "all": 1,
     }
-    with open(workdir / "src/vitscope/attention.py", "a") as handle:
+    with open(workdir / "src/vitscope/attention/metrics.py", "a") as handle:
         handle.write("\n# edited\n")
     jobs = planned_jobs(workdir)
     assert jobs["extract"] == 8 and jobs["attention_distance"] == 2 and jobs["attention_maps"] == 2
-    with open(workdir / "src/vitscope/saliency.py", "a") as handle:
+    with open(workdir / "src/vitscope/attention/saliency.py", "a") as handle:
         handle.write("\n# edited\n")
     jobs = planned_jobs(workdir)
     assert jobs["saliency_iou"] == 2 and jobs["plot_saliency_iou"] == 1
 
 
 def test_code_version_follows_imports(built: Path, tmp_path: Path) -> None:
-    """code_version also hashes what the named modules import: fused.py is named by no rule
-    but imported by extract.py, so editing it re-extracts; errors.py shapes messages only,
+    """code_version also hashes what the named modules import: extract/fused.py is
+    imported by extract/hooks.py, so editing it re-extracts; errors.py shapes messages only,
     so editing it reruns nothing (tests/test_code_version.py checks the named modules)."""
     workdir = tmp_path / "copy"
     shutil.copytree(built, workdir, symlinks=True)
     with open(workdir / "src/vitscope/errors.py", "a") as handle:
         handle.write("\n# edited\n")
     assert planned_jobs(workdir) == {}
-    with open(workdir / "src/vitscope/fused.py", "a") as handle:
+    with open(workdir / "src/vitscope/extract/fused.py", "a") as handle:
         handle.write("\n# edited\n")
     jobs = planned_jobs(workdir)
-    # DAVIS and SPair run their own forward passes (vitscope.dense, tasks.spair_run): not rerun
+    # DAVIS and SPair run their own forward passes (vitscope.tasks.davis.dense, tasks.spair.run): not rerun
     assert jobs["extract"] == 8 and not {"train", "davis_sequence", "spair"} & set(jobs)
 
 

@@ -9,8 +9,9 @@ import timm
 import torch
 from timm.layers import QuickGELU
 
-from vitscope import models, zoo
 from vitscope.errors import ConfigError
+from vitscope.models import registry as models
+from vitscope.models import zoo
 
 STUDY_SIZES = {
     "fs": ["S/16", "B/32", "B/16", "B/8", "L/16"],

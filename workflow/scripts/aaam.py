@@ -2,7 +2,9 @@
 
 import torch
 
-from vitscope import dumps, heads, logs, tables
+from vitscope import logs
+from vitscope.attention import heads
+from vitscope.io import dumps, tables
 
 logs.to_file(snakemake.log[0])
 with dumps.open_dump(snakemake.input.dump) as dump:

@@ -2,13 +2,15 @@
 
 import torch
 
-from vitscope import attention, dumps, logs, tables
+from vitscope import logs
+from vitscope.attention import metrics
+from vitscope.io import dumps, tables
 
 logs.to_file(snakemake.log[0])
 with dumps.open_dump(snakemake.input.dump) as dump:
     geom = dumps.geometry(dump)
     sums = dump["attention"]
-    cls, spatial = attention.averaged_maps(
+    cls, spatial = metrics.averaged_maps(
         torch.from_numpy(dumps.require(dump, "attention/cls_sum")[...]),
         torch.from_numpy(dumps.require(dump, "attention/spatial_query_sum")[...]),
         count=int(sums.attrs["count"]),

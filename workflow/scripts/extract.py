@@ -1,15 +1,16 @@
 """Extract one dump: one forward pass per image, every block recorded."""
 
-from vitscope import extract, logs
+from vitscope import logs
+from vitscope.extract import run
 
 progress = logs.to_file(snakemake.log[0])
-extract.extract_dump(
+run.extract_dump(
     model=snakemake.wildcards.model,
     dataset=snakemake.wildcards.dataset,
     model_entry=snakemake.params.model,
     index=snakemake.input.index,
     output=snakemake.output.dump,
-    options=extract.ExtractOptions(
+    options=run.ExtractOptions(
         products=tuple(snakemake.params.products),
         batch_size=snakemake.params.batch_size,
         cka_batch_size=snakemake.params.cka_batch_size,

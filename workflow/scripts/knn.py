@@ -2,7 +2,8 @@
 
 from threadpoolctl import threadpool_limits
 
-from vitscope import dumps, logs, tables
+from vitscope import logs
+from vitscope.io import dumps, tables
 from vitscope.tasks import knn
 
 logs.to_file(snakemake.log[0])

@@ -2,11 +2,13 @@
 
 from threadpoolctl import threadpool_limits
 
-from vitscope import dumps, features, logs, tables
+from vitscope import logs
+from vitscope.features import clustering
+from vitscope.io import dumps, tables
 
 logs.to_file(snakemake.log[0])
 with dumps.open_dump(snakemake.input.dump) as dump, threadpool_limits(snakemake.threads):
-    rows = features.object_clustering_rows(
+    rows = clustering.object_clustering_rows(
         dump, snakemake.wildcards.model, seed=snakemake.params.seed, n_init=snakemake.params.n_init
     )
-tables.write_csv(rows, snakemake.output.table, columns=features.CLUSTER_COLUMNS)
+tables.write_csv(rows, snakemake.output.table, columns=clustering.CLUSTER_COLUMNS)

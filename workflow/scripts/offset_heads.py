@@ -2,7 +2,9 @@
 
 import torch
 
-from vitscope import heads, logs, tables
+from vitscope import logs
+from vitscope.attention import heads
+from vitscope.io import tables
 
 logs.to_file(snakemake.log[0])
 aaam = torch.from_numpy(tables.read_npz(snakemake.input.aaam)["aaam"])

@@ -1,6 +1,8 @@
 """Figure: aligned aggregated attention map of every block and head of one model."""
 
-from vitscope import head_plots, logs, plots, tables
+from vitscope import logs
+from vitscope.io import tables
+from vitscope.plots import attention, common
 
 logs.to_file(snakemake.log[0])
 data = tables.read_npz(snakemake.input.aaam)
@@ -9,5 +11,5 @@ title = (
     f"{snakemake.wildcards.model}: aligned aggregated attention (AAAM), "
     f"{snakemake.wildcards.dataset} ({int(data['images'])} images, {gh}x{gw} tokens)"
 )
-fig = head_plots.aaam_grid(data["aaam"], title, cmap=snakemake.params.cmap)
-plots.save(fig, [snakemake.output.pdf, snakemake.output.png], dpi=snakemake.params.dpi)
+fig = attention.aaam_grid(data["aaam"], title, cmap=snakemake.params.cmap)
+common.save(fig, [snakemake.output.pdf, snakemake.output.png], dpi=snakemake.params.dpi)

@@ -2,7 +2,10 @@
 
 from pathlib import Path
 
-from vitscope import exemplars, logs, plots, tables
+from vitscope import logs
+from vitscope.attention import exemplars
+from vitscope.io import tables
+from vitscope.plots import attention, common
 
 logs.to_file(snakemake.log[0])
 arrays = tables.read_npz(snakemake.input.arrays)
@@ -19,9 +22,9 @@ for e, position in enumerate(arrays["position"]):
             f"heads {group[0] + 1}-{group[1]}; CLS row and five spatial queries (cyan), "
             "each map on its own colour scale"
         )
-        fig = plots.attention_grid(
+        fig = attention.attention_grid(
             arrays["image"][e], arrays["maps"][e, :, group[0] : group[1]], list(arrays["queries"]), cells,
             first_head=group[0], title=title, cmap=snakemake.params.cmap, alpha=snakemake.params.alpha,
         )
         stem = exemplars.figure_stem(int(position), group, groups)
-        plots.save(fig, [out / f"{stem}.pdf", out / f"{stem}.png"], dpi=snakemake.params.dpi)
+        common.save(fig, [out / f"{stem}.pdf", out / f"{stem}.png"], dpi=snakemake.params.dpi)

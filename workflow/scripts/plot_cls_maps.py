@@ -1,6 +1,8 @@
 """Figure: averaged CLS attention map of every block and head of one model."""
 
-from vitscope import logs, plots, tables
+from vitscope import logs
+from vitscope.io import tables
+from vitscope.plots import attention, common
 
 logs.to_file(snakemake.log[0])
 maps = tables.read_npz(snakemake.input.maps)
@@ -8,5 +10,5 @@ title = (
     f"{snakemake.wildcards.model}: averaged CLS attention, "
     f"{snakemake.wildcards.dataset} ({int(maps['images'])} images)"
 )
-fig = plots.map_grid(maps["cls"], title, cmap=snakemake.params.cmap)
-plots.save(fig, [snakemake.output.pdf, snakemake.output.png], dpi=snakemake.params.dpi)
+fig = attention.map_grid(maps["cls"], title, cmap=snakemake.params.cmap)
+common.save(fig, [snakemake.output.pdf, snakemake.output.png], dpi=snakemake.params.dpi)

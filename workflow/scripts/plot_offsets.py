@@ -1,9 +1,11 @@
 """Figure: AAAM offset of every block and head of one model, offset-local heads marked."""
 
-from vitscope import head_plots, logs, plots, tables
+from vitscope import logs
+from vitscope.io import tables
+from vitscope.plots import common, heads
 
 logs.to_file(snakemake.log[0])
 rows = tables.read_csv(snakemake.input.table)
 title = f"{snakemake.wildcards.model}: AAAM offset, {snakemake.wildcards.dataset}"
-fig = head_plots.offset_heatmap(rows, title, cmap=snakemake.params.cmap)
-plots.save(fig, [snakemake.output.pdf, snakemake.output.png], dpi=snakemake.params.dpi)
+fig = heads.offset_heatmap(rows, title, cmap=snakemake.params.cmap)
+common.save(fig, [snakemake.output.pdf, snakemake.output.png], dpi=snakemake.params.dpi)

@@ -1,9 +1,11 @@
 """Figure: the training loss of every trained model against step (a panel per model)."""
 
-from vitscope import logs, plots, tables, train_plots
+from vitscope import logs
+from vitscope.io import tables
+from vitscope.plots import common, training
 
 logs.to_file(snakemake.log[0])
 curves = {model: tables.read_csv(path) for model, path in zip(snakemake.params.models, snakemake.input.losses,
                                                                strict=True)}
-fig = train_plots.loss_curves(curves)
-plots.save(fig, [snakemake.output.pdf, snakemake.output.png], dpi=snakemake.params.dpi)
+fig = training.loss_curves(curves)
+common.save(fig, [snakemake.output.pdf, snakemake.output.png], dpi=snakemake.params.dpi)

@@ -2,12 +2,13 @@
 
 from threadpoolctl import threadpool_limits
 
-from vitscope import data, dumps, logs, tables
+from vitscope import logs
+from vitscope.io import datasets, dumps, tables
 from vitscope.tasks import retrieval
 
 logs.to_file(snakemake.log[0])
 entry = snakemake.params.entry
-gnd = data.read_gnd(entry["root"], entry["name"], key=f"datasets.{snakemake.wildcards.dataset}")
+gnd = datasets.read_gnd(entry["root"], entry["name"], key=f"datasets.{snakemake.wildcards.dataset}")
 with dumps.open_dump(snakemake.input.dump) as dump:
     n = retrieval.check_dump(dump, gnd)
     tokens = dumps.require(dump, "tokens/cls")[...]

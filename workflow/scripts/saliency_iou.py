@@ -1,10 +1,12 @@
 """CLS attention saliency: IoU with the object masks per image, block and head, from one dump."""
 
-from vitscope import data, dumps, logs, saliency, tables
+from vitscope import logs
+from vitscope.attention import saliency
+from vitscope.io import datasets, dumps, tables
 
 logs.to_file(snakemake.log[0])
 entry, dataset = snakemake.params.entry, snakemake.wildcards.dataset
-coco = data.load_coco(entry["annotations"], key=f"datasets.{dataset}")
+coco = datasets.load_coco(entry["annotations"], key=f"datasets.{dataset}")
 with dumps.open_dump(snakemake.input.dump) as dump:
     ious, masks = saliency.dump_iou(
         dump, coco, entry["root"], snakemake.params.mass, snakemake.params.threshold, entry["annotations"]

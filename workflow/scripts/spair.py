@@ -2,8 +2,10 @@
 
 from threadpoolctl import threadpool_limits
 
-from vitscope import logs, tables
-from vitscope.tasks import spair_data, spair_run
+from vitscope import logs
+from vitscope.io import tables
+from vitscope.tasks.spair import data as spair_data
+from vitscope.tasks.spair import run as spair_run
 
 logs.to_file(snakemake.log[0])
 p = snakemake.params

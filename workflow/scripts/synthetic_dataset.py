@@ -1,6 +1,7 @@
 """Write the demo's synthetic ImageFolder dataset (images and masks), whole or not at all."""
 
-from vitscope import dumps, logs, synthetic
+from vitscope import logs
+from vitscope.io import dumps, synthetic
 
 logs.to_file(snakemake.log[0])
 spec = synthetic.SyntheticSpec(**snakemake.params.spec)

@@ -35,8 +35,8 @@ import h5py
 import numpy as np
 
 from .. import cosine
-from ..dumps import require
 from ..errors import DumpError
+from ..io.dumps import require
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ import h5py
 import numpy as np
 
 from .. import cosine
-from ..dumps import require
 from ..errors import DumpError
+from ..io.dumps import require
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def block_rows(
 def check_dump(dump: h5py.File, gnd: Mapping[str, Any]) -> int:
     """Check that a dump covers the database then the queries of ``gnd``; return the database size.
 
-    The index of a revisited dataset lists imlist then qimlist (vitscope.data.index_revisited);
+    The index of a revisited dataset lists imlist then qimlist (vitscope.io.datasets.index_revisited);
     the dump's image paths must end with those stems (``<stem>.jpg``).
     """
     paths = require(dump, "images/path").asstr()[...]

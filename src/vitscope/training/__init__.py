@@ -7,7 +7,7 @@ objective (:mod:`.supervised` ``fs``, :mod:`.contrastive` ``contrastive``,
 (optimizer, schedule, the training loop) and :mod:`.run` (data in, checkpoint
 out, as the ``train`` rule calls it).
 
-Every objective trains the same timm encoder that :func:`vitscope.models.create`
+Every objective trains the same timm encoder that :func:`vitscope.models.registry.create`
 builds for the model entry, starting from the same seeded initialisation as
 ``weights: random``; only the encoder is saved, as a plain timm state dict in
 safetensors (format ``timm``), so the workflow loads it exactly like a

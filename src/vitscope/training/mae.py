@@ -15,7 +15,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from ..formats.mocov3 import sincos_pos_embed
+from ..models.formats.mocov3 import sincos_pos_embed
 from .augment import Augment
 
 

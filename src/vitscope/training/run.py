@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import models
-from ..data import Entry, load_image, read_index
-from ..dumps import atomic_path
 from ..errors import DatasetError, ModelError
-from ..formats import mocov3
-from ..loading import preprocess
-from ..tables import write_csv
+from ..io.datasets import Entry, load_image, read_index
+from ..io.dumps import atomic_path
+from ..io.preprocess import preprocess
+from ..io.tables import write_csv
+from ..models import registry
+from ..models.formats import mocov3
 from .augment import Augment
 from .contrastive import Contrastive
 from .loop import fit
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 LOSS_COLUMNS = ("model", "objective", "step", "loss", "lr")
 
 
-def initial_encoder(spec: models.ModelSpec, sincos_pos_embed: bool = True) -> nn.Module:
+def initial_encoder(spec: registry.ModelSpec, sincos_pos_embed: bool = True) -> nn.Module:
     """The encoder every objective (``random`` included) starts from.
 
     The ``weights: random`` model of ``spec`` (timm's initialisation, ``spec.seed``); with
@@ -41,7 +41,7 @@ def initial_encoder(spec: models.ModelSpec, sincos_pos_embed: bool = True) -> nn
     embedding of MoCo-v3 and MAE (CLS row zero) instead of noise, which lets a small ViT
     leave its initial plateau in far fewer steps (docs/demo.md).
     """
-    model, _ = models.build(replace(spec, weights="random", checkpoint=None))
+    model, _ = registry.build(replace(spec, weights="random", checkpoint=None))
     if sincos_pos_embed:
         pos = getattr(model, "pos_embed", None)
         if pos is None or getattr(model, "no_embed_class", False) or pos.shape[1] != 1 + int(
@@ -53,7 +53,7 @@ def initial_encoder(spec: models.ModelSpec, sincos_pos_embed: bool = True) -> nn
     return model
 
 
-def load_images(entries: Sequence[Entry], spec: models.ModelSpec) -> torch.Tensor:
+def load_images(entries: Sequence[Entry], spec: registry.ModelSpec) -> torch.Tensor:
     """(N, 3, h, w) float images in [0, 1], resized and center-cropped to ``spec.image_size`` exactly as
     extraction preprocesses them (before normalization)."""
     transform = preprocess(spec.image_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), spec.interpolation)
@@ -69,7 +69,7 @@ def labels_of(entries: Sequence[Entry], key: str) -> torch.Tensor:
 
 
 def make_objective(
-    settings: TrainSettings, encoder: nn.Module, spec: models.ModelSpec, num_classes: int
+    settings: TrainSettings, encoder: nn.Module, spec: registry.ModelSpec, num_classes: int
 ) -> nn.Module:
     """The objective module around ``encoder``; its own layers are initialised from ``settings.seed``."""
     augment = Augment(spec.image_size, spec.mean, spec.std, settings.crop_scale, settings.jitter)
@@ -87,7 +87,7 @@ def make_objective(
 
 def train_encoder(
     settings: TrainSettings,
-    spec: models.ModelSpec,
+    spec: registry.ModelSpec,
     entries: Sequence[Entry],
     key: str = "models.?.train.dataset",
     progress: TextIO | None = None,
@@ -151,7 +151,7 @@ def train_checkpoint(
     torch.set_num_threads(max(1, threads))
     torch.use_deterministic_algorithms(True)
     settings = from_config(alias, train_entry)
-    spec = models.spec_from_config(alias, model_entry)
+    spec = registry.spec_from_config(alias, model_entry)
     entries = read_index(index) if index and settings.objective != "random" else []
     log.info("train %s: objective %s on %s (%d images), %s, %d thread(s)", alias, settings.objective,
              settings.dataset, len(entries), spec.arch, torch.get_num_threads())
@@ -164,6 +164,6 @@ def train_checkpoint(
     write_csv([{"model": alias, "objective": settings.objective, **row} for row in rows], losses,
               columns=LOSS_COLUMNS)
     summary = {"objective": settings.objective, "steps": len(rows), "seconds": round(seconds, 2),
-               "final_loss": rows[-1]["loss"] if rows else None, "sha256": models.sha256_file(checkpoint)}
+               "final_loss": rows[-1]["loss"] if rows else None, "sha256": registry.sha256_file(checkpoint)}
     log.info("train %s: %s", alias, summary)
     return summary

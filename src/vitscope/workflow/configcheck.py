@@ -47,7 +47,8 @@ RESERVED_SUFFIXES: dict[str, tuple[str, str]] = {
     "_heads": ("results/figures/attention_distance/{dataset}_heads.pdf", "plot_attention_distance"),
 }
 
-#: Input side the model is built for when models.<alias>.image_size is absent (vitscope.models, vitscope.zoo).
+#: Input side the model is built for when models.<alias>.image_size is absent
+#: (vitscope.models.registry, vitscope.models.zoo).
 DEFAULT_IMAGE_SIZE = 224
 
 #: Numeric schema keys without a maximum, on purpose (tests/test_configcheck.py checks that every
@@ -480,7 +481,7 @@ def model_patch(entry: Mapping[str, Any]) -> tuple[int, str, Any] | None:
 
     The key is ``model_kwargs.patch_size`` when given, else ``arch`` (timm names carry
     ``patch{P}``), else ``size`` of a zoo family (``B/16``). None for an architecture whose
-    name carries no patch: then the check is left to :func:`vitscope.models.create`,
+    name carries no patch: then the check is left to :func:`vitscope.models.registry.create`,
     which builds the model (building it here would import torch at every Snakemake start).
     """
     kwargs = entry.get("model_kwargs") or {}
