@@ -1,4 +1,4 @@
-"""vitscope.attention.metrics checked two ways (protocols.md, section 3).
+"""vitscope.attention.metrics checked two ways (docs/protocols.md#attention-analyses).
 
 1. Against slow, obvious float64 loops written from the protocol text (not
    from vitscope), on random softmax attention: several grids (square and

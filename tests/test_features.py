@@ -1,7 +1,7 @@
 """vitscope.features.cka and vitscope.features.clustering: CKA (feature-space and minibatch) and clustering scores.
 
 The minibatch HSIC is checked against a slow float64 loop written from the
-formula in protocols.md section 4, against debiased feature-space CKA, and on
+formula in docs/protocols.md#feature-analyses, against debiased feature-space CKA, and on
 real dumps of two timm ``test_vit`` random models against Gram matrices rebuilt
 from the dumps' own CLS tokens.
 """

@@ -1,5 +1,5 @@
 """vitscope.extract.fused: the one-pass attention reductions against the torch reference and
-a float64 loop written from the definition (protocols.md 3).
+a float64 loop written from the definition (docs/protocols.md#attention-analyses).
 
 The Triton kernel runs here through Triton's CPU interpreter (TRITON_INTERPRET=1,
 set before Triton is imported, hence a subprocess); on CUDA the same comparison

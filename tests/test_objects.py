@@ -1,4 +1,4 @@
-"""The dump product ``objects`` and object clustering (protocols.md 4, docs/dumps.md).
+"""The dump product ``objects`` and object clustering (docs/protocols.md#feature-analyses, docs/dumps.md).
 
 A tiny synthetic COCO dataset (images of several sizes and aspect ratios,
 1-3 objects each as RLE or polygons, a crowd region, an object cut away by the

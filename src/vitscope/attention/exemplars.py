@@ -1,4 +1,4 @@
-"""Single-image attention grids (protocols.md, section 3): the maps of a few queries
+"""Single-image attention grids (docs/protocols.md#attention-analyses): the maps of a few queries
 of every block and head of the exemplar images stored in a dump.
 
 Notation: E exemplar images, L blocks, H heads, P prefix tokens (CLS first),

@@ -1,4 +1,4 @@
-"""Attention metrics (protocols.md, section 3), on torch tensors of any device.
+"""Attention metrics (docs/protocols.md#attention-analyses), on torch tensors of any device.
 
 Notation: N images, L blocks, H heads, P prefix tokens (CLS first, then any
 registers), G = gh * gw spatial tokens, T = P + G. Attention ``attn`` is

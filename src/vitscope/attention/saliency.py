@@ -1,4 +1,4 @@
-"""CLS attention saliency: IoU of thresholded CLS attention with object masks (protocols.md, section 3).
+"""CLS attention saliency: IoU of thresholded CLS attention with object masks (docs/protocols.md#attention-analyses).
 
 Notation: N images, L blocks, H heads, P prefix tokens (CLS first), grid
 gh x gw, G = gh * gw spatial tokens, T = P + G; (h, w) the model's input

@@ -4,7 +4,7 @@ Extraction reduces every block's attention probabilities (B, H, T, T) to
 
 - the attention distance per image, block and head: the mean over spatial
   queries of sum_k a[q, k] d(q, k) with the spatial rows renormalised
-  (protocols.md 3), and
+  (docs/protocols.md#attention-analyses), and
 - the float64 sum over images of the renormalised spatial-query attention
   (H, G, G), from which the averaged spatial attention and the aligned map follow.
 

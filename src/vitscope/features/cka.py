@@ -1,4 +1,4 @@
-"""What the models represent (protocols.md, section 4): CKA.
+"""What the models represent (docs/protocols.md#feature-analyses): CKA.
 
 - :func:`linear_cka`: feature-space linear CKA (Kornblith et al. 2019), biased or
   debiased, on two feature matrices of the same n images.
@@ -78,7 +78,7 @@ def _zero_diagonal(k: np.ndarray) -> np.ndarray:
 
 
 def hsic1(k: np.ndarray, l: np.ndarray) -> np.ndarray:  # noqa: E741
-    """Unbiased HSIC of Nguyen et al. 2021 (eq. 3), as protocols.md section 4 writes it.
+    """Unbiased HSIC of Nguyen et al. 2021 (eq. 3), as docs/protocols.md#feature-analyses writes it.
 
     k, l: (..., n, n) Gram matrices (broadcastable), n = batch size > 3. With K~, L~ the
     Gram matrices with zeroed diagonals:

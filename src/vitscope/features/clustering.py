@@ -1,4 +1,4 @@
-"""What the models represent (protocols.md, section 4): clustering.
+"""What the models represent (docs/protocols.md#feature-analyses): clustering.
 
 - :func:`purity` and :func:`cluster_scores`: KMeans with k = number of classes,
   scored by purity, NMI (arithmetic mean) and ARI; :func:`clustering_rows` per

@@ -1,4 +1,4 @@
-"""Video datasets in the DAVIS layout, and palette PNGs (protocols.md, section 5).
+"""Video datasets in the DAVIS layout, and palette PNGs (docs/protocols.md#downstream-tasks).
 
 Layout (DAVIS 2017)::
 

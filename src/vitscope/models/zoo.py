@@ -1,4 +1,4 @@
-"""The study's model zoo: supervision families x ViT sizes (protocols.md, section 1).
+"""The study's model zoo: supervision families x ViT sizes (docs/protocols.md#models-and-checkpoints).
 
 A config entry names a family and a size instead of a timm architecture::
 

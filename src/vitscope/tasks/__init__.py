@@ -1,4 +1,4 @@
-"""Downstream tasks per block (protocols.md, section 5).
+"""Downstream tasks per block (docs/protocols.md#downstream-tasks).
 
 - :mod:`.knn`: weighted k-NN classification (DINO protocol).
 - :mod:`.retrieval`: revisited Oxford/Paris mAP and mP@k.

@@ -1,4 +1,4 @@
-"""The best block per model and task ("No single winner", protocols.md section 5).
+"""The best block per model and task ("No single winner", docs/protocols.md#downstream-tasks).
 
 A *task* is a column of the table: a label, the tidy per-block result rows of
 every model (columns ``model``, ``block``, ``value`` and any others), a

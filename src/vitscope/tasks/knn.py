@@ -1,4 +1,4 @@
-"""Weighted k-NN classification, the DINO protocol (protocols.md, section 5).
+"""Weighted k-NN classification, the DINO protocol (docs/protocols.md#downstream-tasks).
 
 Features are L2-normalised; the similarity is the cosine; each of the top-k
 neighbours votes for its class with weight exp(sim / T); the class scores are

@@ -1,4 +1,4 @@
-"""Revisited Oxford / Paris retrieval (protocols.md, section 5; Radenovic et al. 2018).
+"""Revisited Oxford / Paris retrieval (docs/protocols.md#downstream-tasks; Radenovic et al. 2018).
 
 A query's database ranking is scored against its ground truth: the junk images
 are removed from the ranking, then AP interpolates precision between ranks

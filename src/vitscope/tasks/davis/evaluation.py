@@ -1,4 +1,4 @@
-"""DAVIS-2017 semi-supervised video object segmentation (protocols.md, section 5).
+"""DAVIS-2017 semi-supervised video object segmentation (docs/protocols.md#downstream-tasks).
 
 Two halves, both pure (arrays in, arrays out):
 

@@ -1,4 +1,4 @@
-"""SPair-71k keypoint transfer and PCK (protocols.md, section 5).
+"""SPair-71k keypoint transfer and PCK (docs/protocols.md#downstream-tasks).
 
 Each image is letterboxed into the model's canvas (h, w): scaled by
 s = min(h / height, w / width), the resized image (round(width s), round(height s))
