@@ -6,7 +6,7 @@ rule synthetic_dataset:
         directory("results/synthetic/{dataset}"),
     params:
         spec=synthetic_spec,
-        code=code_version("synthetic", "synthetic_video", "video", "dumps"),
+        code=code_of("synthetic_dataset"),
     conda:
         "../envs/vitscope.yaml"
     log:
@@ -25,7 +25,7 @@ checkpoint index_dataset:
     params:
         entry=dataset_entry,
         files=dataset_fingerprint,
-        code=code_version("data"),
+        code=code_of("index_dataset"),
     conda:
         "../envs/vitscope.yaml"
     log:

@@ -19,9 +19,7 @@ rule davis_sequence:
         entry=davis_entry,
         options=davis_options(),
         device=config["extract"]["device"],
-        code=code_version(
-            "vos", "tasks/davis", "dense", "video", "models", "formats", "zoo", "data", "devices", "tables", "dumps"
-        ),
+        code=code_of("davis_sequence"),
     threads: 1
     resources:
         gpu=model_gpus,
@@ -45,16 +43,10 @@ rule davis:
         table="results/davis/{model}/{dataset}.csv",
         masks=directory("results/davis/{model}/{dataset}/masks"),
     params:
-        code=code_version("vos", "tasks/davis", "tables", "dumps"),
+        code=code_of("davis"),
     conda:
         "../envs/vitscope.yaml"
     log:
         "logs/davis/{model}/{dataset}.log",
     script:
         "../workflow/scripts/davis.py"
-
-
-rule fig_davis:
-    localrule: True
-    input:
-        davis_figures(),

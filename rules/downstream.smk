@@ -14,7 +14,7 @@ rule knn:
         temperature=config["analyses"]["knn"]["temperature"],
         query_chunk=config["analyses"]["knn"]["query_chunk"],
         bank_chunk=config["analyses"]["knn"]["bank_chunk"],
-        code=code_version("tasks/knn", "dumps", "tables"),
+        code=code_of("knn"),
     threads: 2
     conda:
         "../envs/vitscope.yaml"
@@ -35,7 +35,7 @@ rule retrieval:
     params:
         entry=revisited_entry,
         files=annotation_stamp,
-        code=code_version("tasks/retrieval", "data", "dumps", "tables"),
+        code=code_of("retrieval"),
     threads: 2
     conda:
         "../envs/vitscope.yaml"
@@ -65,9 +65,7 @@ rule spair:
         batch_size=config["analyses"]["spair"]["batch_size"],
         max_images=config["analyses"]["spair"]["max_images"],
         device=config["extract"]["device"],
-        code=code_version(
-            "tasks/spair", "tasks/spair_data", "tasks/spair_run", "models", "formats", "zoo", "data", "devices", "tables"
-        ),
+        code=code_of("spair"),
     threads: 2
     resources:
         gpu=model_gpus,
@@ -93,10 +91,29 @@ rule best_layers:
     params:
         tasks=best_layer_tasks(),
         models=MODELS,
-        code=code_version("tasks/table", "tables"),
+        code=code_of("best_layers"),
     conda:
         "../envs/vitscope.yaml"
     log:
         "logs/best_layers/best_layers.log",
     script:
         "../workflow/scripts/best_layers.py"
+
+
+rule plot_downstream:
+    input:
+        tables=expand("results/{{task}}/{model}/{{dataset}}.csv", model=MODELS),
+    output:
+        pdf="results/figures/{task}/{dataset}.pdf",
+        png=figure_report("results/figures/{task}/{dataset}.png", "{task}"),
+        table="results/figures/{task}/{dataset}.csv",
+    params:
+        models=MODELS,
+        dpi=config["figures"]["dpi"],
+        code=code_of("plot_downstream"),
+    conda:
+        "../envs/plots.yaml"
+    log:
+        "logs/plot_downstream/{task}/{dataset}.log",
+    script:
+        "../workflow/scripts/plot_downstream.py"

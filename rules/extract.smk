@@ -21,7 +21,7 @@ rule extract:
         parity_tolerance=config["extract"]["parity_tolerance"],
         num_workers=config["extract"]["num_workers"],
         coco=object_source,
-        code=code_version("extract", "models", "formats", "zoo", "data", "loading", "dumps", "attention", "fused", "devices", "objects", "saliency"),
+        code=code_of("extract"),
     threads: 2
     resources:
         gpu=model_gpus,

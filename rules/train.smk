@@ -12,7 +12,7 @@ rule train:
         model=model_entry,
         train=train_entry,
         images=train_images,
-        code=code_version("training", "models", "formats", "zoo", "data", "loading", "dumps", "tables"),
+        code=code_of("train"),
     threads: 1
     conda:
         "../envs/vitscope.yaml"
@@ -29,20 +29,14 @@ rule plot_train_loss:
         losses=expand("results/train/{model}/loss.csv", model=TRAINED),
     output:
         pdf="results/figures/train/loss.pdf",
-        png=figure_report("results/figures/train/loss.png", "train_loss", REPORT_TRAINING, model="all"),
+        png=figure_report("results/figures/train/loss.png", "train_loss"),
     params:
         models=TRAINED,
         dpi=config["figures"]["dpi"],
-        code=code_version("train_plots", "plots", "tables"),
+        code=code_of("plot_train_loss"),
     conda:
         "../envs/plots.yaml"
     log:
         "logs/plot_train_loss/all.log",
     script:
         "../workflow/scripts/plot_train_loss.py"
-
-
-rule fig_train_loss:
-    localrule: True
-    input:
-        train_figures(),
