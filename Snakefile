@@ -16,7 +16,6 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from vitscope.errors import ConfigError
 from vitscope.workflow import configcheck, registry
 
-
 # The embedded demo, unless --configfile names another config (Snakemake would
 # otherwise merge the two, and a study run would also analyse the demo's models).
 if not workflow.overwrite_configfiles:
@@ -63,6 +62,6 @@ include: "rules/targets.smk"
 
 
 rule all:
+    default_target: True
     input:
         registry.targets(config),
-    default_target: True

@@ -10,7 +10,6 @@ from pathlib import Path
 from vitscope.errors import ConfigError
 from vitscope.workflow import checks, lookups, registry, resources, stamps, versions
 
-
 MODELS = list(config["models"])
 DATASETS = list(config["datasets"])
 TRAINED = checks.trained_models(config)

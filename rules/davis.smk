@@ -10,8 +10,19 @@ rule davis_sequence:
     output:
         masks=directory("results/davis/{model}/{dataset}/sequences/{sequence}"),
         table="results/davis/{model}/{dataset}/sequences/{sequence}.csv",
+    log:
+        "logs/davis/{model}/{dataset}/{sequence}.log",
+    benchmark:
+        "results/benchmarks/davis/{model}/{dataset}/{sequence}.tsv"
     wildcard_constraints:
         sequence=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    conda:
+        "../envs/vitscope.yaml"
+    threads: 1
+    resources:
+        gpu=model_gpus,
+        mem_mb=model_mem_mb,
+        runtime=model_runtime,
     params:
         model=model_entry,
         weights=checkpoint_stamp,
@@ -20,17 +31,6 @@ rule davis_sequence:
         options=davis_options(),
         device=config["extract"]["device"],
         code=code_of("davis_sequence"),
-    threads: 1
-    resources:
-        gpu=model_gpus,
-        mem_mb=model_mem_mb,
-        runtime=model_runtime,
-    conda:
-        "../envs/vitscope.yaml"
-    log:
-        "logs/davis/{model}/{dataset}/{sequence}.log",
-    benchmark:
-        "results/benchmarks/davis/{model}/{dataset}/{sequence}.tsv"
     script:
         "../workflow/scripts/davis_sequence.py"
 
@@ -42,11 +42,11 @@ rule davis:
     output:
         table="results/davis/{model}/{dataset}.csv",
         masks=directory("results/davis/{model}/{dataset}/masks"),
-    params:
-        code=code_of("davis"),
-    conda:
-        "../envs/vitscope.yaml"
     log:
         "logs/davis/{model}/{dataset}.log",
+    conda:
+        "../envs/vitscope.yaml"
+    params:
+        code=code_of("davis"),
     script:
         "../workflow/scripts/davis.py"

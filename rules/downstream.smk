@@ -9,19 +9,19 @@ rule knn:
         val="results/dumps/{model}/{dataset}.h5",
     output:
         table="results/knn/{model}/{dataset}.csv",
+    log:
+        "logs/knn/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/knn/{model}/{dataset}.tsv"
+    conda:
+        "../envs/vitscope.yaml"
+    threads: 2
     params:
         ks=config["analyses"]["knn"]["ks"],
         temperature=config["analyses"]["knn"]["temperature"],
         query_chunk=config["analyses"]["knn"]["query_chunk"],
         bank_chunk=config["analyses"]["knn"]["bank_chunk"],
         code=code_of("knn"),
-    threads: 2
-    conda:
-        "../envs/vitscope.yaml"
-    log:
-        "logs/knn/{model}/{dataset}.log",
-    benchmark:
-        "results/benchmarks/knn/{model}/{dataset}.tsv"
     script:
         "../workflow/scripts/knn.py"
 
@@ -32,15 +32,15 @@ rule retrieval:
         gnd=gnd_input,
     output:
         table="results/retrieval/{model}/{dataset}.csv",
+    log:
+        "logs/retrieval/{model}/{dataset}.log",
+    conda:
+        "../envs/vitscope.yaml"
+    threads: 2
     params:
         entry=revisited_entry,
         files=annotation_stamp,
         code=code_of("retrieval"),
-    threads: 2
-    conda:
-        "../envs/vitscope.yaml"
-    log:
-        "logs/retrieval/{model}/{dataset}.log",
     script:
         "../workflow/scripts/retrieval.py"
 
@@ -53,6 +53,17 @@ rule spair:
         table="results/spair/{model}/{dataset}.csv",
         categories="results/spair/{model}/{dataset}/categories.csv",
         pairs="results/spair/{model}/{dataset}/pairs.csv",
+    log:
+        "logs/spair/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/spair/{model}/{dataset}.tsv"
+    conda:
+        "../envs/vitscope.yaml"
+    threads: 2
+    resources:
+        gpu=model_gpus,
+        mem_mb=model_mem_mb,
+        runtime=model_runtime,
     params:
         model=model_entry,
         weights=checkpoint_stamp,
@@ -66,17 +77,6 @@ rule spair:
         max_images=config["analyses"]["spair"]["max_images"],
         device=config["extract"]["device"],
         code=code_of("spair"),
-    threads: 2
-    resources:
-        gpu=model_gpus,
-        mem_mb=model_mem_mb,
-        runtime=model_runtime,
-    conda:
-        "../envs/vitscope.yaml"
-    log:
-        "logs/spair/{model}/{dataset}.log",
-    benchmark:
-        "results/benchmarks/spair/{model}/{dataset}.tsv"
     script:
         "../workflow/scripts/spair.py"
 
@@ -88,14 +88,14 @@ rule best_layers:
         csv="results/tables/best_layers.csv",
         md="results/tables/best_layers.md",
         tex="results/tables/best_layers.tex",
+    log:
+        "logs/best_layers/best_layers.log",
+    conda:
+        "../envs/vitscope.yaml"
     params:
         tasks=best_layer_tasks(),
         models=MODELS,
         code=code_of("best_layers"),
-    conda:
-        "../envs/vitscope.yaml"
-    log:
-        "logs/best_layers/best_layers.log",
     script:
         "../workflow/scripts/best_layers.py"
 
@@ -107,13 +107,13 @@ rule plot_downstream:
         pdf="results/figures/{task}/{dataset}.pdf",
         png=figure_report("results/figures/{task}/{dataset}.png", "{task}"),
         table="results/figures/{task}/{dataset}.csv",
+    log:
+        "logs/plot_downstream/{task}/{dataset}.log",
+    conda:
+        "../envs/plots.yaml"
     params:
         models=MODELS,
         dpi=config["figures"]["dpi"],
         code=code_of("plot_downstream"),
-    conda:
-        "../envs/plots.yaml"
-    log:
-        "logs/plot_downstream/{task}/{dataset}.log",
     script:
         "../workflow/scripts/plot_downstream.py"

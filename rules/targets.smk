@@ -7,9 +7,9 @@ for _rule, _files in registry.target_rules(config).items():
     rule:
         name:
             _rule
-        localrule: True
         input:
-            _files
+            _files,
+        localrule: True
 
 
 # Figures (every plot rule) are quick and read small tables, so on a cluster they run on

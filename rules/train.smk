@@ -8,18 +8,18 @@ rule train:
     output:
         checkpoint="results/checkpoints/{model}.safetensors",
         losses="results/train/{model}/loss.csv",
+    log:
+        "logs/train/{model}.log",
+    benchmark:
+        "results/benchmarks/train/{model}.tsv"
+    conda:
+        "../envs/vitscope.yaml"
+    threads: 1
     params:
         model=model_entry,
         train=train_entry,
         images=train_images,
         code=code_of("train"),
-    threads: 1
-    conda:
-        "../envs/vitscope.yaml"
-    log:
-        "logs/train/{model}.log",
-    benchmark:
-        "results/benchmarks/train/{model}.tsv"
     script:
         "../workflow/scripts/train.py"
 
@@ -30,13 +30,13 @@ rule plot_train_loss:
     output:
         pdf="results/figures/train/loss.pdf",
         png=figure_report("results/figures/train/loss.png", "train_loss"),
+    log:
+        "logs/plot_train_loss/all.log",
+    conda:
+        "../envs/plots.yaml"
     params:
         models=TRAINED,
         dpi=config["figures"]["dpi"],
         code=code_of("plot_train_loss"),
-    conda:
-        "../envs/plots.yaml"
-    log:
-        "logs/plot_train_loss/all.log",
     script:
         "../workflow/scripts/plot_train_loss.py"

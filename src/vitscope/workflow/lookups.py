@@ -165,7 +165,8 @@ def best_layer_tasks(config: Config) -> list[dict[str, Any]]:
         tasks.append(column("retrieval", dataset, label, {"metric": ret["metric"], "protocol": ret["protocol"]}, 1.0))
     alpha = settings["spair"]["alpha"]
     for dataset in analyses.get("spair", {}).get("datasets", []):
-        tasks.append(column("spair", dataset, f"{dataset} PCK@{alpha}", {"metric": "PCK", "alpha": float(alpha)}, 100.0))
+        select = {"metric": "PCK", "alpha": float(alpha)}
+        tasks.append(column("spair", dataset, f"{dataset} PCK@{alpha}", select, 100.0))
     dav = settings["davis"]
     for dataset in analyses.get("davis", {}).get("datasets", []):
         label = f"{dataset} {dav['measure']}"

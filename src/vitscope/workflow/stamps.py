@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .lookups import Require, checkpoint_file, checkpoint_needs, dataset_needs, davis_sequence_input, generated, gnd_file
+from . import lookups
 
 try:  # issue 15's layout: vitscope.io.fingerprint
     from ..io import fingerprint
@@ -28,7 +28,7 @@ Config = Mapping[str, Any]
 class Stamps:
     """The fingerprints of ``config``'s inputs; ``require`` stops planning when a needed input is missing."""
 
-    def __init__(self, config: Config, require: Require) -> None:
+    def __init__(self, config: Config, require: lookups.Require) -> None:
         self.config = config
         self.require = require
         self.dataset = functools.cache(self._dataset)  # one pass over the folders per planning process
@@ -38,15 +38,15 @@ class Stamps:
         return self.config["datasets"][dataset].get("fingerprint", "stat")
 
     def _generated(self, path: str) -> str | None:
-        return generated(self.config, path)
+        return lookups.generated(self.config, path)
 
     def checkpoint(self, alias: str, trained: bool) -> str:
         """Size and modification time of the model's checkpoint, so a replaced file re-extracts even
         when it is older than the dump (a copy that kept its date); '' for trained or hub weights."""
-        path = checkpoint_file(self.config, alias)
+        path = lookups.checkpoint_file(self.config, alias)
         if path is None or trained:
             return ""
-        self.require(checkpoint_needs(self.config, alias))
+        self.require(lookups.checkpoint_needs(self.config, alias))
         st = os.stat(path)
         return f"{st.st_size}:{st.st_mtime_ns}"
 
@@ -57,7 +57,7 @@ class Stamps:
         entry = self.config["datasets"][name]
         if entry["kind"] in ("synthetic", "spair", "davis") or self._generated(entry.get("root", "")):
             return ""
-        self.require(dataset_needs(self.config, name))
+        self.require(lookups.dataset_needs(self.config, name))
         mode = self.mode(name)
         kind, root = entry["kind"], entry.get("root")
         if kind == "imagefolder":
@@ -98,8 +98,8 @@ class Stamps:
         entry = self.config["datasets"][dataset]
         if self._generated(entry.get("root", "")) or entry["kind"] not in ("coco", "revisited"):
             return ""
-        path = entry["annotations"] if entry["kind"] == "coco" else gnd_file(self.config, dataset)
-        self.require(dataset_needs(self.config, dataset))
+        path = entry["annotations"] if entry["kind"] == "coco" else lookups.gnd_file(self.config, dataset)
+        self.require(lookups.dataset_needs(self.config, dataset))
         return fingerprint.folders([path], self.mode(dataset))
 
     def spair(self, dataset: str) -> str:
@@ -107,7 +107,7 @@ class Stamps:
         entry = self.config["datasets"][dataset]
         if self._generated(entry["root"]):
             return ""
-        self.require(dataset_needs(self.config, dataset))
+        self.require(lookups.dataset_needs(self.config, dataset))
         split = entry.get("split", "test")
         parts = [f"{entry['root']}/PairAnnotation/{split}", f"{entry['root']}/JPEGImages"]
         return fingerprint.folders(parts, self.mode(dataset), recursive=True)
@@ -117,4 +117,4 @@ class Stamps:
         entry = self.config["datasets"][dataset]
         if self._generated(entry["root"]):
             return ""
-        return fingerprint.folders(davis_sequence_input(self.config, dataset, sequence), self.mode(dataset))
+        return fingerprint.folders(lookups.davis_sequence_input(self.config, dataset, sequence), self.mode(dataset))
