@@ -95,7 +95,7 @@ rule offset_heads:
     conda:
         "../envs/vitscope.yaml"
     params:
-        thresholds=offset_thresholds(),
+        thresholds=lookups.offset_thresholds(config),
         code=code_of("offset_heads"),
     script:
         "../workflow/scripts/offset_heads.py"

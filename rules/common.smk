@@ -15,11 +15,6 @@ DATASETS = list(config["datasets"])
 TRAINED = checks.trained_models(config)
 CLUSTER_METRICS = list(registry.CLUSTER_METRICS)
 
-try:
-    checks.check(config)
-except ConfigError as err:
-    raise WorkflowError(str(err)) from None
-
 
 def _workflow_error(func, *args):
     """``func(*args)``, a ConfigError raised as the WorkflowError Snakemake reports (same message)."""
@@ -28,6 +23,9 @@ def _workflow_error(func, *args):
     except ConfigError as err:
         raise WorkflowError(str(err)) from None
 
+
+# What the analyses need of their datasets and models (the schema and configcheck ran in the Snakefile).
+_workflow_error(checks.check, config)
 
 CODE = versions.CodeVersions(Path(workflow.basedir) / "src/vitscope", Path(workflow.basedir) / "workflow/scripts")
 
@@ -50,9 +48,24 @@ def dataset_entry(wildcards):
     return config["datasets"][wildcards.dataset]
 
 
-def products(wildcards):
-    entry = config["datasets"][wildcards.dataset]
-    return entry.get("products", config["extract"]["products"])
+def _of_dataset(lookup):
+    """An input or param function: ``lookup(config, wildcards.dataset)`` (vitscope.workflow.lookups)."""
+    return lambda wildcards: lookup(config, wildcards.dataset)
+
+
+products = _of_dataset(lookups.products)
+synthetic_input = _of_dataset(lookups.index_inputs)  # what the index is made from
+coco_annotations_input = _of_dataset(lookups.coco_annotations_input)
+gnd_input = _of_dataset(lookups.gnd_input)
+object_annotations_input = _of_dataset(lookups.object_annotations_input)
+object_source = _of_dataset(lookups.object_source)
+revisited_entry = _of_dataset(lookups.revisited_entry)
+spair_entry = _of_dataset(lookups.spair_entry)
+davis_entry = _of_dataset(lookups.davis_entry)
+
+
+def synthetic_spec(wildcards):
+    return config["datasets"][wildcards.dataset].get("synthetic", {})
 
 
 @functools.cache
@@ -73,9 +86,6 @@ def require(needs):
         raise WorkflowError(lookups.missing_message(missing_inputs(), Path.cwd()))
 
 
-STAMPS = stamps.Stamps(config, require)
-
-
 def checkpoint_input(wildcards):
     """The model's checkpoint file, an input of every job that loads the model.
 
@@ -91,7 +101,11 @@ def checkpoint_input(wildcards):
     return [path]
 
 
-# Fingerprints (vitscope.workflow.stamps) of what a job reads that Snakemake cannot see into.
+# Fingerprints of what a job reads that Snakemake cannot see into (vitscope.workflow.stamps;
+# docs/hostile-inputs.md, "Changed weights and data"): params, so a changed file reruns the job.
+STAMPS = stamps.Stamps(config, require)
+
+
 def checkpoint_stamp(wildcards):
     return STAMPS.checkpoint(wildcards.model, wildcards.model in TRAINED)
 
@@ -116,49 +130,18 @@ def davis_sequence_stamp(wildcards):
     return STAMPS.davis_sequence(wildcards.dataset, wildcards.sequence)
 
 
+def train_entry(wildcards):
+    return config["models"][wildcards.model]["train"]
+
+
 def train_images(wildcards):
     """Fingerprint of the training images (see indexed_images); '' for objective random."""
     train = train_entry(wildcards)
     return "" if train["objective"] == "random" else STAMPS.indexed_images(train["dataset"])
 
 
-def train_entry(wildcards):
-    return config["models"][wildcards.model]["train"]
-
-
 def train_index(wildcards):
-    """The index of the training images (none for objective random, which reads no data)."""
-    train = train_entry(wildcards)
-    return [] if train["objective"] == "random" else [f"results/index/{train['dataset']}.csv"]
-
-
-def synthetic_spec(wildcards):
-    return config["datasets"][wildcards.dataset].get("synthetic", {})
-
-
-def synthetic_input(wildcards):
-    return lookups.index_inputs(config, wildcards.dataset)
-
-
-def coco_annotations_input(wildcards):
-    return lookups.coco_annotations_input(config, wildcards.dataset)
-
-
-def gnd_input(wildcards):
-    return lookups.gnd_input(config, wildcards.dataset)
-
-
-def object_annotations_input(wildcards):
-    """The coco annotation file (or the synthetic folder holding it) when the dump records objects."""
-    return coco_annotations_input(wildcards) if "objects" in products(wildcards) else []
-
-
-def object_source(wildcards):
-    """Root and annotation file of a coco dataset whose dump records objects, else {}."""
-    entry = config["datasets"][wildcards.dataset]
-    if "objects" not in products(wildcards):
-        return {}
-    return {"root": entry["root"], "annotations": entry["annotations"]}
+    return lookups.train_index(config, wildcards.model)
 
 
 def knn_train_dump(wildcards):
@@ -166,53 +149,22 @@ def knn_train_dump(wildcards):
     return f"results/dumps/{wildcards.model}/{config['analyses']['knn']['train']}.h5"
 
 
-def revisited_entry(wildcards):
-    entry = config["datasets"][wildcards.dataset]
-    return {"root": entry["root"], "name": entry["name"], "crop_queries": entry.get("crop_queries", True)}
-
-
-def spair_entry(wildcards):
-    entry = config["datasets"][wildcards.dataset]
-    return {"root": entry["root"], "split": entry.get("split", "test")}
-
-
 def spair_input(wildcards):
-    """The pair annotations of a spair dataset, or the synthetic folder that holds them."""
-    entry = spair_entry(wildcards)
-    folder = lookups.generated(config, entry["root"])
-    if not folder:
-        require(lookups.dataset_needs(config, wildcards.dataset))
-    return [folder or f"{entry['root']}/PairAnnotation/{entry['split']}"]
+    return lookups.spair_input(config, wildcards.dataset, require)
 
 
 def davis_sequences(dataset):
     return _workflow_error(lookups.davis_sequences, config, dataset, require)
 
 
-def davis_entry(wildcards):
-    entry = config["datasets"][wildcards.dataset]
-    return {"root": entry["root"], "resolution": entry.get("resolution", "480p")}
-
-
-def davis_options():
-    """The analyses.davis settings a sequence's job uses (not its dataset list)."""
-    return {key: value for key, value in config["analyses"]["davis"].items() if key != "datasets"}
-
-
 def davis_sequence_input(wildcards):
     return lookups.davis_sequence_input(config, wildcards.dataset, wildcards.sequence)
 
 
-def davis_sequence_tables(wildcards):
-    return [
-        f"results/davis/{wildcards.model}/{wildcards.dataset}/sequences/{seq}.csv"
-        for seq in davis_sequences(wildcards.dataset)
-    ]
-
-
-def davis_sequence_masks(wildcards):
-    return [
-        f"results/davis/{wildcards.model}/{wildcards.dataset}/sequences/{seq}"
+def davis_sequence_outputs(suffix):
+    """Every sequence's table (".csv") or mask folder ("") of the job's model and dataset."""
+    return lambda wildcards: [
+        f"results/davis/{wildcards.model}/{wildcards.dataset}/sequences/{seq}{suffix}"
         for seq in davis_sequences(wildcards.dataset)
     ]
 
@@ -224,12 +176,6 @@ def best_layer_tasks():
 
 def best_layer_files():
     return [path for task in best_layer_tasks() for path in task["files"]]
-
-
-def offset_thresholds():
-    """The offset-local head detector's thresholds (the heads module's Thresholds) from the config."""
-    settings = config["analyses"]["offset_heads"]
-    return {key: settings[key] for key in ("radius", "min_mass", "min_shift")}
 
 
 def cka_pairs():

@@ -28,7 +28,7 @@ rule davis_sequence:
         weights=checkpoint_stamp,
         files=davis_sequence_stamp,
         entry=davis_entry,
-        options=davis_options(),
+        options=lookups.davis_options(config),
         device=config["extract"]["device"],
         code=code_of("davis_sequence"),
     script:
@@ -37,8 +37,8 @@ rule davis_sequence:
 
 rule davis:
     input:
-        tables=davis_sequence_tables,
-        masks=davis_sequence_masks,
+        tables=davis_sequence_outputs(".csv"),
+        masks=davis_sequence_outputs(""),
     output:
         table="results/davis/{model}/{dataset}.csv",
         masks=directory("results/davis/{model}/{dataset}/masks"),

@@ -123,3 +123,35 @@ def test_checkpoint_stamp(tmp_path: Path) -> None:
     assert asked[0][0].key == "models.b.checkpoint"
     assert stamps.Stamps(config, never).checkpoint("b", trained=True) == ""
     assert stamps.Stamps(config, never).checkpoint("a", trained=False) == ""
+
+
+def test_dataset_entries_and_products() -> None:
+    config = {**CONFIG, "extract": {"products": ["tokens", "gram"]}}
+    config["datasets"] = {**CONFIG["datasets"], "obj": {**CONFIG["datasets"]["coco"], "products": ["objects"]}}
+    assert lookups.products(config, "coco") == ["tokens", "gram"] and lookups.products(config, "obj") == ["objects"]
+    assert lookups.object_source(config, "coco") == {} and lookups.object_annotations_input(config, "coco") == []
+    assert lookups.object_source(config, "obj") == {"root": "/data/coco/images", "annotations": "/data/coco/ann.json"}
+    assert lookups.object_annotations_input(config, "obj") == ["/data/coco/ann.json"]
+    assert lookups.revisited_entry(config, "ret") == {"root": "/data/revisited", "name": "roxford5k",
+                                                      "crop_queries": True}
+    assert lookups.davis_entry(config, "toy_davis") == {"root": "results/synthetic/toy/davis", "resolution": "480p"}
+
+
+def test_spair_input_requires_a_copy_the_workflow_does_not_make() -> None:
+    config = {**CONFIG, "datasets": {"gen": {"kind": "spair", "root": "results/synthetic/toy/spair"},
+                                     "real": {"kind": "spair", "root": "/data/SPair-71k", "split": "val"}}}
+    config["datasets"]["toy"] = CONFIG["datasets"]["toy"]
+    assert lookups.spair_entry(config, "gen") == {"root": "results/synthetic/toy/spair", "split": "test"}
+    assert lookups.spair_input(config, "gen", never) == ["results/synthetic/toy"]
+    asked = []
+    assert lookups.spair_input(config, "real", asked.append) == ["/data/SPair-71k/PairAnnotation/val"]
+    assert asked[0][0].key == "datasets.real.root"
+
+
+def test_settings_of_single_rules() -> None:
+    config = {**CONFIG, "analyses": {"davis": {"datasets": ["x"], "radius": 12},
+                                     "offset_heads": {"radius": 2, "min_mass": 0.5, "min_shift": 1.0, "cmap": "x"}}}
+    assert lookups.davis_options(config) == {"radius": 12}
+    assert lookups.offset_thresholds(config) == {"radius": 2, "min_mass": 0.5, "min_shift": 1.0}
+    config["models"] = {"t": {"train": {"objective": "fs", "dataset": "toy"}}, "r": {"train": {"objective": "random"}}}
+    assert lookups.train_index(config, "t") == ["results/index/toy.csv"] and lookups.train_index(config, "r") == []

@@ -172,3 +172,62 @@ def best_layer_tasks(config: Config) -> list[dict[str, Any]]:
         label = f"{dataset} {dav['measure']}"
         tasks.append(column("davis", dataset, label, {"measure": dav["measure"], "metric": "mean"}, 1.0))
     return tasks
+
+
+def products(config: Config, dataset: str) -> list[str]:
+    """The dump products of ``dataset``: datasets.<name>.products, else extract.products."""
+    return config["datasets"][dataset].get("products", config["extract"]["products"])
+
+
+def object_source(config: Config, dataset: str) -> dict[str, str]:
+    """Root and annotation file of a coco dataset whose dump records objects, else {}."""
+    entry = config["datasets"][dataset]
+    if "objects" not in products(config, dataset):
+        return {}
+    return {"root": entry["root"], "annotations": entry["annotations"]}
+
+
+def object_annotations_input(config: Config, dataset: str) -> list[str]:
+    """The coco annotation file (or the synthetic folder holding it) when the dump records objects."""
+    return coco_annotations_input(config, dataset) if "objects" in products(config, dataset) else []
+
+
+def revisited_entry(config: Config, dataset: str) -> dict[str, Any]:
+    entry = config["datasets"][dataset]
+    return {"root": entry["root"], "name": entry["name"], "crop_queries": entry.get("crop_queries", True)}
+
+
+def spair_entry(config: Config, dataset: str) -> dict[str, str]:
+    entry = config["datasets"][dataset]
+    return {"root": entry["root"], "split": entry.get("split", "test")}
+
+
+def spair_input(config: Config, dataset: str, require: Require) -> list[str]:
+    """The pair annotations of a spair dataset, or the synthetic folder that holds them."""
+    entry = spair_entry(config, dataset)
+    folder = generated(config, entry["root"])
+    if not folder:
+        require(dataset_needs(config, dataset))
+    return [folder or f"{entry['root']}/PairAnnotation/{entry['split']}"]
+
+
+def davis_entry(config: Config, dataset: str) -> dict[str, str]:
+    entry = config["datasets"][dataset]
+    return {"root": entry["root"], "resolution": entry.get("resolution", "480p")}
+
+
+def davis_options(config: Config) -> dict[str, Any]:
+    """The analyses.davis settings a sequence's job uses (not its dataset list)."""
+    return {key: value for key, value in config["analyses"]["davis"].items() if key != "datasets"}
+
+
+def offset_thresholds(config: Config) -> dict[str, Any]:
+    """The offset-local head detector's thresholds (the heads module's Thresholds) from the config."""
+    settings = config["analyses"]["offset_heads"]
+    return {key: settings[key] for key in ("radius", "min_mass", "min_shift")}
+
+
+def train_index(config: Config, model: str) -> list[str]:
+    """The index of a trained model's images (none for objective random, which reads no data)."""
+    train = config["models"][model]["train"]
+    return [] if train["objective"] == "random" else [f"results/index/{train['dataset']}.csv"]
