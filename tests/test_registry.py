@@ -247,3 +247,14 @@ def test_a_pattern_with_an_unknown_wildcard_is_refused() -> None:
         analysis.expand("results/{block}/{dataset}.pdf", demo())
     config = copy.deepcopy(demo())
     assert analysis.expand("results/{task}/{dataset}.pdf", config) == ["results/x/demo.pdf"]
+
+
+def test_planning_modules_import_no_torch() -> None:
+    """The rule files import these at every Snakemake start: torch (seconds) and h5py must not come with them."""
+    import subprocess
+    import sys
+
+    modules = "checks, configcheck, lookups, registry, resources, stamps, versions"
+    code = f"import sys; from vitscope.workflow import {modules}; print(sorted({{'torch', 'h5py'}} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
