@@ -11,9 +11,7 @@ from vitscope.errors import ConfigError
 from vitscope.workflow import checks, lookups, registry, resources, stamps, versions
 
 MODELS = list(config["models"])
-DATASETS = list(config["datasets"])
 TRAINED = checks.trained_models(config)
-CLUSTER_METRICS = list(registry.CLUSTER_METRICS)
 
 
 def _workflow_error(func, *args):
@@ -34,10 +32,6 @@ def code_of(script):
     """Hash of the package code workflow/scripts/<script>.py imports, directly or not
     (vitscope.workflow.versions): a param, so editing that code reruns the rule."""
     return _workflow_error(CODE.code_of, script)
-
-
-def analysis_datasets(name):
-    return config["analyses"].get(name, {}).get("datasets", [])
 
 
 def model_entry(wildcards):

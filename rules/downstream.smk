@@ -100,6 +100,8 @@ rule best_layers:
         "../workflow/scripts/best_layers.py"
 
 
+# One figure rule for every downstream task, DAVIS (rules/davis.smk) included: {task} is one
+# of registry.tasks(), the analyses registered with registry.DOWNSTREAM_FIGURE.
 rule plot_downstream:
     input:
         tables=expand("results/{{task}}/{model}/{{dataset}}.csv", model=MODELS),
