@@ -13,8 +13,8 @@ rules. From these the rule files take (rules/common.smk, rules/targets.smk):
   tests/test_registry.py checks against :func:`slurm_groups`; ``python -m vitscope.workflow.registry``
   prints them).
 
-Adding an analysis: :func:`register` it below (or from anywhere before the rule files plan; the
-rules themselves still live in a rule file), see docs/development.md, "Adding an analysis".
+Adding an analysis: :func:`register` it below (its rules live in its rule file); see
+docs/development.md, "Adding an analysis".
 Nothing here imports torch or Snakemake: it runs at every Snakemake start.
 """
 
