@@ -44,8 +44,10 @@ test: venv
 test-slurm: venv slurm-venv
 	$(BIN)/python -m pytest -m slurm
 
+# The Snakemake workflow catalog's checks: snakefmt (settings in pyproject.toml) and snakemake --lint.
 lint: venv
 	$(BIN)/ruff check src tests workflow benchmarks
+	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
 
 bench: venv

@@ -14,8 +14,7 @@ min_version("8.20")
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from vitscope.errors import ConfigError
-from vitscope.workflow import configcheck
-
+from vitscope.workflow import configcheck, registry
 
 # The embedded demo, unless --configfile names another config (Snakemake would
 # otherwise merge the two, and a study run would also analyse the demo's models).
@@ -47,8 +46,8 @@ wildcard_constraints:
     dataset=configcheck.NAME_PATTERN,
     model_a=configcheck.NAME_PATTERN,
     model_b=configcheck.NAME_PATTERN,
-    metric=r"purity|nmi|ari",
-    task=r"knn|retrieval|spair|davis",
+    metric="|".join(registry.CLUSTER_METRICS),
+    task="|".join(registry.tasks()),
 
 
 include: "rules/common.smk"
@@ -59,15 +58,10 @@ include: "rules/attention.smk"
 include: "rules/features.smk"
 include: "rules/downstream.smk"
 include: "rules/davis.smk"
-include: "rules/figures.smk"
-
-
-# After every include: figures (every plot_* rule) are quick and read small tables,
-# so on a cluster they run on the submitting host instead of being submitted.
-workflow.localrules(*figure_rules())
+include: "rules/targets.smk"
 
 
 rule all:
-    input:
-        all_targets(),
     default_target: True
+    input:
+        registry.targets(config),

@@ -6,14 +6,32 @@ rule attention_maps:
         dump="results/dumps/{model}/{dataset}.h5",
     output:
         maps="results/attention/{model}/{dataset}/maps.npz",
-    params:
-        code=code_version("attention/metrics", "io/dumps", "io/tables"),
-    conda:
-        "../envs/vitscope.yaml"
     log:
         "logs/attention_maps/{model}/{dataset}.log",
+    conda:
+        "../envs/vitscope.yaml"
+    params:
+        code=code_of("attention_maps"),
     script:
         "../workflow/scripts/attention_maps.py"
+
+
+rule plot_cls_maps:
+    input:
+        maps="results/attention/{model}/{dataset}/maps.npz",
+    output:
+        pdf="results/figures/cls_maps/{model}/{dataset}.pdf",
+        png=figure_report("results/figures/cls_maps/{model}/{dataset}.png", "cls_maps"),
+    log:
+        "logs/plot_cls_maps/{model}/{dataset}.log",
+    conda:
+        "../envs/plots.yaml"
+    params:
+        cmap=config["analyses"]["cls_maps"]["cmap"],
+        dpi=config["figures"]["dpi"],
+        code=code_of("plot_cls_maps"),
+    script:
+        "../workflow/scripts/plot_cls_maps.py"
 
 
 rule attention_distance:
@@ -21,14 +39,35 @@ rule attention_distance:
         dump="results/dumps/{model}/{dataset}.h5",
     output:
         table="results/attention/{model}/{dataset}/distance.csv",
-    params:
-        code=code_version("attention/metrics", "io/dumps", "io/tables"),
-    conda:
-        "../envs/vitscope.yaml"
     log:
         "logs/attention_distance/{model}/{dataset}.log",
+    conda:
+        "../envs/vitscope.yaml"
+    params:
+        code=code_of("attention_distance"),
     script:
         "../workflow/scripts/attention_distance.py"
+
+
+rule plot_attention_distance:
+    input:
+        tables=expand("results/attention/{model}/{{dataset}}/distance.csv", model=MODELS),
+    output:
+        pdf="results/figures/attention_distance/{dataset}.pdf",
+        png=figure_report("results/figures/attention_distance/{dataset}.png", "attention_distance"),
+        heads_pdf="results/figures/attention_distance/{dataset}_heads.pdf",
+        heads_png=figure_report("results/figures/attention_distance/{dataset}_heads.png", "attention_distance_heads"),
+    log:
+        "logs/plot_attention_distance/{dataset}.log",
+    conda:
+        "../envs/plots.yaml"
+    params:
+        models=MODELS,
+        units=config["analyses"]["attention_distance"]["units"],
+        dpi=config["figures"]["dpi"],
+        code=code_of("plot_attention_distance"),
+    script:
+        "../workflow/scripts/plot_attention_distance.py"
 
 
 rule aaam:
@@ -36,12 +75,12 @@ rule aaam:
         dump="results/dumps/{model}/{dataset}.h5",
     output:
         aaam="results/attention/{model}/{dataset}/aaam.npz",
-    params:
-        code=code_version("attention/heads", "attention/metrics", "io/dumps", "io/tables"),
-    conda:
-        "../envs/vitscope.yaml"
     log:
         "logs/aaam/{model}/{dataset}.log",
+    conda:
+        "../envs/vitscope.yaml"
+    params:
+        code=code_of("aaam"),
     script:
         "../workflow/scripts/aaam.py"
 
@@ -51,13 +90,13 @@ rule offset_heads:
         aaam="results/attention/{model}/{dataset}/aaam.npz",
     output:
         table="results/attention/{model}/{dataset}/heads.csv",
-    params:
-        thresholds=offset_thresholds(),
-        code=code_version("attention/heads", "attention/metrics", "io/tables"),
-    conda:
-        "../envs/vitscope.yaml"
     log:
         "logs/offset_heads/{model}/{dataset}.log",
+    conda:
+        "../envs/vitscope.yaml"
+    params:
+        thresholds=lookups.offset_thresholds(config),
+        code=code_of("offset_heads"),
     script:
         "../workflow/scripts/offset_heads.py"
 
@@ -67,15 +106,88 @@ rule offset_heads_table:
         tables=expand("results/attention/{model}/{{dataset}}/heads.csv", model=MODELS),
     output:
         table="results/tables/offset_heads/{dataset}.csv",
-    params:
-        models=MODELS,
-        code=code_version("attention/heads", "io/tables"),
-    conda:
-        "../envs/vitscope.yaml"
     log:
         "logs/offset_heads_table/{dataset}.log",
+    conda:
+        "../envs/vitscope.yaml"
+    params:
+        models=MODELS,
+        code=code_of("offset_heads_table"),
     script:
         "../workflow/scripts/offset_heads_table.py"
+
+
+rule plot_aaam:
+    input:
+        aaam="results/attention/{model}/{dataset}/aaam.npz",
+    output:
+        pdf="results/figures/aaam/{model}/{dataset}.pdf",
+        png=figure_report("results/figures/aaam/{model}/{dataset}.png", "aaam"),
+    log:
+        "logs/plot_aaam/{model}/{dataset}.log",
+    conda:
+        "../envs/plots.yaml"
+    params:
+        cmap=config["analyses"]["offset_heads"]["cmap"],
+        dpi=config["figures"]["dpi"],
+        code=code_of("plot_aaam"),
+    script:
+        "../workflow/scripts/plot_aaam.py"
+
+
+rule plot_offsets:
+    input:
+        table="results/attention/{model}/{dataset}/heads.csv",
+    output:
+        pdf="results/figures/offsets/{model}/{dataset}.pdf",
+        png=figure_report("results/figures/offsets/{model}/{dataset}.png", "offsets"),
+    log:
+        "logs/plot_offsets/{model}/{dataset}.log",
+    conda:
+        "../envs/plots.yaml"
+    params:
+        cmap=config["analyses"]["offset_heads"]["offset_cmap"],
+        dpi=config["figures"]["dpi"],
+        code=code_of("plot_offsets"),
+    script:
+        "../workflow/scripts/plot_offsets.py"
+
+
+rule plot_offset_heads:
+    input:
+        tables=expand("results/attention/{model}/{{dataset}}/heads.csv", model=MODELS),
+    output:
+        pdf="results/figures/offset_heads/{dataset}.pdf",
+        png=figure_report("results/figures/offset_heads/{dataset}.png", "offset_heads"),
+    log:
+        "logs/plot_offset_heads/{dataset}.log",
+    conda:
+        "../envs/plots.yaml"
+    params:
+        models=MODELS,
+        dpi=config["figures"]["dpi"],
+        code=code_of("plot_offset_heads"),
+    script:
+        "../workflow/scripts/plot_offset_heads.py"
+
+
+rule plot_offset_scatter:
+    input:
+        tables=expand("results/attention/{model}/{{dataset}}/heads.csv", model=MODELS),
+    output:
+        pdf="results/figures/offset_scatter/{dataset}.pdf",
+        png=figure_report("results/figures/offset_scatter/{dataset}.png", "offset_scatter"),
+    log:
+        "logs/plot_offset_scatter/{dataset}.log",
+    conda:
+        "../envs/plots.yaml"
+    params:
+        models=MODELS,
+        units=config["analyses"]["offset_heads"]["scatter_units"],
+        dpi=config["figures"]["dpi"],
+        code=code_of("plot_offset_scatter"),
+    script:
+        "../workflow/scripts/plot_offset_scatter.py"
 
 
 rule cls_heads:
@@ -83,16 +195,40 @@ rule cls_heads:
         maps="results/attention/{model}/{dataset}/maps.npz",
     output:
         table="results/attention/{model}/{dataset}/cls_heads.csv",
+    log:
+        "logs/cls_heads/{model}/{dataset}.log",
+    conda:
+        "../envs/vitscope.yaml"
     params:
         depth=config["analyses"]["cls_heads"]["depth"],
         quantiles=config["analyses"]["cls_heads"]["quantiles"],
-        code=code_version("attention/heads", "attention/metrics", "io/tables"),
-    conda:
-        "../envs/vitscope.yaml"
-    log:
-        "logs/cls_heads/{model}/{dataset}.log",
+        code=code_of("cls_heads"),
     script:
         "../workflow/scripts/cls_heads.py"
+
+
+rule plot_cls_heads:
+    input:
+        maps=expand("results/attention/{model}/{{dataset}}/maps.npz", model=MODELS),
+        tables=expand("results/attention/{model}/{{dataset}}/cls_heads.csv", model=MODELS),
+    output:
+        pdf="results/figures/cls_heads/{dataset}.pdf",
+        png=figure_report("results/figures/cls_heads/{dataset}.png", "cls_heads"),
+    log:
+        "logs/plot_cls_heads/{dataset}.log",
+    conda:
+        "../envs/plots.yaml"
+    params:
+        models=MODELS,
+        depth=config["analyses"]["cls_heads"]["depth"],
+        quantiles=config["analyses"]["cls_heads"]["quantiles"],
+        cmap=config["analyses"]["cls_heads"]["cmap"],
+        dpi=config["figures"]["dpi"],
+        code=code_of("plot_cls_heads"),
+    script:
+        "../workflow/scripts/plot_cls_heads.py"
+
+
 rule saliency_iou:
     input:
         dump="results/dumps/{model}/{dataset}.h5",
@@ -100,18 +236,37 @@ rule saliency_iou:
     output:
         table="results/attention/{model}/{dataset}/saliency_iou.csv",
         per_image="results/attention/{model}/{dataset}/saliency_iou.npz",
+    log:
+        "logs/saliency_iou/{model}/{dataset}.log",
+    conda:
+        "../envs/vitscope.yaml"
     params:
         entry=dataset_entry,
         files=annotation_stamp,
         mass=config["analyses"]["saliency"]["mass"],
         threshold=config["analyses"]["saliency"]["mask_threshold"],
-        code=code_version("attention/saliency", "io/datasets", "io/dumps", "io/tables"),
-    conda:
-        "../envs/vitscope.yaml"
-    log:
-        "logs/saliency_iou/{model}/{dataset}.log",
+        code=code_of("saliency_iou"),
     script:
         "../workflow/scripts/saliency_iou.py"
+
+
+rule plot_saliency_iou:
+    input:
+        tables=expand("results/attention/{model}/{{dataset}}/saliency_iou.csv", model=MODELS),
+    output:
+        pdf="results/figures/saliency_iou/{dataset}.pdf",
+        png=figure_report("results/figures/saliency_iou/{dataset}.png", "saliency_iou"),
+    log:
+        "logs/plot_saliency_iou/{dataset}.log",
+    conda:
+        "../envs/plots.yaml"
+    params:
+        models=MODELS,
+        mass=config["analyses"]["saliency"]["mass"],
+        dpi=config["figures"]["dpi"],
+        code=code_of("plot_saliency_iou"),
+    script:
+        "../workflow/scripts/plot_saliency_iou.py"
 
 
 rule attention_exemplars:
@@ -119,11 +274,30 @@ rule attention_exemplars:
         dump="results/dumps/{model}/{dataset}.h5",
     output:
         arrays="results/attention/{model}/{dataset}/exemplars.npz",
-    params:
-        code=code_version("attention/exemplars", "io/datasets", "io/preprocess", "io/dumps", "io/tables"),
-    conda:
-        "../envs/vitscope.yaml"
     log:
         "logs/attention_exemplars/{model}/{dataset}.log",
+    conda:
+        "../envs/vitscope.yaml"
+    params:
+        code=code_of("attention_exemplars"),
     script:
         "../workflow/scripts/attention_exemplars.py"
+
+
+rule plot_attention_grids:
+    input:
+        arrays="results/attention/{model}/{dataset}/exemplars.npz",
+    output:
+        figure_report(directory("results/figures/attention_grids/{model}/{dataset}"), "attention_grids"),
+    log:
+        "logs/plot_attention_grids/{model}/{dataset}.log",
+    conda:
+        "../envs/plots.yaml"
+    params:
+        heads_per_figure=config["analyses"]["attention_grids"]["heads_per_figure"],
+        cmap=config["analyses"]["attention_grids"]["cmap"],
+        alpha=config["analyses"]["attention_grids"]["alpha"],
+        dpi=config["figures"]["dpi"],
+        code=code_of("plot_attention_grids"),
+    script:
+        "../workflow/scripts/plot_attention_grids.py"

@@ -4,13 +4,13 @@
 rule synthetic_dataset:
     output:
         directory("results/synthetic/{dataset}"),
-    params:
-        spec=synthetic_spec,
-        code=code_version("io/synthetic", "io/synthetic_video", "io/video", "io/dumps"),
-    conda:
-        "../envs/vitscope.yaml"
     log:
         "logs/synthetic_dataset/{dataset}.log",
+    conda:
+        "../envs/vitscope.yaml"
+    params:
+        spec=synthetic_spec,
+        code=code_of("synthetic_dataset"),
     script:
         "../workflow/scripts/synthetic_dataset.py"
 
@@ -22,13 +22,13 @@ checkpoint index_dataset:
         synthetic_input,
     output:
         "results/index/{dataset}.csv",
+    log:
+        "logs/index_dataset/{dataset}.log",
+    conda:
+        "../envs/vitscope.yaml"
     params:
         entry=dataset_entry,
         files=dataset_fingerprint,
-        code=code_version("io/datasets"),
-    conda:
-        "../envs/vitscope.yaml"
-    log:
-        "logs/index_dataset/{dataset}.log",
+        code=code_of("index_dataset"),
     script:
         "../workflow/scripts/index_dataset.py"

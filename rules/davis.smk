@@ -10,52 +10,43 @@ rule davis_sequence:
     output:
         masks=directory("results/davis/{model}/{dataset}/sequences/{sequence}"),
         table="results/davis/{model}/{dataset}/sequences/{sequence}.csv",
+    log:
+        "logs/davis/{model}/{dataset}/{sequence}.log",
+    benchmark:
+        "results/benchmarks/davis/{model}/{dataset}/{sequence}.tsv"
     wildcard_constraints:
         sequence=r"[A-Za-z0-9][A-Za-z0-9_-]*",
-    params:
-        model=model_entry,
-        weights=checkpoint_stamp,
-        files=davis_sequence_stamp,
-        entry=davis_entry,
-        options=davis_options(),
-        device=config["extract"]["device"],
-        code=code_version(
-            "tasks/davis/propagation", "tasks/davis/evaluation", "tasks/davis/dense", "io/video", "models/registry",
-            "models/formats", "models/zoo", "io/datasets", "models/devices", "io/tables", "io/dumps"
-        ),
+    conda:
+        "../envs/vitscope.yaml"
     threads: 1
     resources:
         gpu=model_gpus,
         mem_mb=model_mem_mb,
         runtime=model_runtime,
-    conda:
-        "../envs/vitscope.yaml"
-    log:
-        "logs/davis/{model}/{dataset}/{sequence}.log",
-    benchmark:
-        "results/benchmarks/davis/{model}/{dataset}/{sequence}.tsv"
+    params:
+        model=model_entry,
+        weights=checkpoint_stamp,
+        files=davis_sequence_stamp,
+        entry=davis_entry,
+        options=lookups.davis_options(config),
+        device=config["extract"]["device"],
+        code=code_of("davis_sequence"),
     script:
         "../workflow/scripts/davis_sequence.py"
 
 
 rule davis:
     input:
-        tables=davis_sequence_tables,
-        masks=davis_sequence_masks,
+        tables=davis_sequence_outputs(".csv"),
+        masks=davis_sequence_outputs(""),
     output:
         table="results/davis/{model}/{dataset}.csv",
         masks=directory("results/davis/{model}/{dataset}/masks"),
-    params:
-        code=code_version("tasks/davis/propagation", "tasks/davis/evaluation", "io/tables", "io/dumps"),
-    conda:
-        "../envs/vitscope.yaml"
     log:
         "logs/davis/{model}/{dataset}.log",
+    conda:
+        "../envs/vitscope.yaml"
+    params:
+        code=code_of("davis"),
     script:
         "../workflow/scripts/davis.py"
-
-
-rule fig_davis:
-    localrule: True
-    input:
-        davis_figures(),

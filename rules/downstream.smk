@@ -9,19 +9,19 @@ rule knn:
         val="results/dumps/{model}/{dataset}.h5",
     output:
         table="results/knn/{model}/{dataset}.csv",
+    log:
+        "logs/knn/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/knn/{model}/{dataset}.tsv"
+    conda:
+        "../envs/vitscope.yaml"
+    threads: 2
     params:
         ks=config["analyses"]["knn"]["ks"],
         temperature=config["analyses"]["knn"]["temperature"],
         query_chunk=config["analyses"]["knn"]["query_chunk"],
         bank_chunk=config["analyses"]["knn"]["bank_chunk"],
-        code=code_version("tasks/knn", "io/dumps", "io/tables"),
-    threads: 2
-    conda:
-        "../envs/vitscope.yaml"
-    log:
-        "logs/knn/{model}/{dataset}.log",
-    benchmark:
-        "results/benchmarks/knn/{model}/{dataset}.tsv"
+        code=code_of("knn"),
     script:
         "../workflow/scripts/knn.py"
 
@@ -32,15 +32,15 @@ rule retrieval:
         gnd=gnd_input,
     output:
         table="results/retrieval/{model}/{dataset}.csv",
+    log:
+        "logs/retrieval/{model}/{dataset}.log",
+    conda:
+        "../envs/vitscope.yaml"
+    threads: 2
     params:
         entry=revisited_entry,
         files=annotation_stamp,
-        code=code_version("tasks/retrieval", "io/datasets", "io/dumps", "io/tables"),
-    threads: 2
-    conda:
-        "../envs/vitscope.yaml"
-    log:
-        "logs/retrieval/{model}/{dataset}.log",
+        code=code_of("retrieval"),
     script:
         "../workflow/scripts/retrieval.py"
 
@@ -53,6 +53,17 @@ rule spair:
         table="results/spair/{model}/{dataset}.csv",
         categories="results/spair/{model}/{dataset}/categories.csv",
         pairs="results/spair/{model}/{dataset}/pairs.csv",
+    log:
+        "logs/spair/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/spair/{model}/{dataset}.tsv"
+    conda:
+        "../envs/vitscope.yaml"
+    threads: 2
+    resources:
+        gpu=model_gpus,
+        mem_mb=model_mem_mb,
+        runtime=model_runtime,
     params:
         model=model_entry,
         weights=checkpoint_stamp,
@@ -65,21 +76,7 @@ rule spair:
         batch_size=config["analyses"]["spair"]["batch_size"],
         max_images=config["analyses"]["spair"]["max_images"],
         device=config["extract"]["device"],
-        code=code_version(
-            "tasks/spair/metric", "tasks/spair/data", "tasks/spair/run", "models/registry", "models/formats",
-            "models/zoo", "io/datasets", "models/devices", "io/tables"
-        ),
-    threads: 2
-    resources:
-        gpu=model_gpus,
-        mem_mb=model_mem_mb,
-        runtime=model_runtime,
-    conda:
-        "../envs/vitscope.yaml"
-    log:
-        "logs/spair/{model}/{dataset}.log",
-    benchmark:
-        "results/benchmarks/spair/{model}/{dataset}.tsv"
+        code=code_of("spair"),
     script:
         "../workflow/scripts/spair.py"
 
@@ -91,13 +88,34 @@ rule best_layers:
         csv="results/tables/best_layers.csv",
         md="results/tables/best_layers.md",
         tex="results/tables/best_layers.tex",
+    log:
+        "logs/best_layers/best_layers.log",
+    conda:
+        "../envs/vitscope.yaml"
     params:
         tasks=best_layer_tasks(),
         models=MODELS,
-        code=code_version("tasks/best_layers", "io/tables"),
-    conda:
-        "../envs/vitscope.yaml"
-    log:
-        "logs/best_layers/best_layers.log",
+        code=code_of("best_layers"),
     script:
         "../workflow/scripts/best_layers.py"
+
+
+# One figure rule for every downstream task, DAVIS (rules/davis.smk) included: {task} is one
+# of registry.tasks(), the analyses registered with registry.DOWNSTREAM_FIGURE.
+rule plot_downstream:
+    input:
+        tables=expand("results/{{task}}/{model}/{{dataset}}.csv", model=MODELS),
+    output:
+        pdf="results/figures/{task}/{dataset}.pdf",
+        png=figure_report("results/figures/{task}/{dataset}.png", "{task}"),
+        table="results/figures/{task}/{dataset}.csv",
+    log:
+        "logs/plot_downstream/{task}/{dataset}.log",
+    conda:
+        "../envs/plots.yaml"
+    params:
+        models=MODELS,
+        dpi=config["figures"]["dpi"],
+        code=code_of("plot_downstream"),
+    script:
+        "../workflow/scripts/plot_downstream.py"

@@ -8,6 +8,17 @@ rule extract:
         annotations=object_annotations_input,
     output:
         dump="results/dumps/{model}/{dataset}.h5",
+    log:
+        "logs/extract/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/extract/{model}/{dataset}.tsv"
+    conda:
+        "../envs/vitscope.yaml"
+    threads: 2
+    resources:
+        gpu=model_gpus,
+        mem_mb=model_mem_mb,
+        runtime=model_runtime,
     params:
         model=model_entry,
         weights=checkpoint_stamp,
@@ -21,21 +32,6 @@ rule extract:
         parity_tolerance=config["extract"]["parity_tolerance"],
         num_workers=config["extract"]["num_workers"],
         coco=object_source,
-        code=code_version(
-            "extract/run", "models/registry", "models/formats", "models/zoo", "io/datasets", "io/preprocess",
-            "io/dumps", "attention/metrics", "extract/fused", "models/devices", "features/objects",
-            "attention/saliency"
-        ),
-    threads: 2
-    resources:
-        gpu=model_gpus,
-        mem_mb=model_mem_mb,
-        runtime=model_runtime,
-    conda:
-        "../envs/vitscope.yaml"
-    log:
-        "logs/extract/{model}/{dataset}.log",
-    benchmark:
-        "results/benchmarks/extract/{model}/{dataset}.tsv"
+        code=code_of("extract"),
     script:
         "../workflow/scripts/extract.py"

@@ -8,21 +8,18 @@ rule train:
     output:
         checkpoint="results/checkpoints/{model}.safetensors",
         losses="results/train/{model}/loss.csv",
-    params:
-        model=model_entry,
-        train=train_entry,
-        images=train_images,
-        code=code_version(
-            "training", "models/registry", "models/formats", "models/zoo", "io/datasets", "io/preprocess", "io/dumps",
-            "io/tables"
-        ),
-    threads: 1
-    conda:
-        "../envs/vitscope.yaml"
     log:
         "logs/train/{model}.log",
     benchmark:
         "results/benchmarks/train/{model}.tsv"
+    conda:
+        "../envs/vitscope.yaml"
+    threads: 1
+    params:
+        model=model_entry,
+        train=train_entry,
+        images=train_images,
+        code=code_of("train"),
     script:
         "../workflow/scripts/train.py"
 
@@ -32,20 +29,14 @@ rule plot_train_loss:
         losses=expand("results/train/{model}/loss.csv", model=TRAINED),
     output:
         pdf="results/figures/train/loss.pdf",
-        png=figure_report("results/figures/train/loss.png", "train_loss", REPORT_TRAINING, model="all"),
+        png=figure_report("results/figures/train/loss.png", "train_loss"),
+    log:
+        "logs/plot_train_loss/all.log",
+    conda:
+        "../envs/plots.yaml"
     params:
         models=TRAINED,
         dpi=config["figures"]["dpi"],
-        code=code_version("plots/training", "plots/common", "io/tables"),
-    conda:
-        "../envs/plots.yaml"
-    log:
-        "logs/plot_train_loss/all.log",
+        code=code_of("plot_train_loss"),
     script:
         "../workflow/scripts/plot_train_loss.py"
-
-
-rule fig_train_loss:
-    localrule: True
-    input:
-        train_figures(),
