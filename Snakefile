@@ -3,6 +3,7 @@
 # `snakemake --cores all` runs the embedded demo (config.yaml); use
 # `--configfile configs/<name>.yaml` for real models and data.
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,8 +11,11 @@ from snakemake.utils import min_version
 
 min_version("8.20")
 
-# The workflow's own package (what code_version hashes), ahead of any installed copy.
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# The workflow's own package (what the code params hash), ahead of any installed copy: here,
+# and in every job (script jobs, conda envs and Slurm jobs inherit the environment).
+_SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, _SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
 
 from vitscope.errors import ConfigError
 from vitscope.workflow import configcheck, registry

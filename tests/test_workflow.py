@@ -475,3 +475,14 @@ def test_configfile_replaces_the_demo_config(tmp_path: Path) -> None:
     text = proc.stdout + proc.stderr
     assert "results/dumps/only_c/toy.h5" in text
     assert "tiny_a" not in text and "tiny_b" not in text
+
+
+def test_jobs_import_the_workflows_own_package(tmp_path: Path) -> None:
+    """A job runs the package the code params hash (the workflow's src/), not another installed copy."""
+    (tmp_path / "work").mkdir()
+    work = copy_workflow(tmp_path / "work", TINY)
+    module = work / "src/vitscope/io/synthetic.py"
+    marker = tmp_path / "imported_from"
+    module.write_text(module.read_text() + f"\n__import__('pathlib').Path({str(marker)!r}).write_text(__file__)\n")
+    snakemake(work, "results/synthetic/toy")
+    assert Path(marker.read_text()).resolve() == module.resolve()
