@@ -295,6 +295,12 @@ def rule_names(root: Path = ROOT) -> set[str]:
     for path in [root / "Snakefile", *sorted((root / "rules").glob("*.smk"))]:
         if path.exists():
             names |= set(_RULE.findall(path.read_text(encoding="utf-8")))
+    if root.resolve() == ROOT.resolve():  # rules/targets.smk makes the target rules from the registry
+        from vitscope.workflow import registry
+
+        for analysis in registry.ANALYSES.values():
+            names |= {figure.target_rule.format(task=analysis.name) for figure in analysis.figures}
+            names |= {analysis.target} if analysis.target else set()
     return names
 
 
