@@ -495,6 +495,8 @@ def module_attribute(dotted: str, src: Path = ROOT / "src") -> bool:
                 return True
             if _static_attribute(module, rest):
                 return True
+            if src.resolve() != (ROOT / "src").resolve():
+                return False  # another tree (a test's): importing would find this checkout's package
             return _imported_attribute(".".join(parts[:cut]), rest)
     return False
 
