@@ -40,26 +40,18 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import __version__
-from ..attention import metrics
 from ..errors import ConfigError, ModelError
+from ..io import dumps
 from ..io.datasets import Entry
-from ..io.dumps import (
-    ATTENTION_PRODUCTS,
-    DEFAULT_PRODUCTS,
-    FORMAT_VERSION,
-    PRODUCTS,
-    REPRESENTATIONS,
-    DumpWriter,
-    write_images,
-)
+from ..io.dumps import DEFAULT_PRODUCTS, FORMAT_VERSION, Dims, DumpWriter, write_images
 from ..io.preprocess import ImageDataset, collate_objects
 from ..models.devices import resolve_device
 from ..models.registry import Geometry, geometry, set_fused_attention
-from . import fused
-from .hooks import Recorder
+from . import products as _products
+from .hooks import Recorder, Setting
 
 if TYPE_CHECKING:
-    from ..features.objects import ImageObjects, ObjectMasks
+    from ..features.objects import ObjectMasks
 
 log = logging.getLogger(__name__)
 
@@ -80,48 +72,28 @@ class ExtractOptions:
     checksums: bool = True
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.products) - set(PRODUCTS))
+        known = _products.known()
+        unknown = sorted(set(self.products) - set(known))
         if unknown:
-            raise ConfigError(f"extract.products: unknown {unknown}; choose from {list(PRODUCTS)}")
+            raise ConfigError(f"extract.products: unknown {unknown}; choose from {known}")
         if self.batch_size < 1:
             raise ConfigError(f"extract.batch_size = {self.batch_size} must be >= 1")
-        if "gram" in self.products:
-            if self.cka_batch_size < 4:
-                raise ConfigError(f"extract.cka_batch_size = {self.cka_batch_size} must be >= 4 (HSIC1 needs n > 3)")
-            if self.batch_size % self.cka_batch_size:
-                raise ConfigError(
-                    f"extract.batch_size = {self.batch_size} must be a multiple of "
-                    f"extract.cka_batch_size = {self.cka_batch_size}"
-                )
+        for product in _products.PRODUCTS.values():
+            if product.check is not None and product.name in self.products:
+                product.check(self)
 
     @property
     def needs_attention(self) -> bool:
-        return bool(ATTENTION_PRODUCTS & set(self.products))
+        return bool(dumps.ATTENTION_PRODUCTS & set(self.products))
 
 
 def image_order(n: int, options: ExtractOptions) -> np.ndarray:
     """Order in which images are fed: a seeded permutation when Gram matrices are
-    recorded (CKA minibatches must mix classes, and be the same for every model),
-    else index order."""
-    if "gram" in options.products:
+    recorded (CKA minibatches must mix classes, and be the same for every model;
+    :attr:`vitscope.extract.products.Product.permuted`), else index order."""
+    if any(_products.PRODUCTS[p].permuted for p in options.products):
         return np.random.default_rng(options.order_seed).permutation(n)
     return np.arange(n)
-
-
-def cka_partition(order: np.ndarray, batch: int) -> np.ndarray:
-    """(M, b) dataset positions of the CKA minibatches: consecutive runs of ``order``.
-
-    The last ``n mod b`` images of the order form no minibatch.
-    """
-    m = len(order) // batch
-    return order[: m * batch].reshape(m, batch)
-
-
-def exemplar_positions(n: int, count: int) -> np.ndarray:
-    """``count`` positions spread evenly over the index (first and last included)."""
-    if count <= 0 or n == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(np.int64))
 
 
 @dataclass
@@ -130,7 +102,7 @@ class _HostBatch:
 
     arrays: dict[str, torch.Tensor]
     positions: np.ndarray
-    chunk_start: int
+    starts: dict[str, int]  # row kind -> the dataset row its first row goes to (:func:`_write_batch`)
     event: Any = None  # torch.cuda.Event marking the end of the copies
     finite: torch.Tensor | None = None  # (B,) bool: every output token of the image is finite (on the host)
     images: torch.Tensor | None = None  # (B, 3, H, W) the batch's input, kept to locate non-finite tokens
@@ -142,39 +114,59 @@ class _HostBatch:
 
 
 def _write_batch(
-    handle: h5py.File, writer: DumpWriter, positions: np.ndarray, arrays: dict[str, np.ndarray], chunk_start: int
+    handle: h5py.File,
+    writer: DumpWriter,
+    positions: np.ndarray,
+    arrays: dict[str, np.ndarray],
+    starts: dict[str, int],
+    writes: dict[str, str],
 ) -> None:
-    """Write one batch: per-image products at their dataset positions, Gram
-    matrices at the next minibatch slots, object rows after the previous batch's."""
-    writer.write(positions, {k: v for k, v in arrays.items() if not k.startswith(("cka/", "objects/"))})
+    """Write one batch (``writes``: :func:`_row_writes`): rows of images at their dataset
+    positions, rows of other kinds (Gram matrices of CKA minibatches) at the next slots
+    (``starts``), rows of growable datasets (objects) after the previous batch's."""
+    writer.write(positions, {k: v for k, v in arrays.items() if writes.get(k, "image") == "image"})
     for name, values in arrays.items():
-        if name.startswith("cka/"):
-            writer.write_rows(name, chunk_start, values)
-        elif name.startswith("objects/"):
+        how = writes.get(name, "image")
+        if how == "append":
             writer.append(name, values)
+        elif how != "image":
+            writer.write_rows(name, starts[how], values)
+
+
+def _dims(n: int, geom: Geometry, **sizes: int) -> Dims:
+    return Dims(
+        images=n, grid=tuple(geom.grid), prefix=geom.prefix, blocks=geom.blocks, heads=geom.heads, width=geom.width,
+        **sizes,
+    )
+
+
+def dataset_shapes(dims: Dims, products: frozenset[str]) -> dict[str, Any]:
+    """name -> (shape, dtype) of the datasets created before the pass, in the order of
+    :data:`vitscope.io.dumps.LAYOUTS` (a None first axis: growable)."""
+    shapes: dict[str, Any] = {}
+    for layout in dumps.LAYOUTS.values():
+        if layout.name in products:
+            for dataset in layout.datasets:
+                if dataset.dtype is not None and dataset.shape is not None and (
+                    dataset.when is None or dataset.when(dims)
+                ):
+                    shapes[dataset.name] = (dataset.shape(dims), dataset.dtype)
+    return shapes
 
 
 def _shapes(n: int, geom: Geometry, products: frozenset[str], m: int, b: int, e: int) -> dict[str, Any]:
-    L, H, T, D = geom.blocks, geom.heads, geom.tokens, geom.width  # noqa: N806
-    shapes: dict[str, Any] = {}
-    if "tokens" in products:
-        shapes["tokens/cls"] = ((n, L, D), np.float32)
-        shapes["tokens/spatial_mean"] = ((n, L, D), np.float32)
-        if geom.prefix > 1:
-            shapes["tokens/registers"] = ((n, L, geom.prefix - 1, D), np.float32)
-    if "cls_attention" in products:
-        shapes["attention/cls"] = ((n, L, H, T), np.float32)
-    if "distance" in products:
-        shapes["attention/distance"] = ((n, L, H), np.float64)
-    if "exemplars" in products:
-        shapes["exemplars/attention"] = ((e, L, H, T, T), np.float32)
-    if "gram" in products:
-        for group, points in (("blocks", L), ("norms", 2 * L)):
-            for rep in REPRESENTATIONS:
-                shapes[f"cka/{group}/{rep}"] = ((m, points, b, b), np.float64)
-    if "objects" in products:
-        shapes["objects/features"] = ((None, L, D), np.float32)  # grows batch by batch
-    return shapes
+    """:func:`dataset_shapes` for N images, M CKA minibatches of b images, E exemplars."""
+    return dataset_shapes(_dims(n, geom, exemplars=e, minibatches=m, minibatch=b), products)
+
+
+def _row_writes(products: frozenset[str], shapes: dict[str, Any]) -> dict[str, str]:
+    """How each dataset created before the pass gets a batch's rows: ``image`` (at the
+    images' positions), ``append`` (growable) or the row kind whose next slots take them."""
+    rows = {d.name: d.rows for p in dumps.LAYOUTS.values() if p.name in products for d in p.datasets}
+    return {
+        name: "image" if rows[name] == "image" else "append" if shape[0] is None else rows[name]
+        for name, (shape, _) in shapes.items()
+    }
 
 
 def run(
@@ -201,15 +193,17 @@ def run(
         raise ConfigError(f"dataset {meta.get('dataset', '?')!r} has no images")
     geom = geometry(model)
     products = frozenset(options.products)
-    if geom.prefix == 0 and products & {"cls_attention", "attention_sums"}:
+    needs_cls = [p for p in _products.known() if _products.PRODUCTS[p].needs_cls]
+    if geom.prefix == 0 and products & set(needs_cls):
         raise ModelError(
             f"model {meta.get('model', '?')!r} has no CLS token (num_prefix_tokens = 0): "
-            "products cls_attention and attention_sums need one; remove them from extract.products"
+            f"products {' and '.join(needs_cls)} need one; remove them from extract.products"
         )
-    if "objects" in products:
+    coco = [p for p in dumps.PRODUCTS if p in products and p in dumps.COCO_PRODUCTS]
+    if coco:
         if objects is None:
             raise ConfigError(
-                f"dataset {meta.get('dataset', '?')!r}: product 'objects' needs instance annotations "
+                f"dataset {meta.get('dataset', '?')!r}: product '{coco[0]}' needs instance annotations "
                 "(a dataset of kind coco)"
             )
         if tuple(objects.grid) != geom.grid:
@@ -219,17 +213,17 @@ def run(
     model = model.to(device).eval()
     _limit_heap_arenas()
     order = image_order(n, options)
-    partition = cka_partition(order, options.cka_batch_size) if "gram" in products else np.zeros((0, 0), np.int64)
-    exemplars = exemplar_positions(n, options.exemplars) if "exemplars" in products else np.zeros(0, np.int64)
+    recorder = Recorder(model, Setting(geom, options, products, device, n, order, objects), _products.parts(products))
+    sizes = {k: v for part in recorder.parts.values() for k, v in part.sizes().items()}
 
     write_images(
         handle, [e.path for e in entries], [e.label for e in entries], [e.cls for e in entries],
         checksums=options.checksums,
     )
-    writer = DumpWriter(
-        handle, n, _shapes(n, geom, products, len(partition), options.cka_batch_size, len(exemplars)),
-        checksums=options.checksums,
-    )
+    shapes = dataset_shapes(_dims(n, geom, **sizes), products)
+    writer = DumpWriter(handle, n, shapes, checksums=options.checksums)
+    writes = _row_writes(products, shapes)
+    starts = dict.fromkeys(sorted(set(writes.values()) - {"image", "append"}), 0)
     loader = DataLoader(
         ImageDataset(entries, transform, order, objects),
         batch_size=options.batch_size,
@@ -238,20 +232,14 @@ def run(
         pin_memory=device.type == "cuda",
         collate_fn=collate_objects if objects is not None else None,
     )
-    found: list[ImageObjects] = []  # the objects of every image, in the order fed
-    recorder = Recorder(model, geom, options.products, exemplars, options.cka_batch_size, device)
     set_fused_attention(model, not options.needs_attention)
-    if products & {"distance", "attention_sums"}:
-        log.info(
-            "attention reductions: %s",
-            "fused Triton kernel" if fused.available(device) else "torch (no Triton kernel on this device)",
-        )
+    for part in recorder.parts.values():
+        part.announce(log)
     batches = iter(loader)  # starts the loader workers
     if _wants_warm_up(device):  # while they read the first images
         _warm_up(model, geom, options, device)
     recorder.attach()
     parity = float("nan")
-    chunk_start = 0
     start = time.perf_counter()
     bar = tqdm(total=n, file=progress, unit="img", mininterval=5.0, disable=progress is None)
     # Pipeline: the device computes batch k + 1 while batch k's products are copied
@@ -275,7 +263,7 @@ def run(
             writing.result()
         waits["device"] += copied_at - before
         waits["writer"] += time.perf_counter() - copied_at
-        return io.submit(_write_batch, handle, writer, batch.positions, arrays, batch.chunk_start)
+        return io.submit(_write_batch, handle, writer, batch.positions, arrays, batch.starts, writes)
 
     try:
         with torch.inference_mode():
@@ -285,7 +273,6 @@ def run(
                 images = images.to(device, non_blocking=True)
                 reference = _fused_forward(model, recorder, images) if options.needs_attention and step == 0 else None
                 recorder.start_batch(positions.numpy(), batch_objects[0] if batch_objects else None)
-                found += [o.index_only() for o in batch_objects[0]] if batch_objects else []
                 tokens = model.forward_features(images)
                 # (B,) per image: no NaN (amax propagates it) and no Inf; read on the host in flush
                 finite = tokens.abs().flatten(1).amax(dim=1) < math.inf
@@ -303,13 +290,14 @@ def run(
                     del reference
                 _check_hooks(recorder, meta, options)
                 batch = _HostBatch(
-                    recorder.take(), positions.numpy(), chunk_start,
+                    recorder.take(), positions.numpy(), dict(starts),
                     finite=finite.to("cpu", non_blocking=True), images=images,
                 )
                 if device.type == "cuda":
                     batch.event = torch.cuda.Event()
                     batch.event.record()
-                chunk_start += next((v.shape[0] for k, v in batch.arrays.items() if k.startswith("cka/")), 0)
+                for kind in starts:  # the batch's rows of each kind (its CKA minibatches)
+                    starts[kind] += next((v.shape[0] for k, v in batch.arrays.items() if writes.get(k) == kind), 0)
                 if copied is not None:
                     writing = flush(copied)
                     bar.update(len(copied.positions))
@@ -329,23 +317,8 @@ def run(
         set_fused_attention(model, True)
     elapsed = time.perf_counter() - start
 
-    if "attention_sums" in products:
-        writer.put("attention/cls_sum", recorder.cls_sum.cpu().numpy())
-        writer.put("attention/aligned_sum", metrics.align(recorder.spatial_sum, geom.grid).cpu().numpy())
-        writer.put("attention/spatial_query_sum", recorder.spatial_sum.sum(dim=-2).cpu().numpy())
-        writer.put("attention/sink_sum", recorder.sink_sum.cpu().numpy())
-        writer.attrs({"count": n, "queries": geom.grid[0] * geom.grid[1]}, group="attention")
-    if recorder.zero_rows.numel():
-        writer.put("attention/zero_mass_rows", recorder.zero_rows.cpu().numpy())
-    if "exemplars" in products:
-        writer.put("exemplars/position", exemplars)
-        for e, pos in enumerate(exemplars.tolist()):
-            handle["exemplars/attention"][e] = torch.stack(recorder.exemplar_maps[pos]).cpu().numpy()
-    if "gram" in products:
-        writer.put("cka/index", partition)
-        writer.attrs({"batch_size": options.cka_batch_size, "order_seed": options.order_seed}, group="cka")
-    if objects is not None:
-        _write_objects(writer, found, order, objects.category_names())
+    for part in _products.parts(products, order=dumps.PRODUCTS):  # in the order of the file
+        recorder.part(part).finish(writer)
 
     summary = {
         "images": n,
@@ -383,30 +356,6 @@ def run(
         waits["loader"], waits["device"], waits["writer"],
     )
     return summary
-
-
-def _write_objects(
-    writer: DumpWriter, found: Sequence[ImageObjects], order: np.ndarray, names: dict[int, str]
-) -> None:
-    """The per-object index of ``objects/features`` (rows in the order the images were fed)."""
-    image = np.concatenate([np.full(o.count, pos, np.int64) for o, pos in zip(found, order, strict=True)])
-    category = np.concatenate([o.category for o in found]).astype(np.int64)
-    writer.put("objects/image", image)
-    writer.put("objects/category", category)
-    writer.put("objects/annotation", np.concatenate([o.annotation for o in found]).astype(np.int64))
-    writer.put("objects/category_name", np.array([names.get(int(c), str(c)) for c in category], dtype=object))
-    empty, crowd = sum(o.empty for o in found), sum(o.crowd for o in found)
-    writer.attrs(
-        {
-            "objects": len(image),
-            "annotations": len(image) + empty + crowd,
-            "skipped_empty": empty,
-            "skipped_crowd": crowd,
-            "categories": len(np.unique(category)),
-            "weighting": "instance mask mapped like the image, area-averaged per token, normalised to sum 1",
-        },
-        group="objects",
-    )
 
 
 M_ARENA_MAX = -8  # glibc mallopt parameter
@@ -459,7 +408,8 @@ def _warm_up(model: nn.Module, geom: Geometry, options: ExtractOptions, device: 
     (gh, gw), (ph, pw) = geom.grid, geom.patch
     generator = torch.Generator(device=device).manual_seed(0)
     images = torch.randn(options.batch_size, 3, gh * ph, gw * pw, generator=generator, device=device)
-    scratch = Recorder(model, geom, options.products, np.zeros(0, np.int64), options.cka_batch_size, device)
+    setting = Setting(geom, options, frozenset(options.products), device, 0, np.zeros(0, np.int64))
+    scratch = Recorder(model, setting, _products.parts(options.products))
     scratch.attach()
     try:
         with torch.inference_mode():

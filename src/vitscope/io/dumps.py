@@ -20,7 +20,8 @@ import os
 import re
 import shutil
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,27 +40,181 @@ CHUNK_BYTES = 4 << 20
 #: what every message about a damaged or inconsistent dump tells the user to do
 REBUILD = "delete it and rerun the workflow to rebuild it"
 
-#: dataset paths inside a dump, by product
-PRODUCT_DATASETS: dict[str, tuple[str, ...]] = {
-    "tokens": ("tokens/cls", "tokens/spatial_mean"),
-    "cls_attention": ("attention/cls",),
-    "distance": ("attention/distance",),
-    "attention_sums": (
-        "attention/cls_sum", "attention/aligned_sum", "attention/spatial_query_sum", "attention/sink_sum",
-    ),
-    "exemplars": ("exemplars/position", "exemplars/attention"),
-    "gram": ("cka/index",),
-    "objects": (
-        "objects/features", "objects/image", "objects/category", "objects/category_name", "objects/annotation",
-    ),
-}
-PRODUCTS: tuple[str, ...] = tuple(PRODUCT_DATASETS)
-#: products that need a dataset of kind coco (its instance annotations)
-COCO_PRODUCTS = frozenset({"objects"})
-#: what an extraction records unless told otherwise: every product a plain image list allows
-DEFAULT_PRODUCTS: tuple[str, ...] = tuple(p for p in PRODUCTS if p not in COCO_PRODUCTS)
-ATTENTION_PRODUCTS = frozenset({"cls_attention", "distance", "attention_sums", "exemplars"})
 REPRESENTATIONS = ("cls", "spatial", "all")
+
+
+# --------------------------------------------------------------------------- the products' layout
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The sizes the shapes of a dump's datasets are functions of: the image count, the
+    model geometry (the root attributes) and the lengths of the index datasets.
+
+    None: not known. The extraction knows every size before the pass but ``objects``
+    (the object rows grow batch by batch); :func:`expected_shapes` reads them from a dump,
+    None where it lacks the index dataset.
+    """
+
+    images: int  # N, len(images/path)
+    grid: tuple[int, int]
+    prefix: int  # P, num_prefix_tokens
+    blocks: int  # L
+    heads: int  # H
+    width: int  # D
+    exemplars: int | None = None  # E, len(exemplars/position)
+    minibatches: int | None = None  # M, rows of cka/index
+    minibatch: int | None = None  # b, columns of cka/index
+    objects: int | None = None  # O, len(objects/image)
+
+    @property
+    def spatial(self) -> int:
+        """G = gh * gw spatial tokens."""
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def tokens(self) -> int:
+        """T = P + G tokens."""
+        return self.prefix + self.spatial
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """One dataset of a product.
+
+    ``shape``: its shape as a function of the dump's :class:`Dims`; a shape holding None
+    (a size the dump does not give) is not checked by :func:`validate`, and a None first
+    axis makes the extraction create it growable. No ``shape``: not checked.
+    ``dtype``: the extraction creates the dataset before the pass with this dtype and
+    writes its rows batch by batch; None: it is written whole after the pass.
+    ``rows``: what the first axis of a dataset written batch by batch counts: ``image``
+    (row i is image i of images/path, written at the batch's positions), ``minibatch``
+    (the CKA minibatches of cka/index, written in order), ``object`` (objects/image,
+    appended) or ``exemplar``.
+    ``when``: the dataset exists only for the geometries where it holds (tokens/registers:
+    P > 1); such datasets are not named in :data:`PRODUCT_DATASETS`.
+    """
+
+    name: str
+    shape: Callable[[Dims], tuple[int | None, ...]] | None = None
+    dtype: Any = None
+    rows: str = "image"
+    when: Callable[[Dims], bool] | None = None
+
+
+@dataclass(frozen=True)
+class ProductLayout:
+    """What one dump product stores: its datasets, and what it needs of the extraction
+    (``attention``: the attention probabilities, i.e. timm's explicit attention path;
+    ``coco``: instance annotations, a dataset of kind coco). How the extraction records
+    it is :mod:`vitscope.extract.products`."""
+
+    name: str
+    datasets: tuple[DatasetLayout, ...]
+    attention: bool = False
+    coco: bool = False
+
+
+_f32, _f64 = np.float32, np.float64
+#: every product of the dump format, in the order of the file: the datasets the extraction
+#: creates before the pass, and its writes after it, follow it (:func:`register_layout` adds one)
+LAYOUTS: dict[str, ProductLayout] = {
+    p.name: p
+    for p in (
+        ProductLayout("tokens", (
+            DatasetLayout("tokens/cls", lambda d: (d.images, d.blocks, d.width), _f32),
+            DatasetLayout("tokens/spatial_mean", lambda d: (d.images, d.blocks, d.width), _f32),
+            DatasetLayout("tokens/registers", lambda d: (d.images, d.blocks, d.prefix - 1, d.width), _f32,
+                          when=lambda d: d.prefix > 1),
+        )),
+        ProductLayout("cls_attention", (
+            DatasetLayout("attention/cls", lambda d: (d.images, d.blocks, d.heads, d.tokens), _f32),
+        ), attention=True),
+        ProductLayout("distance", (
+            DatasetLayout("attention/distance", lambda d: (d.images, d.blocks, d.heads), _f64),
+            DatasetLayout("attention/zero_mass_rows", when=lambda d: d.prefix > 0),
+        ), attention=True),
+        ProductLayout("attention_sums", (
+            DatasetLayout("attention/cls_sum", lambda d: (d.blocks, d.heads, d.tokens)),
+            DatasetLayout(
+                "attention/aligned_sum", lambda d: (d.blocks, d.heads, 2 * d.grid[0] - 1, 2 * d.grid[1] - 1)
+            ),
+            DatasetLayout("attention/spatial_query_sum", lambda d: (d.blocks, d.heads, d.spatial)),
+            DatasetLayout("attention/sink_sum"),
+            DatasetLayout("attention/zero_mass_rows", when=lambda d: d.prefix > 0),
+        ), attention=True),
+        ProductLayout("exemplars", (
+            DatasetLayout("exemplars/position"),
+            DatasetLayout(
+                "exemplars/attention", lambda d: (d.exemplars, d.blocks, d.heads, d.tokens, d.tokens), _f32,
+                rows="exemplar",
+            ),
+        ), attention=True),
+        ProductLayout("gram", (
+            DatasetLayout("cka/index"),
+            *(
+                DatasetLayout(
+                    f"cka/{group}/{rep}", lambda d, k=points: (d.minibatches, k * d.blocks, d.minibatch, d.minibatch),
+                    _f64, rows="minibatch",
+                )
+                for group, points in (("blocks", 1), ("norms", 2))
+                for rep in REPRESENTATIONS
+            ),
+        )),
+        ProductLayout("objects", (
+            DatasetLayout("objects/features", lambda d: (d.objects, d.blocks, d.width), _f32, rows="object"),
+            DatasetLayout("objects/image"),
+            DatasetLayout("objects/category", lambda d: (d.objects,)),
+            DatasetLayout("objects/category_name", lambda d: (d.objects,)),
+            DatasetLayout("objects/annotation", lambda d: (d.objects,)),
+        ), coco=True),
+    )
+}
+
+#: dataset paths inside a dump, by product: those every dump with the product holds
+#: (:func:`require` names the product of a missing one)
+PRODUCT_DATASETS: dict[str, tuple[str, ...]] = {}
+#: the products, in the order of :data:`LAYOUTS`
+PRODUCTS: tuple[str, ...] = ()
+#: products that need a dataset of kind coco (its instance annotations)
+COCO_PRODUCTS: frozenset[str] = frozenset()
+#: products that read the attention probabilities
+ATTENTION_PRODUCTS: frozenset[str] = frozenset()
+
+
+def _derive() -> None:
+    """Recompute the tables above from :data:`LAYOUTS` (read them as ``dumps.NAME`` to see
+    products registered later)."""
+    global PRODUCTS, COCO_PRODUCTS, ATTENTION_PRODUCTS
+    PRODUCT_DATASETS.clear()
+    PRODUCT_DATASETS.update(
+        {p.name: tuple(f.name for f in p.datasets if f.when is None) for p in LAYOUTS.values()}
+    )
+    PRODUCTS = tuple(LAYOUTS)
+    COCO_PRODUCTS = frozenset(p.name for p in LAYOUTS.values() if p.coco)
+    ATTENTION_PRODUCTS = frozenset(p.name for p in LAYOUTS.values() if p.attention)
+
+
+def register_layout(layout: ProductLayout) -> ProductLayout:
+    """Add a product to the dump format (after those of :data:`LAYOUTS`); normally through
+    :func:`vitscope.extract.products.register_product`, which also says how to record it."""
+    if layout.name in LAYOUTS and LAYOUTS[layout.name] is not layout:
+        raise ValueError(f"dump product {layout.name!r} is already registered")
+    LAYOUTS[layout.name] = layout
+    _derive()
+    return layout
+
+
+def unregister_layout(name: str) -> None:
+    """Remove a product added by :func:`register_layout` (tests)."""
+    LAYOUTS.pop(name, None)
+    _derive()
+
+
+_derive()
+#: what an extraction records unless told otherwise: every product of :data:`LAYOUTS` a plain
+#: image list allows (products registered later are recorded only when named)
+DEFAULT_PRODUCTS: tuple[str, ...] = tuple(p for p in PRODUCTS if p not in COCO_PRODUCTS)
 
 
 def _attr(value: Any) -> Any:
@@ -493,9 +648,9 @@ def _ints(handle: h5py.File, key: str, count: int | None, minimum: int) -> tuple
 
 
 def expected_shapes(handle: h5py.File) -> dict[str, tuple[int, ...]]:
-    """The shape every known dataset of a dump must have, from its root attributes and
-    the lengths of its index datasets (images/path, exemplars/position, cka/index,
-    objects/image). Datasets not listed are not checked."""
+    """The shape every known dataset of a dump must have (the products' :data:`LAYOUTS`),
+    from its root attributes and the lengths of its index datasets (images/path,
+    exemplars/position, cka/index, objects/image). Datasets not listed are not checked."""
     n = len(handle["images/path"])
     (gh, gw), (L, H, D, P) = _ints(handle, "grid", 2, 1), (  # noqa: N806
         _ints(handle, "num_blocks", None, 1)[0],
@@ -503,25 +658,20 @@ def expected_shapes(handle: h5py.File) -> dict[str, tuple[int, ...]]:
         _ints(handle, "width", None, 1)[0],
         _ints(handle, "num_prefix_tokens", None, 0)[0],
     )
-    G, T = gh * gw, gh * gw + P  # noqa: N806
-    shapes = {
-        "images/label": (n,), "images/class": (n,),
-        "tokens/cls": (n, L, D), "tokens/spatial_mean": (n, L, D), "tokens/registers": (n, L, P - 1, D),
-        "attention/cls": (n, L, H, T), "attention/distance": (n, L, H),
-        "attention/cls_sum": (L, H, T), "attention/aligned_sum": (L, H, 2 * gh - 1, 2 * gw - 1),
-        "attention/spatial_query_sum": (L, H, G),
-    }
-    if "exemplars/position" in handle:
-        shapes["exemplars/attention"] = (len(handle["exemplars/position"]), L, H, T, T)
-    if "cka/index" in handle and len(handle["cka/index"].shape) == 2:
-        m, b = handle["cka/index"].shape
-        for rep in REPRESENTATIONS:
-            shapes[f"cka/blocks/{rep}"] = (m, L, b, b)
-            shapes[f"cka/norms/{rep}"] = (m, 2 * L, b, b)
-    if "objects/image" in handle:
-        o = len(handle["objects/image"])
-        shapes.update({"objects/features": (o, L, D), "objects/category": (o,), "objects/annotation": (o,),
-                       "objects/category_name": (o,)})
+    index = handle["cka/index"].shape if "cka/index" in handle else ()
+    m, b = (int(index[0]), int(index[1])) if len(index) == 2 else (None, None)
+    dims = Dims(
+        images=n, grid=(gh, gw), prefix=P, blocks=L, heads=H, width=D,
+        exemplars=len(handle["exemplars/position"]) if "exemplars/position" in handle else None,
+        minibatches=m, minibatch=b,
+        objects=len(handle["objects/image"]) if "objects/image" in handle else None,
+    )
+    shapes: dict[str, tuple[int, ...]] = {"images/label": (n,), "images/class": (n,)}
+    for layout in LAYOUTS.values():
+        for dataset in layout.datasets:
+            shape = dataset.shape(dims) if dataset.shape is not None else None
+            if shape is not None and None not in shape:
+                shapes.setdefault(dataset.name, tuple(int(v) for v in shape))  # type: ignore[arg-type]
     return shapes
 
 
