@@ -1,4 +1,4 @@
-# DAVIS-2017 semi-supervised video object segmentation with every block (protocols.md 5,
+# DAVIS-2017 semi-supervised video object segmentation with every block (docs/protocols.md#downstream-tasks,
 # docs/downstream.md): one job per model, dataset and sequence (a cluster runs the sequences in
 # parallel), then the objects of all sequences pooled per block.
 

@@ -1,4 +1,4 @@
-# What each block is good for (protocols.md 5): k-NN classification and revisited
+# What each block is good for (docs/protocols.md#downstream-tasks): k-NN classification and revisited
 # Oxford/Paris retrieval per block, from the dumps only, SPair-71k keypoint transfer
 # (dense features, the model run by the rule), and the best block per task.
 

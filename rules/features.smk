@@ -1,4 +1,4 @@
-# What the models represent (protocols.md 4): CKA between model pairs,
+# What the models represent (docs/protocols.md#feature-analyses): CKA between model pairs,
 # clustering per block of images and of COCO objects, from the dumps only
 # (no model is re-run).
 

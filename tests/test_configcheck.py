@@ -17,6 +17,14 @@ from vitscope.workflow import configcheck
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO / "workflow/schemas/config.schema.yaml"
 SCHEMA = configcheck.load_schema(SCHEMA_PATH)
+
+
+@pytest.fixture(scope="module")
+def filled_schema(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The schema as configcheck loads it (the package's product lists filled in), as a file for Snakemake."""
+    path = tmp_path_factory.mktemp("schema") / "config.schema.yaml"
+    path.write_text(yaml.safe_dump(SCHEMA))
+    return str(path)
 CONFIGS = [REPO / "config.yaml", *sorted((REPO / "configs").glob("*.yaml"))]
 
 
@@ -48,16 +56,16 @@ def test_shipped_configs_pass_every_check(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_defaults_are_those_of_snakemake_validate(path: Path) -> None:
+def test_defaults_are_those_of_snakemake_validate(path: Path, filled_schema: str) -> None:
     from snakemake.utils import validate
 
     ours, theirs = yaml.safe_load(path.read_text()), yaml.safe_load(path.read_text())
     configcheck.validate(ours, SCHEMA)
-    validate(theirs, str(SCHEMA_PATH), set_default=True)
+    validate(theirs, filled_schema, set_default=True)
     assert ours == theirs
 
 
-def test_defaults_inside_given_and_defaulted_objects_match_snakemake() -> None:
+def test_defaults_inside_given_and_defaulted_objects_match_snakemake(filled_schema: str) -> None:
     """Nested defaults: inside an object given empty, inside an object the schema defaults, none in an absent one."""
     from snakemake.utils import validate
 
@@ -68,7 +76,7 @@ def test_defaults_inside_given_and_defaulted_objects_match_snakemake() -> None:
     }
     ours, theirs = copy.deepcopy(minimal), copy.deepcopy(minimal)
     configcheck.validate(ours, SCHEMA)
-    validate(theirs, str(SCHEMA_PATH), set_default=True)
+    validate(theirs, filled_schema, set_default=True)
     assert ours == theirs
     assert ours["datasets"]["s"]["synthetic"]["per_class"] == 12 and "synthetic" not in ours["datasets"]["t"]
     assert ours["analyses"]["best_layers"]["knn"] == {"metric": "top1", "k": 20}

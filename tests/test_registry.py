@@ -56,6 +56,29 @@ def test_schema_products_are_the_dumps_products() -> None:
     assert tuple(extract["items"]["enum"]) == dumps.PRODUCTS
     assert tuple(dataset["items"]["enum"]) == dumps.PRODUCTS
     assert tuple(extract["default"]) == dumps.DEFAULT_PRODUCTS
+    raw = (REPO / "workflow/schemas/config.schema.yaml").read_text()
+    assert "cls_attention" not in raw, "the schema names no product: load_schema fills them in"
+
+
+def test_a_registered_layout_is_a_product_of_the_schema(monkeypatch) -> None:
+    """Adding a dump product needs no schema edit: the loaded schema takes the dumps' list."""
+    dumps = dumps_module()
+    monkeypatch.setattr(dumps, "PRODUCTS", (*dumps.PRODUCTS, "toy_norms"))
+    schema = configcheck.load_schema(REPO / "workflow/schemas/config.schema.yaml")
+    assert schema["properties"]["extract"]["properties"]["products"]["items"]["enum"][-1] == "toy_norms"
+    def config(products: list[str]) -> dict[str, Any]:
+        return {"models": {"m": {"arch": "test_vit"}}, "datasets": {"d": {"kind": "synthetic", "products": products}}}
+
+    configcheck.validate(config(["toy_norms"]), schema)
+    with pytest.raises(ConfigError, match="toy_nrms"):
+        configcheck.validate(config(["toy_nrms"]), schema)
+
+
+def test_unknown_schema_fill_is_an_error(tmp_path) -> None:
+    path = tmp_path / "schema.yaml"
+    path.write_text("type: object\nproperties:\n  x: {type: string, x-vitscope: colours}\n")
+    with pytest.raises(ConfigError, match="unknown x-vitscope: 'colours'"):
+        configcheck.load_schema(path)
 
 
 def test_every_rule_is_registered_or_a_plot_or_target_rule() -> None:

@@ -107,10 +107,39 @@ def prepare(
     check(config)
 
 
+#: schema keywords this module fills in from the package: ``x-vitscope: products`` on a string
+#: node gets ``enum`` = every dump product, ``x-vitscope: default-products`` on an array gets
+#: ``default`` = the products recorded by default (vitscope.io.dumps: a product is added there only)
+SCHEMA_FILL = "x-vitscope"
+
+
 def load_schema(path: str | Path) -> dict[str, Any]:
-    """The JSON schema in ``path`` (YAML or JSON)."""
+    """The JSON schema in ``path`` (YAML or JSON), with the package's lists filled in (:data:`SCHEMA_FILL`)."""
     with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        schema = yaml.safe_load(handle)
+    _fill(schema)
+    return schema
+
+
+def _fill(node: Any) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _fill(item)
+        return
+    if not isinstance(node, dict):
+        return
+    what = node.get(SCHEMA_FILL)
+    if what is not None:
+        from ..io import dumps  # h5py (~0.1 s), only when a schema asks for the products
+
+        if what == "products":
+            node["enum"] = list(dumps.PRODUCTS)
+        elif what == "default-products":
+            node["default"] = list(dumps.DEFAULT_PRODUCTS)
+        else:
+            raise ConfigError(f"schema: unknown {SCHEMA_FILL}: {what!r} (products, default-products)")
+    for value in node.values():
+        _fill(value)
 
 
 def check(config: Mapping[str, Any]) -> None:
