@@ -15,7 +15,7 @@ min_version("8.20")
 # and in every job (script jobs, conda envs and Slurm jobs inherit the environment).
 _SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, _SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
+os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p))
 
 from vitscope.errors import ConfigError
 from vitscope.workflow import configcheck, registry
