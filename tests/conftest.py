@@ -17,40 +17,88 @@ def pytest_collection_modifyitems(session, config, items) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slurm") is None)
 
 
-@pytest.fixture(scope="session")
-def tiny_runs(request, tmp_path_factory) -> dict[str, Path]:
-    """The TINY workflow (tests/test_workflow.py) run once per session, in a temporary copy
-    ("first"): test_workflow, test_report, test_reliability and test_slurm read it.
+#: test modules that read the session's TINY run through request.getfixturevalue (not in fixturenames)
+READS_TINY_RUN = frozenset({"test_slurm"})
 
-    When the session also holds the bit-identical test, a second, independent run
-    ("second", another folder) runs at the same time: neither keeps both cores busy all the
-    way (single-threaded jobs, a chain of dependent steps), so together they take far less
-    than one after the other.
+#: the session's whole-workflow runs, started as soon as collection is done: name -> (folder, process)
+_RUNS: dict[str, tuple[Path, subprocess.Popen]] = {}
+
+
+def _wanted_runs(items) -> list[str]:
+    """The whole-workflow runs the selected tests read: "first" (the TINY run), "second" (an
+    independent TINY run, for the bit-identical test) and "stress" (the stress model's)."""
+    wanted = set()
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & {"tiny_run", "tiny_runs"} or item.module.__name__ in READS_TINY_RUN:
+            wanted.add("first")
+        if getattr(item, "originalname", item.name) == TWO_RUNS:
+            wanted |= {"first", "second"}
+        if "stress_run" in names:
+            wanted.add("stress")
+    return [name for name in ("first", "second", "stress") if name in wanted]
+
+
+def pytest_collection_finish(session) -> None:
+    """Start every whole-workflow run the session's tests read, before the first test runs.
+
+    Each run is a chain of single-threaded jobs that never keeps both cores busy, and pytest
+    runs the unit tests in one process: started here, the runs go beside the unit tests (and
+    beside each other) instead of after them. A fixture waits for its run when a test first
+    needs it (:func:`tiny_runs`, :func:`stress_run`).
     """
+    if session.config.option.collectonly:
+        return
     from test_workflow import SNAKEMAKE, TINY, copy_workflow
 
-    wanted = ["first"]
-    if any(getattr(item, "originalname", item.name) == TWO_RUNS for item in request.session.items):
-        wanted.append("second")
-    folders = {name: copy_workflow(tmp_path_factory.mktemp(f"wf-{name}"), TINY) for name in wanted}
-    procs = {
-        name: subprocess.Popen(
+    factory = session.config._tmp_path_factory
+    for name in _wanted_runs(session.items):
+        if name == "stress":
+            from test_stress_workflow import CONFIG
+
+            from vitscope.testing import stress
+
+            folder = copy_workflow(factory.mktemp("wf-stress"), CONFIG)
+            stress.write_stress_checkpoint(folder / "weights" / "stress.safetensors")
+        else:
+            folder = copy_workflow(factory.mktemp(f"wf-{name}"), TINY)
+        _RUNS[name] = folder, subprocess.Popen(
             [SNAKEMAKE, "--cores", "2"], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        for name, folder in folders.items()
-    }
-    failed = []
-    for name, proc in procs.items():
-        try:
-            out, _ = proc.communicate(timeout=900)
-        except subprocess.TimeoutExpired:
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    for _, proc in _RUNS.values():
+        if proc.poll() is None:
             proc.kill()
-            out, _ = proc.communicate()
-        if proc.returncode != 0:
-            failed.append(f"the {name} TINY run (exit {proc.returncode}):\n{out}")
-    if failed:
-        raise AssertionError("\n".join(failed))
-    return folders
+            proc.communicate()
+
+
+def workflow_run(name: str) -> Path:
+    """The folder of the session's run ``name``, once it has finished (AssertionError if it failed)."""
+    if name not in _RUNS:
+        raise RuntimeError(f"no {name!r} run was started for this session (conftest._wanted_runs)")
+    folder, proc = _RUNS[name]
+    try:
+        out, _ = proc.communicate(timeout=1200)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    except ValueError:  # read already: communicate() was called by an earlier wait
+        out = ""
+    if proc.returncode != 0:
+        raise AssertionError(f"the {name} workflow run (exit {proc.returncode}):\n{out}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(request) -> dict[str, Path]:
+    """The TINY workflow (tests/test_workflow.py) run once per session, in a temporary copy
+    ("first"): test_workflow, test_report, test_reliability and test_slurm read it. When the
+    session also holds the bit-identical test, a second, independent run ("second", another
+    folder) runs at the same time. Both start when collection is done
+    (:func:`pytest_collection_finish`)."""
+    return {name: workflow_run(name) for name in ("first", "second") if name in _RUNS}
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from test_workflow import TINY, copy_workflow, snakemake
+from conftest import workflow_run
+from test_workflow import TINY
 
 from vitscope.testing import stress
 
@@ -25,11 +26,10 @@ CONFIG = {
 
 
 @pytest.fixture(scope="module")
-def stress_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = copy_workflow(tmp_path_factory.mktemp("stress"), CONFIG)
-    stress.write_stress_checkpoint(work / "weights" / "stress.safetensors")
-    snakemake(work)
-    return work
+def stress_run() -> Path:
+    """The whole workflow on the stress model (CONFIG, with its checkpoint written first), started
+    when collection is done, beside the other tests (tests/conftest.py)."""
+    return workflow_run("stress")
 
 
 def _float_datasets(dump: h5py.File) -> list[str]:
