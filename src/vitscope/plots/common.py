@@ -1,15 +1,22 @@
-"""Shared helpers of the figures: the Agg backend, the palette, :func:`save` and
-:func:`table_grid`.
+"""Shared helpers of the figures: the Agg backend, the palette, :func:`save`,
+:func:`text_problems` and :func:`table_grid`.
 
 :func:`save` writes a figure to PDF and PNG atomically, without timestamps, so
-reruns give identical files. Every figure module (:mod:`vitscope.plots.attention`,
+reruns give identical files. Before writing, it checks the figure's text with
+:func:`text_problems` (no text under :data:`MIN_FONT_PT` at the saved size, no two
+texts overlapping), logs every problem as a warning and records the verdict in the
+PNG's ``vitscope:text`` entry (``ok`` or the problems), which the tests read for
+every figure of a whole-workflow run. Every figure module (:mod:`vitscope.plots.attention`,
 :mod:`~vitscope.plots.heads`, :mod:`~vitscope.plots.features`, :mod:`~vitscope.plots.tasks`,
 :mod:`~vitscope.plots.training`) imports its palette and ``plt`` from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -18,22 +25,140 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 
 from ..io.dumps import atomic_path  # noqa: E402
 
 PALETTE = plt.get_cmap("tab10").colors
 
+#: the smallest font a figure may use, in points at its saved size (bbox "tight" crops, never scales)
+MIN_FONT_PT = 7.0
+#: two texts overlap when their boxes interpenetrate by more than this, in points
+OVERLAP_PT = 1.0
+#: the PNG text entry holding :func:`save`'s verdict
+TEXT_CHECK_KEY = "vitscope:text"
+
+_log = logging.getLogger(__name__)
+
 Rows = Sequence[Mapping[str, str]]
 
 
-def save(fig: Figure, paths: Sequence[str | Path], dpi: int = 150) -> None:
-    """Write ``fig`` to each path (format from the suffix) and close it."""
+@contextlib.contextmanager
+def _recording_texts() -> Iterator[list[Text]]:
+    """Every :class:`~matplotlib.text.Text` that draws something while the context is open
+    (visible and non-empty: tick labels of hidden axes and blank labels are left out)."""
+    drawn: list[Text] = []
+    original = Text.draw
+
+    def draw(self: Text, renderer) -> None:  # type: ignore[no-untyped-def]
+        if self.get_visible() and self.get_text().strip() and self.get_alpha() != 0:
+            drawn.append(self)
+        original(self, renderer)
+
+    Text.draw = draw  # type: ignore[method-assign]
+    try:
+        yield drawn
+    finally:
+        Text.draw = original  # type: ignore[method-assign]
+
+
+def _text_corners(text: Text, renderer, scale: float) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The (4, 2) corners, in points, of the rotated box ``text`` occupies (its window extent is the
+    axis-aligned box around it, which for rotated labels is much larger than the glyphs)."""
+    extent = text.get_window_extent(renderer)
+    centre = np.array([(extent.x0 + extent.x1) / 2, (extent.y0 + extent.y1) / 2]) * scale
+    angle = math.radians(text.get_rotation())
+    if math.sin(angle) * math.cos(angle) == 0:  # horizontal or vertical: the extent is the box
+        return np.array([[extent.x0, extent.y0], [extent.x1, extent.y0], [extent.x1, extent.y1],
+                         [extent.x0, extent.y1]]) * scale
+    # the unrotated box: the text's layout with the rotation set to 0 for the moment
+    rotation, stale = text.get_rotation(), text.stale
+    try:
+        text.set_rotation(0)
+        box = text._get_layout(renderer)[0]  # private; fall back to the extent below
+        width, height = box.width * scale, box.height * scale
+    except Exception:  # pragma: no cover - a matplotlib without _get_layout
+        width, height = extent.width * scale, extent.height * scale
+        angle = 0.0
+    finally:
+        text.set_rotation(rotation)
+        text.stale = stale
+    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    half = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * [width / 2, height / 2]
+    return centre + half @ rot.T
+
+
+def _penetration(a: np.ndarray, b: np.ndarray) -> float:
+    """How deep two convex quadrilaterals (corners (4, 2)) interpenetrate: the smallest overlap
+    of their projections over both shapes' edge normals (separating axes); <= 0 when apart."""
+    depth = math.inf
+    for shape in (a, b):
+        for i in range(4):
+            edge = shape[(i + 1) % 4] - shape[i]
+            norm = math.hypot(*edge)
+            if norm == 0:
+                continue
+            axis = np.array([-edge[1], edge[0]]) / norm
+            pa, pb = a @ axis, b @ axis
+            depth = min(depth, min(pa.max(), pb.max()) - max(pa.min(), pb.min()))
+    return depth
+
+
+def text_problems(fig: Figure, min_font_pt: float = MIN_FONT_PT, overlap_pt: float = OVERLAP_PT) -> list[str]:
+    """What is wrong with the text of ``fig`` as drawn: every text smaller than ``min_font_pt`` and
+    every pair of texts whose boxes (rotated with the text) overlap by more than ``overlap_pt``.
+
+    The figure is drawn once (its layout engine runs); sizes are in points, so the verdict holds at
+    any dpi. Returns human-readable problems, empty when the text is clean.
+    """
+    with _recording_texts() as drawn:
+        fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    scale = 72.0 / fig.dpi
+    texts = list(dict.fromkeys(drawn))
+    problems = [
+        f"text {t.get_text()!r} is {t.get_fontsize():.1f} pt (smallest allowed {min_font_pt:g} pt)"
+        for t in texts if t.get_fontsize() < min_font_pt
+    ]
+    corners = [_text_corners(t, renderer, scale) for t in texts]
+    lows, highs = [c.min(axis=0) for c in corners], [c.max(axis=0) for c in corners]
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            if np.any(lows[i] > highs[j] - overlap_pt) or np.any(lows[j] > highs[i] - overlap_pt):
+                continue  # the axis-aligned boxes are apart: quick rejection
+            depth = _penetration(corners[i], corners[j])
+            if depth > overlap_pt:
+                problems.append(f"text {texts[i].get_text()!r} overlaps {texts[j].get_text()!r} by {depth:.1f} pt")
+    return problems
+
+
+def save(fig: Figure, paths: Sequence[str | Path], dpi: int = 150) -> list[str]:
+    """Write ``fig`` to each path (format from the suffix) and close it.
+
+    Returns :func:`text_problems` of the figure (also logged as warnings and recorded in each PNG's
+    :data:`TEXT_CHECK_KEY` entry: ``ok``, or the problems one per line).
+    """
+    problems = text_problems(fig)
+    for problem in problems:
+        _log.warning("figure %s: %s", Path(paths[0]).name if paths else "?", problem)
+    verdict = "\n".join(problems) if problems else "ok"
     for path in paths:
         suffix = Path(path).suffix.lstrip(".")
         metadata = {"CreationDate": None} if suffix == "pdf" else {"Software": None}
+        if suffix == "png":
+            metadata[TEXT_CHECK_KEY] = verdict
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             fig.savefig(handle, format=suffix, dpi=dpi, metadata=metadata, bbox_inches="tight")
     plt.close(fig)
+    return problems
+
+
+def png_text_check(path: str | Path) -> str | None:
+    """The :data:`TEXT_CHECK_KEY` entry :func:`save` wrote into the PNG at ``path`` (None: none)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.text.get(TEXT_CHECK_KEY)  # type: ignore[attr-defined]
 
 
 def table_grid(rows: Rows, column: str) -> np.ndarray:
