@@ -257,6 +257,17 @@ def test_outputs_exist_and_hold_sane_values(built: Path) -> None:
         assert (built / f"logs/extract/{model}/toy.log").read_text().count("images/s") >= 1
 
 
+def test_every_figure_has_clean_text(built: Path) -> None:
+    """Every PNG of the run (attention grids included) was checked when saved: no text under 7 pt
+    at the saved size and no two texts overlapping (vitscope.plots.common.text_problems)."""
+    from vitscope.plots.common import png_text_check
+
+    pngs = sorted((built / "results/figures").rglob("*.png"))
+    assert len(pngs) > 40
+    verdicts = {str(p.relative_to(built)): png_text_check(p) for p in pngs}
+    assert {path: v for path, v in verdicts.items() if v != "ok"} == {}
+
+
 def test_second_dry_run_schedules_nothing(built: Path) -> None:
     assert planned_jobs(built) == {}
 
