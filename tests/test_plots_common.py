@@ -96,3 +96,14 @@ def test_save_records_the_verdict_in_the_png(tmp_path: Path) -> None:
     fig.axes[0].text(0, 0, "small", fontsize=5)
     problems = common.save(fig, [tmp_path / "bad.png", tmp_path / "bad.pdf"])
     assert problems and common.png_text_check(tmp_path / "bad.png") == "\n".join(problems)
+
+
+def test_text_is_measured_as_saved_with_the_tight_box() -> None:
+    """A figure text placed outside the axes area is judged where the saved (tight) figure has it."""
+    fig, ax = common.plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], label="a long legend entry")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    fig.text(0.9, 0.8, "a note on top of it", fontsize=8)
+    assert any("overlaps 'a note on top of it'" in p or "'a note on top of it' overlaps" in p
+               for p in common.text_problems(fig))
+    common.plt.close(fig)

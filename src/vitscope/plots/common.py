@@ -14,6 +14,7 @@ every figure of a whole-workflow run. Every figure module (:mod:`vitscope.plots.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -44,16 +45,17 @@ Rows = Sequence[Mapping[str, str]]
 
 
 @contextlib.contextmanager
-def _recording_texts() -> Iterator[list[Text]]:
-    """Every :class:`~matplotlib.text.Text` that draws something while the context is open
-    (visible and non-empty: tick labels of hidden axes and blank labels are left out)."""
-    drawn: list[Text] = []
+def _recording_texts() -> Iterator[list[tuple[int, Text, np.ndarray]]]:
+    """(renderer id, text, corners in points) of every :class:`~matplotlib.text.Text` that draws
+    something while the context is open (visible and non-empty: tick labels of hidden axes and
+    blank labels are left out), measured by the renderer that drew it."""
+    drawn: list[tuple[int, Text, np.ndarray]] = []
     original = Text.draw
 
     def draw(self: Text, renderer) -> None:  # type: ignore[no-untyped-def]
-        if self.get_visible() and self.get_text().strip() and self.get_alpha() != 0:
-            drawn.append(self)
         original(self, renderer)
+        if renderer is not None and self.get_visible() and self.get_text().strip() and self.get_alpha() != 0:
+            drawn.append((id(renderer), self, _text_corners(self, renderer)))
 
     Text.draw = draw  # type: ignore[method-assign]
     try:
@@ -62,9 +64,10 @@ def _recording_texts() -> Iterator[list[Text]]:
         Text.draw = original  # type: ignore[method-assign]
 
 
-def _text_corners(text: Text, renderer, scale: float) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _text_corners(text: Text, renderer) -> np.ndarray:  # type: ignore[no-untyped-def]
     """The (4, 2) corners, in points, of the rotated box ``text`` occupies (its window extent is the
     axis-aligned box around it, which for rotated labels is much larger than the glyphs)."""
+    scale = 1.0 / renderer.points_to_pixels(1.0)
     extent = text.get_window_extent(renderer)
     centre = np.array([(extent.x0 + extent.x1) / 2, (extent.y0 + extent.y1) / 2]) * scale
     angle = math.radians(text.get_rotation())
@@ -104,31 +107,33 @@ def _penetration(a: np.ndarray, b: np.ndarray) -> float:
     return depth
 
 
-def text_problems(fig: Figure, min_font_pt: float = MIN_FONT_PT, overlap_pt: float = OVERLAP_PT) -> list[str]:
-    """What is wrong with the text of ``fig`` as drawn: every text smaller than ``min_font_pt`` and
+def text_problems(
+    fig: Figure, dpi: int = 150, min_font_pt: float = MIN_FONT_PT, overlap_pt: float = OVERLAP_PT
+) -> list[str]:
+    """What is wrong with the text of ``fig`` as saved: every text smaller than ``min_font_pt`` and
     every pair of texts whose boxes (rotated with the text) overlap by more than ``overlap_pt``.
 
-    The figure is drawn once (its layout engine runs); sizes are in points, so the verdict holds at
-    any dpi. Returns human-readable problems, empty when the text is clean.
+    The figure is rendered exactly as :func:`save` writes it (PNG at ``dpi``, bbox "tight", its
+    layout engine run) into memory, and each text is measured by the renderer that drew it; sizes
+    are in points. Returns human-readable problems, empty when the text is clean.
     """
     with _recording_texts() as drawn:
-        fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    scale = 72.0 / fig.dpi
-    texts = list(dict.fromkeys(drawn))
+        fig.savefig(io.BytesIO(), format="png", dpi=dpi, bbox_inches="tight")
+    final = drawn[-1][0] if drawn else None  # bbox "tight" draws twice: the last renderer saved
+    measured = list({id(t): (t, c) for r, t, c in drawn if r == final}.values())
     problems = [
         f"text {t.get_text()!r} is {t.get_fontsize():.1f} pt (smallest allowed {min_font_pt:g} pt)"
-        for t in texts if t.get_fontsize() < min_font_pt
+        for t, _ in measured if t.get_fontsize() < min_font_pt
     ]
-    corners = [_text_corners(t, renderer, scale) for t in texts]
-    lows, highs = [c.min(axis=0) for c in corners], [c.max(axis=0) for c in corners]
-    for i in range(len(texts)):
-        for j in range(i + 1, len(texts)):
+    lows, highs = [c.min(axis=0) for _, c in measured], [c.max(axis=0) for _, c in measured]
+    for i in range(len(measured)):
+        for j in range(i + 1, len(measured)):
             if np.any(lows[i] > highs[j] - overlap_pt) or np.any(lows[j] > highs[i] - overlap_pt):
                 continue  # the axis-aligned boxes are apart: quick rejection
-            depth = _penetration(corners[i], corners[j])
+            depth = _penetration(measured[i][1], measured[j][1])
             if depth > overlap_pt:
-                problems.append(f"text {texts[i].get_text()!r} overlaps {texts[j].get_text()!r} by {depth:.1f} pt")
+                a, b = measured[i][0].get_text(), measured[j][0].get_text()
+                problems.append(f"text {a!r} overlaps {b!r} by {depth:.1f} pt")
     return problems
 
 
@@ -138,7 +143,7 @@ def save(fig: Figure, paths: Sequence[str | Path], dpi: int = 150) -> list[str]:
     Returns :func:`text_problems` of the figure (also logged as warnings and recorded in each PNG's
     :data:`TEXT_CHECK_KEY` entry: ``ok``, or the problems one per line).
     """
-    problems = text_problems(fig)
+    problems = text_problems(fig, dpi=dpi)
     for problem in problems:
         _log.warning("figure %s: %s", Path(paths[0]).name if paths else "?", problem)
     verdict = "\n".join(problems) if problems else "ok"
