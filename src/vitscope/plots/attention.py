@@ -32,11 +32,11 @@ def map_entropy(maps: np.ndarray) -> np.ndarray:
 
 
 def entropy_words(value: float) -> str:
-    """A normalised entropy as printed on a panel: 3 decimals, or the gap to 1 above 0.999
-    (``1 - 5e-05``), ``n/a`` for NaN."""
+    """A normalised entropy as printed on a panel: 3 decimals, or the gap to 1 between 0.999 and
+    1 - 1e-12 (``1 - 5e-05``; closer to 1 is float rounding: ``1.000``), ``n/a`` for NaN."""
     if not math.isfinite(value):
         return "n/a"
-    return f"1 - {1 - value:.0e}" if value > 0.999 else f"{value:.3f}"
+    return f"1 - {1 - value:.0e}" if 0.999 < value < 1 - 1e-12 else f"{value:.3f}"
 
 
 def _shared_top(*arrays: np.ndarray) -> float:
@@ -59,9 +59,7 @@ def _panel_note(ax, text: str) -> None:  # type: ignore[no-untyped-def]
 
 def _with_bad(cmap: str, colour: str = "#bdbdbd") -> matplotlib.colors.Colormap:
     """``cmap`` with NaN cells drawn in ``colour``."""
-    out = plt.get_cmap(cmap).copy()
-    out.set_bad(colour)
-    return out
+    return plt.get_cmap(cmap).with_extremes(bad=colour)
 
 
 def _panel_grid(

@@ -55,8 +55,7 @@ def offset_heatmap(rows: Rows, title: str, cmap: str = "viridis") -> Figure:
     offset = table_grid(rows, "offset_tokens")
     blocks, heads = offset.shape
     fig, ax = plt.subplots(figsize=(2.6 + 0.5 * heads, 1.6 + 0.42 * blocks), layout="constrained")
-    colours = plt.get_cmap(cmap).copy()
-    colours.set_bad("#bdbdbd")
+    colours = plt.get_cmap(cmap).with_extremes(bad="#bdbdbd")
     image = ax.imshow(offset, cmap=colours, vmin=0, vmax=OFFSET_SCALE_TOKENS, aspect="auto")
     extend = "max" if np.nanmax(offset, initial=0.0) > OFFSET_SCALE_TOKENS else "neither"
     bar = fig.colorbar(image, ax=ax, shrink=min(1.0, 0.4 + 2.0 / blocks), extend=extend, aspect=20)
