@@ -288,3 +288,14 @@ def test_attention_grid_has_clean_text(blocks: int, heads: int, g: int) -> None:
              f"heads 1-{heads}: the CLS query and five spatial queries")
     fig = attention.attention_grid(image, maps, list(exemplars.QUERIES), cells, title=title)
     assert common.text_problems(fig) == []
+
+
+def test_attention_grid_queries_on_one_token_share_a_label() -> None:
+    """On a 2 x 2 grid the center and top queries are one token: one label, no overlapping text."""
+    from vitscope.attention import exemplars
+
+    cells = [None] + [exemplars.query_tokens((2, 2))[q] for q in exemplars.QUERIES[1:]]
+    maps = np.full((1, 1, 6, 2, 2), 0.25)
+    fig = attention.attention_grid(np.zeros((32, 32, 3), np.uint8), maps, list(exemplars.QUERIES), cells)
+    assert sorted(t.get_text() for t in fig.axes[1].texts) == ["B", "CTL", "R"]
+    assert common.text_problems(fig) == []

@@ -216,7 +216,8 @@ def attention_grid(
     image: (h, w, 3) uint8 as the model saw it; maps: (L, Hg, Q, gh, gw), Hg heads starting at
     head ``first_head`` (0-based), each map a distribution over the gh x gw spatial keys. The
     first column shows the image itself (row 1) and, below it, the query tokens (``query_cells``,
-    (row, col) or None for CLS) outlined and named. Then rows are blocks and columns heads x
+    (row, col) or None for CLS) outlined and named by their initials (queries on one token share
+    its label). Then rows are blocks and columns heads x
     queries: each map upsampled with nearest neighbour onto the image in grey, on its own colour
     scale from 0 to its maximum, which is printed on the panel as a multiple of uniform attention
     1/(gh gw) ("max 1.0x": the map is flat); the query token is outlined in cyan. Blocks and heads
@@ -247,11 +248,14 @@ def attention_grid(
     grey = image.astype(np.float64).mean(axis=-1)
     marked = fig.add_subplot(grid[1, 0])
     marked.imshow(grey, cmap="gray", vmin=0, vmax=255, extent=extent)
+    letters: dict[tuple[int, int], str] = {}  # queries on one token (small grids) share its label
     for name, cell in zip(queries, query_cells, strict=True):
         if cell is not None:
-            _query_box(marked, cell, patch_h, patch_w)
-            marked.text((cell[1] + 0.5) * patch_w, (cell[0] + 0.5) * patch_h, name[:1].upper(), ha="center",
-                        va="center", fontsize=7, color="cyan", fontweight="bold")
+            letters[cell] = letters.get(cell, "") + name[:1].upper()
+    for cell, label in letters.items():
+        _query_box(marked, cell, patch_h, patch_w)
+        marked.text((cell[1] + 0.5) * patch_w, (cell[0] + 0.5) * patch_h, label, ha="center", va="center",
+                    fontsize=7, color="cyan", fontweight="bold")
     marked.set_xlim(0, w)
     marked.set_ylim(h, 0)
     marked.set_xlabel("queries", fontsize=8, labelpad=2)

@@ -75,7 +75,7 @@ def offset_heatmap(rows: Rows, title: str, cmap: str = "viridis") -> Figure:
     _block_head_axes(ax, blocks, heads)
     found = sum(r["label"] == "offset-local" for r in rows)
     marks = ("red box + arrow: offset-local head (arrow: direction of its AAAM peak)" if found
-             else "no offset-local head (docs/attention.md, the detector)")
+             else "no offset-local head under the detector's thresholds")
     fig.suptitle(f"{title}\nAAAM centre of mass, distance from the query; {marks}", fontsize=8)
     return fig
 
