@@ -47,7 +47,8 @@ def test_distance_heads_one_panel_per_model_and_no_lines_across_blocks() -> None
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["one head", "mean over heads"]
     assert fig._suptitle.get_text().startswith("per head\n")
     for ax in fig.axes:
-        assert not [line for line in ax.get_lines() if len(set(line.get_xdata())) > 1 and line.get_linestyle() != "None"]
+        joined = [line for line in ax.get_lines() if len(set(line.get_xdata())) > 1 and line.get_linestyle() != "None"]
+        assert joined == []
         dots, means = ax.collections
         np.testing.assert_array_equal(dots.get_offsets()[:, 0], [1, 1, 1, 2, 2, 2])  # at the block, no jitter
         np.testing.assert_allclose(means.get_offsets(), [[1, 100 * 0.12], [2, 100 * 0.22]])
@@ -244,7 +245,7 @@ def test_map_and_aaam_grids_have_clean_text(blocks: int, heads: int, g: int) -> 
     maps = peaked_maps(rng, (blocks, heads, g, g))
     maps[0, 0, 0, 0] = np.nan
     maps[1] = 1 / g**2
-    title = f"moco_v3_vitb16: averaged CLS attention, imagenet_50 (5000 images)"
+    title = "moco_v3_vitb16: averaged CLS attention, imagenet_50 (5000 images)"
     assert common.text_problems(attention.map_grid(maps, title)) == []
     aaam = np.broadcast_to(attention.uniform_aaam((g, g)), (blocks, heads, 2 * g - 1, 2 * g - 1)).copy()
     aaam[0, 1] = peaked_maps(rng, (2 * g - 1, 2 * g - 1))
@@ -258,8 +259,10 @@ def test_cross_model_figures_have_clean_text(blocks: int, heads: int, g: int) ->
     rng = np.random.default_rng(g)
     distance = {m: distance_rows(blocks, heads, shift=0.01 * i) for i, m in enumerate(LONG_NAMES)}
     distance["mae"][0]["distance_px"] = distance["mae"][0]["distance_grid"] = "nan"
-    assert common.text_problems(attention.distance_by_block(distance, title="Attention distance, imagenet_50 (dots: heads)")) == []
-    assert common.text_problems(attention.distance_heads(distance, title="Attention distance per head, imagenet_50")) == []
+    fig = attention.distance_by_block(distance, title="Attention distance, imagenet_50 (dots: heads)")
+    assert common.text_problems(fig) == []
+    fig = attention.distance_heads(distance, title="Attention distance per head, imagenet_50")
+    assert common.text_problems(fig) == []
     maps = {m: peaked_maps(rng, (blocks, heads, g, g)) for m in LONG_NAMES}
     chosen = {m: [(blocks // 2 + 1, 1, "most concentrated"), (blocks, 2, "median"), (blocks, heads, "most diffuse")]
               for m in LONG_NAMES}
@@ -271,7 +274,8 @@ def test_cross_model_figures_have_clean_text(blocks: int, heads: int, g: int) ->
     assert common.text_problems(attention.cls_heads_figure(maps, chosen, entropy, spans, title=title)) == []
     saliency_tables = {m: saliency_rows(heads, 0.3 + 0.1 * i) for i, m in enumerate(LONG_NAMES)}
     saliency_tables["mae"] = saliency_rows(heads, float("nan"), note=saliency.NO_MASS)
-    assert common.text_problems(attention.saliency_by_block(saliency_tables, title="CLS attention saliency, coco (5000 images)")) == []
+    fig = attention.saliency_by_block(saliency_tables, title="CLS attention saliency, coco (5000 images)")
+    assert common.text_problems(fig) == []
 
 
 @pytest.mark.parametrize(("blocks", "heads", "g"), [pytest.param(4, 3, 8, id="demo-4x3-8x8"),

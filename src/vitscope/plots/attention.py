@@ -379,7 +379,8 @@ def distance_heads(
     for ax in axes[:, 0]:
         ax.set_ylabel("attention distance " + ("(pixels)" if units == "pixels" else "(fraction of grid)"), fontsize=8)
     axes[0, 0].legend(fontsize=7, frameon=False, loc="best")
-    fig.suptitle((title + "\n" if title else "") + "circles: the heads of a block (one column per block); bar: their mean",
+    note = "circles: the heads of a block (one column per block); bar: their mean"
+    fig.suptitle((title + "\n" if title else "") + note,
                  fontsize=9)
     return fig
 
@@ -411,7 +412,7 @@ def _ratio_norm(ratio: np.ndarray, least: float = 1.25) -> tuple[matplotlib.colo
     ``extend`` ("min" when some ratio is 0: drawn at 1/r)."""
     finite = ratio[np.isfinite(ratio)]
     positive = finite[finite > 0]
-    r = max(least, float(positive.max()) if positive.size else least, 1 / float(positive.min()) if positive.size else least)
+    r = max(least, float(positive.max()), 1 / float(positive.min())) if positive.size else least
     return matplotlib.colors.LogNorm(1 / r, r), "min" if (finite <= 0).any() else "neither"
 
 
