@@ -102,7 +102,7 @@ def test_uniform_aaam_is_the_aaam_of_uniform_attention(grid: tuple[int, int]) ->
 
 def test_aaam_grid_divides_by_the_uniform_attention_aaam() -> None:
     """Uniform attention draws as exactly 1 (flat, the middle of the scale); a head that attends to its
-    own token is > 1 at the query only. Every panel shares one log scale symmetric about 1."""
+    own token is > 1 at the query only. Every panel and model shares one fixed log scale about 1."""
     gh, gw = 3, 4
     uniform = attention.uniform_aaam((gh, gw))
     local = uniform.copy()
@@ -114,11 +114,16 @@ def test_aaam_grid_divides_by_the_uniform_attention_aaam() -> None:
     np.testing.assert_allclose(flat, 1.0)  # the tent is gone: uniform attention looks uniform
     assert peaked[gh - 1, gw - 1] > 1 and (np.delete(peaked.ravel(), (gh - 1) * (2 * gw - 1) + gw - 1) < 1).all()
     norms = {(ax.images[0].norm.vmin, ax.images[0].norm.vmax) for ax in fig.axes[:2]}
-    assert len(norms) == 1 and norms.pop()[1] == pytest.approx(peaked.max())
+    assert norms == {(1 / attention.AAAM_RATIO_RANGE, attention.AAAM_RATIO_RANGE)}  # fixed: models compare
     assert isinstance(fig.axes[0].images[0].norm, matplotlib.colors.LogNorm)
     assert fig.axes[-1].get_ylabel() == "AAAM / uniform-attention AAAM"
     assert [ax.texts[0].get_text() for ax in fig.axes[:2]] == ["self 1x", f"self {peaked[gh - 1, gw - 1]:.2g}x"]
     assert "AAAM / AAAM of uniform attention" in fig._suptitle.get_text()
+    strong = local.copy()
+    strong[gh - 1, gw - 1] *= 100  # beyond the range: the end colour, and the colour bar says so
+    beyond = attention.aaam_grid((strong / strong.sum())[None, None], "AAAM")
+    assert beyond.axes[0].images[0].get_array().max() == attention.AAAM_RATIO_RANGE
+    assert beyond.axes[-1]._colorbar.extend in ("max", "both") and fig.axes[-1]._colorbar.extend == "neither"
     marker = fig.axes[0].get_lines()[0]
     assert marker.get_marker() == "+" and (marker.get_xdata()[0], marker.get_ydata()[0]) == (gw - 1, gh - 1)
 

@@ -406,14 +406,18 @@ def aaam_ratio(aaam: np.ndarray) -> np.ndarray:
     return np.asarray(aaam, np.float64) / uniform_aaam((gh, gw))
 
 
-def _ratio_norm(ratio: np.ndarray, least: float = 1.25) -> tuple[matplotlib.colors.LogNorm, str]:
-    """A log colour scale symmetric about 1, 1/r to r with r the largest departure from 1 of any
-    finite positive ``ratio`` (at least ``least``, so a flat map stays pale), and the colour bar's
-    ``extend`` ("min" when some ratio is 0: drawn at 1/r)."""
+#: the fixed range of the AAAM figure's ratio scale, 1/r to r: every model's figure uses the same
+#: colours, so a weakly local head (ratio 1.3 at the query) stays pale beside a strongly local one
+AAAM_RATIO_RANGE = 10.0
+
+
+def _ratio_norm(ratio: np.ndarray, r: float = AAAM_RATIO_RANGE) -> tuple[matplotlib.colors.LogNorm, str]:
+    """The log colour scale 1/r to r (1, uniform, in the middle) and the colour bar's ``extend``:
+    which ends some finite ``ratio`` passes (0 counts as below; both are drawn at the end colour)."""
     finite = ratio[np.isfinite(ratio)]
-    positive = finite[finite > 0]
-    r = max(least, float(positive.max()), 1 / float(positive.min())) if positive.size else least
-    return matplotlib.colors.LogNorm(1 / r, r), "min" if (finite <= 0).any() else "neither"
+    low, high = bool((finite < 1 / r).any()), bool((finite > r).any())
+    return matplotlib.colors.LogNorm(1 / r, r), {(False, False): "neither", (True, False): "min",
+                                                 (False, True): "max", (True, True): "both"}[(low, high)]
 
 
 def _ratio_ticks(top: float) -> list[float]:
@@ -429,9 +433,10 @@ def _ratio_ticks(top: float) -> list[float]:
 
 def aaam_grid(aaam: np.ndarray, title: str, cmap: str = "RdBu_r") -> Figure:
     """(L, H, 2gh-1, 2gw-1) AAAMs as a block x head grid of their ratio to the uniform-attention
-    AAAM (:func:`aaam_ratio`) on one shared log colour scale symmetric about 1 (a diverging ``cmap``
-    shows uniform as its middle), the query cell marked with a black +. Each panel prints the
-    ratio at the query cell ("self 3.2x": the query attends to its own token 3.2 times as much
+    AAAM (:func:`aaam_ratio`) on one fixed log colour scale, 1/:data:`AAAM_RATIO_RANGE` to
+    :data:`AAAM_RATIO_RANGE` for every panel and model (a diverging ``cmap`` shows uniform, 1, as
+    its middle; ratios beyond the range take the end colours), the query cell marked with a black +.
+    Each panel prints the ratio at the query cell ("self 3.2x": the query attends to its own token 3.2 times as much
     as uniform attention would). The raw AAAM of uniform attention is a tent, so every head looks
     local before this division; after it, a flat map is a global head and only real locality is red.
     """
@@ -442,8 +447,8 @@ def aaam_grid(aaam: np.ndarray, title: str, cmap: str = "RdBu_r") -> Figure:
     notes = np.vectorize(lambda v: f"self {v:.2g}x" if math.isfinite(v) else "n/a", otypes=[object])(centre)
     shown = np.where(np.isfinite(ratio), np.clip(ratio, norm.vmin, norm.vmax), np.nan)
     fig = _panel_grid(
-        shown, title + "\nAAAM / AAAM of uniform attention (the tent of the grid's overlap counts), one log scale "
-        "for all panels;\n1 = uniform, > 1: attended more than uniform; +: the query token; "
+        shown, title + "\nAAAM / AAAM of uniform attention (the tent of the grid's overlap counts), one fixed log "
+        "scale for all panels and models;\n1 = uniform, > 1: attended more than uniform; +: the query token; "
         "self: the ratio at the query",
         cmap, norm, notes, "AAAM / uniform-attention AAAM", extend=extend,
     )
