@@ -51,9 +51,10 @@ def _bare(ax) -> None:  # type: ignore[no-untyped-def]
     ax.set_yticks([])
 
 
-def _panel_note(ax, text: str) -> None:  # type: ignore[no-untyped-def]
-    """A 7 pt note in the panel's upper-left corner, on a pale box so it reads on any colour."""
-    ax.text(0.03, 0.97, text, transform=ax.transAxes, ha="left", va="top", fontsize=7,
+def _panel_note(ax, text: str, corner: str = "left") -> None:  # type: ignore[no-untyped-def]
+    """A 7 pt note in the panel's upper ``corner`` (left or right), on a pale box so it reads on any colour."""
+    x = 0.03 if corner == "left" else 0.97
+    ax.text(x, 0.97, text, transform=ax.transAxes, ha=corner, va="top", fontsize=7,
             bbox={"boxstyle": "square,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.75})
 
 
@@ -276,7 +277,8 @@ def attention_grid(
                 ax.set_xlim(0, w)
                 ax.set_ylim(h, 0)
                 _bare(ax)
-                _panel_note(ax, f"max {top / uniform:.1f}x" if math.isfinite(top) else "n/a")
+                # upper right: clear of the top query (the middle column) and of the left one
+                _panel_note(ax, f"max {top / uniform:.1f}x" if math.isfinite(top) else "n/a", corner="right")
                 if k == 0 and q == 0:
                     ax.set_ylabel(f"block {b + 1}", fontsize=8)
                 if b == 0:
