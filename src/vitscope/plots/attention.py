@@ -3,6 +3,11 @@
 the attention grids of exemplar images and the cross-model CLS-head figure. Functions
 take arrays and table rows and return matplotlib figures; :func:`vitscope.plots.common.save`
 writes them.
+
+Panels that are compared share one colour scale with a colour bar (CLS maps: 0 to the
+largest value; AAAM: its ratio to the AAAM of uniform attention, :func:`uniform_aaam`, on a
+fixed log scale); where each panel keeps its own scale (the exemplar grids) it prints its
+maximum as a multiple of uniform attention. Every text is at least 7 pt.
 """
 
 from __future__ import annotations
