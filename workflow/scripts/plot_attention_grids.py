@@ -18,9 +18,8 @@ for e, position in enumerate(arrays["position"]):
     name = "/".join(Path(arrays["image_path"][e]).parts[-2:])
     for group in groups:
         title = (
-            f"{model}: attention of image {position} of {dataset} ({name}), "
-            f"heads {group[0] + 1}-{group[1]}; CLS row and five spatial queries (cyan), "
-            "each map on its own colour scale"
+            f"{model}: attention of image {position} of {dataset} ({name}), heads {group[0] + 1}-{group[1]}: "
+            "the CLS query and five spatial queries"
         )
         fig = attention.attention_grid(
             arrays["image"][e], arrays["maps"][e, :, group[0] : group[1]], list(arrays["queries"]), cells,

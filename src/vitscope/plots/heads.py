@@ -42,28 +42,41 @@ def _arrows(ax, rows: Rows, lift: float = 0.0) -> None:
         )
 
 
+#: the fixed top of the offset colour scale, in tokens: an offset-local head's centre of mass sits about
+#: one token from the query, a local or global head's near 0; larger offsets get the top colour
+OFFSET_SCALE_TOKENS = 1.0
+
+
 def offset_heatmap(rows: Rows, title: str, cmap: str = "viridis") -> Figure:
-    """Offset (tokens) of every head's AAAM centre of mass, blocks x heads; offset-local
-    heads outlined, with an arrow along their peak direction."""
+    """Offset (tokens) of every head's AAAM centre of mass, blocks x heads, on one fixed colour
+    scale (0 to :data:`OFFSET_SCALE_TOKENS`, larger values in the top colour), so the figures of
+    different models compare; each cell prints its value (NaN: ``n/a`` on grey). Offset-local heads
+    are outlined, with an arrow along their peak direction."""
     offset = table_grid(rows, "offset_tokens")
     blocks, heads = offset.shape
-    fig, ax = plt.subplots(figsize=(1.6 + 0.42 * heads, 1.0 + 0.36 * blocks), layout="constrained")
-    image = ax.imshow(offset, cmap=cmap, vmin=0, aspect="equal")
-    bar = fig.colorbar(image, ax=ax, shrink=0.8)
-    bar.set_label("offset of the AAAM centre of mass (tokens)", fontsize=8)
+    fig, ax = plt.subplots(figsize=(2.6 + 0.5 * heads, 1.6 + 0.42 * blocks), layout="constrained")
+    colours = plt.get_cmap(cmap).with_extremes(bad="#bdbdbd")
+    image = ax.imshow(offset, cmap=colours, vmin=0, vmax=OFFSET_SCALE_TOKENS, aspect="auto")
+    extend = "max" if np.nanmax(offset, initial=0.0) > OFFSET_SCALE_TOKENS else "neither"
+    bar = fig.colorbar(image, ax=ax, shrink=min(1.0, 0.4 + 2.0 / blocks), extend=extend, aspect=20)
+    bar.set_label("offset (tokens)", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     if blocks * heads <= 400:
-        top = np.nanmax(offset)
-        digits = 2 if top >= 0.1 else 3
         for b in range(blocks):
             for h in range(heads):
-                ax.text(h, b + 0.32, f"{offset[b, h]:.{digits}f}", ha="center", va="center", fontsize=5,
-                        color="black" if offset[b, h] > 0.6 * top else "white")
+                value = offset[b, h]
+                words = "n/a" if not np.isfinite(value) else f"{value:.2f}"
+                dark = not np.isfinite(value) or value > 0.6 * OFFSET_SCALE_TOKENS
+                ax.text(h, b + 0.27, words, ha="center", va="center", fontsize=7, color="black" if dark else "white")
     for r in rows:
         if r["label"] == "offset-local":
             ax.add_patch(Rectangle((int(r["head"]) - 1.5, int(r["block"]) - 1.5), 1, 1, fill=False, ec="red", lw=1.4))
-    _arrows(ax, rows, lift=0.12 if blocks * heads <= 400 else 0.0)
+    _arrows(ax, rows, lift=0.15 if blocks * heads <= 400 else 0.0)
     _block_head_axes(ax, blocks, heads)
-    ax.set_title(title + "\nred box + arrow: offset-local head, arrow = direction of its AAAM peak", fontsize=8)
+    found = sum(r["label"] == "offset-local" for r in rows)
+    marks = ("red box + arrow: offset-local head (arrow: direction of its AAAM peak)" if found
+             else "no offset-local head under the detector's thresholds")
+    fig.suptitle(f"{title}\nAAAM centre of mass, distance from the query; {marks}", fontsize=8)
     return fig
 
 
@@ -106,8 +119,20 @@ def label_maps(tables: Mapping[str, Rows], title: str = "") -> Figure:
     )
     handles = [Patch(color=c, label=name) for name, c in LABEL_COLOURS.items()]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    if not any(r["label"] == "offset-local" for rows in tables.values() for r in rows):
+        rule += "\n" + none_found(first)
     fig.suptitle((title + "\n" if title else "") + rule, fontsize=9)
     return fig
+
+
+def none_found(row: Mapping[str, str]) -> str:
+    """The sentence :func:`label_maps` prints when no model has an offset-local head, with the
+    criterion of ``row`` (any row of the tables: every row carries its thresholds)."""
+    return (
+        f"NONE FOUND: no model has an offset-local head. Criterion: at least {float(row['min_mass']):g} of the "
+        f"head's AAAM\nwithin {row['radius']} token(s) of its peak, and that neighbourhood's centre of mass "
+        f"at least {float(row['min_shift']):g} token(s) from the query."
+    )
 
 
 def offset_scatter(tables: Mapping[str, Rows], units: str = "grid", title: str = "") -> Figure:
