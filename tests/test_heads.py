@@ -97,7 +97,7 @@ def test_detector_labels_exactly_the_built_heads(grid):
     assert got == want
     assert [r["head"] for r in rows] == list(range(1, len(cases) + 1))
     assert all(r["block"] == 1 for r in rows)
-    assert {(r["radius"], r["min_mass"], r["min_shift"]) for r in rows} == {(1, 0.5, 0.5)}
+    assert {(r["radius"], r["min_mass"], r["min_shift"], r["min_lift"]) for r in rows} == {(1, 0.5, 0.5, 2.0)}
 
 
 @pytest.mark.parametrize("grid", [(6, 6), (5, 8)])
@@ -134,18 +134,50 @@ def test_thresholds_change_the_labels():
         heads.Thresholds(min_mass=0)
 
 
+@pytest.mark.parametrize("grid", [(2, 2), (3, 3), (2, 4), (8, 8), (14, 14)])
+def test_uniform_attention_is_global_on_every_grid(grid):
+    """The tent uniform attention makes is not locality: on 3 x 3 it holds 0.60 within a token of
+    the query, above min_mass, and only min_lift keeps it global."""
+    g = grid[0] * grid[1]
+    uniform = attention.aligned_attention(torch.full((1 + g, 1 + g), 1.0 / (1 + g), dtype=torch.float64), grid)
+    torch.testing.assert_close(uniform / uniform.sum(), heads.uniform_aaam(grid), rtol=1e-12, atol=1e-15)
+    found = heads.detect(uniform)
+    assert float(found["mass"]) == pytest.approx(float(found["uniform_mass"]), rel=1e-12)
+    assert heads.LABELS[int(found["label"])] == "global"
+    if grid == (3, 3):
+        assert float(found["mass"]) == pytest.approx(49 / 81)  # (3g - 2)^2 / g^4
+        assert heads.LABELS[int(heads.detect(uniform, heads.Thresholds(min_lift=0))["label"])] == "local"
+
+
+def test_min_lift_changes_nothing_where_min_mass_already_demands_more():
+    """On 8 x 8 the uniform share of a radius-1 neighbourhood is at most 0.12, so a head that
+    passes min_mass 0.5 has a lift above 4: min_lift 2 leaves every label as it was."""
+    grid = (8, 8)
+    gen = torch.Generator().manual_seed(5)
+    logits = 6.0 * torch.randn(40, 65, 65, generator=gen, dtype=torch.float64)
+    aligned = attention.aligned_attention(logits.softmax(-1), grid)
+    shifted_heads = torch.stack([attention.aligned_attention(with_cls(shifted(grid, dx, dy)), grid)
+                                 for dx, dy in [(-1, 0), (1, 1), (0, 2)]])
+    maps = torch.cat([aligned, shifted_heads])
+    with_lift = heads.detect(maps)["label"]
+    without = heads.detect(maps, heads.Thresholds(min_lift=0))["label"]
+    assert torch.equal(with_lift, without) and (with_lift == 2).sum() >= 3
+
+
 def test_tied_peak_prefers_the_query():
-    """Half on the query, half one token left (a 2-column grid): the peak is the query cell."""
+    """Half on the query, half one token left (a 2-column grid): the peak is the query cell.
+    (On a 2 x 2 grid a radius-1 neighbourhood is the whole canvas, as for uniform attention: only
+    with min_lift 0 is any head local there.)"""
     canvas = torch.zeros(3, 3, dtype=torch.float64)
     canvas[1, 1] = canvas[1, 0] = 0.5
-    found = heads.detect(canvas, heads.Thresholds(min_shift=0.6))
+    found = heads.detect(canvas, heads.Thresholds(min_shift=0.6, min_lift=0))
     assert (int(found["peak_dx"]), int(found["peak_dy"])) == (0, 0)
     assert float(found["local_dx"]) == pytest.approx(-0.5)
     assert heads.LABELS[int(found["label"])] == "local"
 
 
-def slow_detect(canvas: np.ndarray, radius: int, min_mass: float, min_shift: float) -> dict:
-    """Loop version of docs/attention.md's rule, float64."""
+def slow_detect(canvas: np.ndarray, radius: int, min_mass: float, min_shift: float, min_lift: float = 2.0) -> dict:
+    """Loop version of docs/attention.md's rule, float64 (the uniform tent counted query by query)."""
     h, w = canvas.shape
     gh, gw = (h + 1) // 2, (w + 1) // 2
     m = canvas / canvas.sum()
@@ -166,13 +198,26 @@ def slow_detect(canvas: np.ndarray, radius: int, min_mass: float, min_shift: flo
                 lx += m[r, c] * dx
                 ly += m[r, c] * dy
     lx, ly = lx / mass, ly / mass
-    label = "global" if mass < min_mass else ("offset-local" if math.hypot(lx, ly) >= min_shift else "local")
-    return {"peak_dx": pdx, "peak_dy": pdy, "mass": mass, "local_dx": lx, "local_dy": ly, "label": label}
+    uniform = 0.0  # every query (qi, qj) gives 1/G to each key; count the keys landing in the cells
+    for qi in range(gh):
+        for qj in range(gw):
+            for ki in range(gh):
+                for kj in range(gw):
+                    dx, dy = kj - qj, ki - qi
+                    if abs(dx - pdx) <= radius and abs(dy - pdy) <= radius:
+                        uniform += 1.0 / (gh * gw) ** 2
+    if mass < min_mass or mass < min_lift * uniform:
+        label = "global"
+    else:
+        label = "offset-local" if math.hypot(lx, ly) >= min_shift else "local"
+    return {"peak_dx": pdx, "peak_dy": pdy, "mass": mass, "local_dx": lx, "local_dy": ly, "label": label,
+            "uniform_mass": uniform}
 
 
 @pytest.mark.parametrize("grid", [(4, 4), (3, 5), (5, 3), (7, 7)])
 @pytest.mark.parametrize(
-    "thresholds", [heads.Thresholds(), heads.Thresholds(2, 0.3, 1.0), heads.Thresholds(0, 0.1, 0.5)]
+    "thresholds",
+    [heads.Thresholds(), heads.Thresholds(2, 0.3, 1.0), heads.Thresholds(0, 0.1, 0.5), heads.Thresholds(1, 0.2, 0.5, 3.0)],
 )
 def test_detect_matches_loop_on_random_maps(grid, thresholds):
     gen = torch.Generator().manual_seed(11)
@@ -181,10 +226,11 @@ def test_detect_matches_loop_on_random_maps(grid, thresholds):
     found = heads.detect(aligned, thresholds)
     for i in range(6):
         for j in range(2):
-            want = slow_detect(aligned[i, j].numpy(), thresholds.radius, thresholds.min_mass, thresholds.min_shift)
+            want = slow_detect(aligned[i, j].numpy(), thresholds.radius, thresholds.min_mass, thresholds.min_shift,
+                               thresholds.min_lift)
             assert int(found["peak_dx"][i, j]) == want["peak_dx"]
             assert int(found["peak_dy"][i, j]) == want["peak_dy"]
-            for key in ("mass", "local_dx", "local_dy"):
+            for key in ("mass", "local_dx", "local_dy", "uniform_mass"):
                 assert float(found[key][i, j]) == pytest.approx(want[key], rel=1e-12, abs=1e-14)
             assert heads.LABELS[int(found["label"][i, j])] == want["label"]
 

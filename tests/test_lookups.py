@@ -150,8 +150,9 @@ def test_spair_input_requires_a_copy_the_workflow_does_not_make() -> None:
 
 def test_settings_of_single_rules() -> None:
     config = {**CONFIG, "analyses": {"davis": {"datasets": ["x"], "radius": 12},
-                                     "offset_heads": {"radius": 2, "min_mass": 0.5, "min_shift": 1.0, "cmap": "x"}}}
+                                     "offset_heads": {"radius": 2, "min_mass": 0.5, "min_shift": 1.0, "min_lift": 2.0,
+                                                      "cmap": "x"}}}
     assert lookups.davis_options(config) == {"radius": 12}
-    assert lookups.offset_thresholds(config) == {"radius": 2, "min_mass": 0.5, "min_shift": 1.0}
+    assert lookups.offset_thresholds(config) == {"radius": 2, "min_mass": 0.5, "min_shift": 1.0, "min_lift": 2.0}
     config["models"] = {"t": {"train": {"objective": "fs", "dataset": "toy"}}, "r": {"train": {"objective": "random"}}}
     assert lookups.train_index(config, "t") == ["results/index/toy.csv"] and lookups.train_index(config, "r") == []

@@ -67,15 +67,32 @@ class Thresholds:
         least this fraction of its AAAM mass; otherwise it is global.
     min_shift: a local head is offset-local when the centre of mass of its
         neighbourhood lies at least this many tokens (Euclidean) from the query.
+    min_lift: and the neighbourhood must hold at least this many times the share that
+        uniform attention's AAAM (:func:`uniform_aaam`, a tent from the grid alone) puts in
+        the same cells; on a small grid the tent by itself can pass ``min_mass``.
     """
 
     radius: int = 1
     min_mass: float = 0.5
     min_shift: float = 0.5
+    min_lift: float = 2.0
 
     def __post_init__(self) -> None:
-        if self.radius < 0 or not 0 < self.min_mass <= 1 or self.min_shift < 0:
+        if self.radius < 0 or not 0 < self.min_mass <= 1 or self.min_shift < 0 or self.min_lift < 0:
             raise ValueError(f"offset-head thresholds out of range: {self}")
+
+
+def uniform_aaam(grid: Sequence[int], dtype=torch.float64) -> torch.Tensor:
+    """The AAAM uniform attention gives on a gh x gw grid: (2gh-1, 2gw-1), sum 1.
+
+    Every query spreads 1/G over the G = gh gw keys; displacement (dy, dx) exists for
+    (gh - |dy|) (gw - |dx|) of the G queries, so the average over queries is
+    (gh - |dy|) (gw - |dx|) / G^2: a tent peaked on the query cell, from the grid alone.
+    """
+    gh, gw = int(grid[0]), int(grid[1])
+    rows = gh - (torch.arange(2 * gh - 1, dtype=dtype) - (gh - 1)).abs()
+    cols = gw - (torch.arange(2 * gw - 1, dtype=dtype) - (gw - 1)).abs()
+    return torch.outer(rows, cols) / float(gh * gw) ** 2
 
 
 def detect(aligned: torch.Tensor, thresholds: Thresholds = Thresholds()) -> dict[str, torch.Tensor]:
@@ -88,14 +105,15 @@ def detect(aligned: torch.Tensor, thresholds: Thresholds = Thresholds()) -> dict
        then the first in row-major order);
     2. neighbourhood = cells within Chebyshev distance ``radius`` tokens of the peak;
        ``mass`` = its share of the AAAM, (local_dx, local_dy) = its centre of mass in tokens;
-    3. label = global if mass < min_mass, else offset-local if
-       |(local_dx, local_dy)| >= min_shift tokens, else local.
+    3. ``uniform_mass`` = the share :func:`uniform_aaam` puts in the same cells;
+    4. label = global if mass < min_mass or mass < min_lift x uniform_mass, else
+       offset-local if |(local_dx, local_dy)| >= min_shift tokens, else local.
 
     Returns tensors of shape (...): ``cx``, ``cy``, ``offset`` (whole-map centre of
     mass and its norm, grid units, attention.center_of_mass), the same in tokens
     (``cx_tokens``, ``cy_tokens``, ``offset_tokens``),
     ``peak_dx``, ``peak_dy`` (int64 tokens), ``local_dx``, ``local_dy`` (tokens),
-    ``mass`` and ``label`` (int64 index into :data:`LABELS`).
+    ``mass``, ``uniform_mass`` and ``label`` (int64 index into :data:`LABELS`).
     """
     aligned = aligned.to(torch.float64)
     h, w = aligned.shape[-2:]
@@ -118,9 +136,11 @@ def detect(aligned: torch.Tensor, thresholds: Thresholds = Thresholds()) -> dict
     ldx = (local * dx).sum(dim=-1) / mass
     ldy = (local * dy).sum(dim=-1) / mass
 
+    uniform = (near * uniform_aaam((gh, gw)).reshape(1, -1)).sum(dim=-1)
+
     label = torch.ones_like(peak)
     label[torch.hypot(ldx, ldy) >= thresholds.min_shift] = 2
-    label[mass < thresholds.min_mass] = 0
+    label[(mass < thresholds.min_mass) | (mass < thresholds.min_lift * uniform)] = 0
 
     com = metrics.center_of_mass(aligned)
     off = torch.linalg.vector_norm(com, dim=-1)
@@ -137,6 +157,7 @@ def detect(aligned: torch.Tensor, thresholds: Thresholds = Thresholds()) -> dict
         "local_dx": ldx.reshape(lead),
         "local_dy": ldy.reshape(lead),
         "mass": mass.reshape(lead),
+        "uniform_mass": uniform.reshape(lead),
         "label": label.reshape(lead),
     }
     return out
@@ -165,7 +186,8 @@ def direction(dx: int, dy: int) -> str:
 
 HEAD_COLUMNS = (
     "block", "head", "cx", "cy", "offset", "cx_tokens", "cy_tokens", "offset_tokens", "peak_dx", "peak_dy",
-    "local_dx", "local_dy", "mass", "label", "direction", "radius", "min_mass", "min_shift",
+    "local_dx", "local_dy", "mass", "uniform_mass", "label", "direction", "radius", "min_mass", "min_shift",
+    "min_lift",
 )
 
 
@@ -186,7 +208,7 @@ def heads_table(aligned: torch.Tensor, thresholds: Thresholds = Thresholds()) ->
             for key in ("cx", "cy", "offset", "cx_tokens", "cy_tokens", "offset_tokens"):
                 row[key] = float(found[key][b, h])
             row.update(peak_dx=pdx, peak_dy=pdy)
-            for key in ("local_dx", "local_dy", "mass"):
+            for key in ("local_dx", "local_dy", "mass", "uniform_mass"):
                 row[key] = float(found[key][b, h])
             row["label"] = label
             row["direction"] = "" if label == "global" else direction(pdx, pdy)

@@ -19,6 +19,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..attention import heads as detection
 from ..attention import saliency
 from .common import PALETTE, plt
 
@@ -393,16 +394,9 @@ def distance_heads(
 
 
 def uniform_aaam(grid: tuple[int, int]) -> np.ndarray:
-    """The AAAM that uniform attention gives on a gh x gw grid: (2gh-1, 2gw-1), sum 1.
-
-    Every query spreads 1/G over the G = gh gw keys; displacement (dy, dx) from the query exists
-    for (gh - |dy|) (gw - |dx|) of the G queries, so the average over queries is
-    (gh - |dy|) (gw - |dx|) / G^2: a tent peaked on the query cell, from the grid's geometry alone.
-    """
-    gh, gw = grid
-    rows = gh - np.abs(np.arange(2 * gh - 1) - (gh - 1))
-    cols = gw - np.abs(np.arange(2 * gw - 1) - (gw - 1))
-    return np.outer(rows, cols).astype(np.float64) / float(gh * gw) ** 2
+    """The AAAM uniform attention gives on a gh x gw grid, (2gh-1, 2gw-1), sum 1
+    (:func:`vitscope.attention.heads.uniform_aaam` as a numpy array)."""
+    return detection.uniform_aaam(grid).numpy()
 
 
 def aaam_ratio(aaam: np.ndarray) -> np.ndarray:

@@ -114,8 +114,9 @@ def label_maps(tables: Mapping[str, Rows], title: str = "") -> Figure:
         ax.set_visible(False)
     first = next(iter(tables.values()))[0]
     rule = (
-        f"thresholds: neighbourhood radius {first['radius']} token(s), mass >= {float(first['min_mass']):g}, "
-        f"shift >= {float(first['min_shift']):g} token(s)"
+        f"thresholds: neighbourhood radius {first['radius']} token(s), mass >= {float(first['min_mass']):g}"
+        + (f" and >= {float(first['min_lift']):g} x uniform attention's" if "min_lift" in first else "")
+        + f", shift >= {float(first['min_shift']):g} token(s)"
     )
     handles = [Patch(color=c, label=name) for name, c in LABEL_COLOURS.items()]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
@@ -130,8 +131,9 @@ def none_found(row: Mapping[str, str]) -> str:
     criterion of ``row`` (any row of the tables: every row carries its thresholds)."""
     return (
         f"NONE FOUND: no model has an offset-local head. Criterion: at least {float(row['min_mass']):g} of the "
-        f"head's AAAM\nwithin {row['radius']} token(s) of its peak, and that neighbourhood's centre of mass "
-        f"at least {float(row['min_shift']):g} token(s) from the query."
+        f"head's AAAM\nwithin {row['radius']} token(s) of its peak"
+        + (f" (and {float(row['min_lift']):g} x what uniform attention puts there)" if "min_lift" in row else "")
+        + f", and that neighbourhood's centre of mass at least {float(row['min_shift']):g} token(s) from the query."
     )
 
 

@@ -69,6 +69,7 @@ UNBOUNDED: dict[str, str] = {
     "extract.parity_tolerance": "a tolerance",
     "analyses.offset_heads.radius": "a radius beyond the token grid covers the grid",
     "analyses.offset_heads.min_shift": "a threshold",
+    "analyses.offset_heads.min_lift": "a threshold",
     "analyses.clustering.seed": "a seed",
     "analyses.object_clustering.seed": "a seed",
     "analyses.knn.ks[]": "a k above the memory bank's size is clipped to it",

@@ -220,7 +220,7 @@ def davis_options(config: Config) -> dict[str, Any]:
 def offset_thresholds(config: Config) -> dict[str, Any]:
     """The offset-local head detector's thresholds (the heads module's Thresholds) from the config."""
     settings = config["analyses"]["offset_heads"]
-    return {key: settings[key] for key in ("radius", "min_mass", "min_shift")}
+    return {key: settings[key] for key in ("radius", "min_mass", "min_shift", "min_lift")}
 
 
 def train_index(config: Config, model: str) -> list[str]:
