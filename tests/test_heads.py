@@ -217,7 +217,8 @@ def slow_detect(canvas: np.ndarray, radius: int, min_mass: float, min_shift: flo
 @pytest.mark.parametrize("grid", [(4, 4), (3, 5), (5, 3), (7, 7)])
 @pytest.mark.parametrize(
     "thresholds",
-    [heads.Thresholds(), heads.Thresholds(2, 0.3, 1.0), heads.Thresholds(0, 0.1, 0.5), heads.Thresholds(1, 0.2, 0.5, 3.0)],
+    [heads.Thresholds(), heads.Thresholds(2, 0.3, 1.0), heads.Thresholds(0, 0.1, 0.5),
+     heads.Thresholds(1, 0.2, 0.5, 3.0)],
 )
 def test_detect_matches_loop_on_random_maps(grid, thresholds):
     gen = torch.Generator().manual_seed(11)
