@@ -140,33 +140,42 @@ def best_layer_tasks(config: Config) -> list[dict[str, Any]]:
     """The columns of the best-layer table: one per k-NN query dataset, retrieval, SPair and DAVIS dataset.
 
     Each is {label, files (every model's tidy result CSV), select (column -> value), scale,
-    digits}; a new downstream task adds its entries here (vitscope's tasks best-layer Task).
+    digits, unit, legend}: every score in % (the fraction x 100, 2 decimals); legend explains
+    the label's abbreviations. A new downstream task adds its entries here (vitscope's tasks
+    best-layer Task).
     """
     settings = config["analyses"]["best_layers"]
     models = list(config["models"])
     analyses = config["analyses"]
 
-    def column(task: str, dataset: str, label: str, select: dict[str, Any], scale: float) -> dict[str, Any]:
+    def column(task: str, dataset: str, label: str, select: dict[str, Any], legend: tuple[str, ...] = ()) -> dict:
         files = [f"results/{task}/{model}/{dataset}.csv" for model in models]
-        return {"label": label, "files": files, "select": select, "scale": scale, "digits": 2}
+        return {"label": label, "files": files, "select": select, "scale": 100.0, "digits": 2, "unit": "%",
+                "legend": legend}
 
     tasks = []
     knn = settings["knn"]
     for dataset in analyses.get("knn", {}).get("datasets", []):
-        label = f"{dataset} k-NN {knn['metric'].replace('top', 'top-')} (k={knn['k']})"
-        tasks.append(column("knn", dataset, label, {"metric": knn["metric"], "k": knn["k"]}, 100.0))
+        label = f"{dataset} k-NN {knn['metric'].replace('top', 'top-')}, k={knn['k']}"
+        tasks.append(column("knn", dataset, label, {"metric": knn["metric"], "k": knn["k"]}))
     ret = settings["retrieval"]
+    letter = ret["protocol"][0].upper()
     for dataset in analyses.get("retrieval", {}).get("datasets", []):
-        label = f"{dataset} ({ret['protocol'][0].upper()}) {ret['metric']}"
-        tasks.append(column("retrieval", dataset, label, {"metric": ret["metric"], "protocol": ret["protocol"]}, 1.0))
+        label = f"{dataset} ({letter}) {ret['metric']}"
+        legend = (f"({letter}): the {ret['protocol'].capitalize()} protocol of revisited Oxford and Paris "
+                  "(E = Easy, M = Medium, H = Hard).",)
+        tasks.append(column("retrieval", dataset, label, {"metric": ret["metric"], "protocol": ret["protocol"]},
+                            legend))
     alpha = settings["spair"]["alpha"]
     for dataset in analyses.get("spair", {}).get("datasets", []):
         select = {"metric": "PCK", "alpha": float(alpha)}
-        tasks.append(column("spair", dataset, f"{dataset} PCK@{alpha}", select, 100.0))
+        legend = (f"PCK@{alpha}: keypoints within {alpha} x the target box's longer side.",)
+        tasks.append(column("spair", dataset, f"{dataset} PCK@{alpha}", select, legend))
     dav = settings["davis"]
     for dataset in analyses.get("davis", {}).get("datasets", []):
         label = f"{dataset} {dav['measure']}"
-        tasks.append(column("davis", dataset, label, {"measure": dav["measure"], "metric": "mean"}, 1.0))
+        legend = ("J&F: the mean of region similarity J and boundary accuracy F.",) if dav["measure"] == "J&F" else ()
+        tasks.append(column("davis", dataset, label, {"measure": dav["measure"], "metric": "mean"}, legend))
     return tasks
 
 
