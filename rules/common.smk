@@ -34,12 +34,14 @@ def code_of(script):
     return _workflow_error(CODE.code_of, script)
 
 
+# Every model or dataset a wildcard names is looked up through lookups.model / lookups.dataset:
+# a target naming one the config lacks fails listing the configured names (no bare KeyError).
 def model_entry(wildcards):
-    return config["models"][wildcards.model]
+    return lookups.model_entry(config, wildcards.model)
 
 
 def dataset_entry(wildcards):
-    return config["datasets"][wildcards.dataset]
+    return lookups.dataset_entry(config, wildcards.dataset)
 
 
 def _of_dataset(lookup):
@@ -59,7 +61,7 @@ davis_entry = _of_dataset(lookups.davis_entry)
 
 
 def synthetic_spec(wildcards):
-    return config["datasets"][wildcards.dataset].get("synthetic", {})
+    return dataset_entry(wildcards).get("synthetic", {})
 
 
 @functools.cache
@@ -125,7 +127,7 @@ def davis_sequence_stamp(wildcards):
 
 
 def train_entry(wildcards):
-    return config["models"][wildcards.model]["train"]
+    return model_entry(wildcards)["train"]
 
 
 def train_images(wildcards):
@@ -181,12 +183,15 @@ def cka_pair_files(wildcards):
     return [f"results/cka/{wildcards.dataset}/{a}/{b}.npz" for a, b in cka_pairs()]
 
 
-# The HTML report (`snakemake --report report.zip`): every figure is registered with a
+# The HTML report (`snakemake --report results/report.zip`): every figure is registered with a
 # caption (workflow/report/<caption>.rst), its analysis' question as category, the figure
-# as subcategory, and labels (figure, model, dataset, ...) to find it by; all from
-# vitscope.workflow.registry, which also checks the path against the registered one.
+# as subcategory, and labels (figure, model, dataset, ...) to find it by; the CSV of numbers
+# beside a figure goes into the figure's subcategory, and a table (the best-layer table's HTML
+# page and CSV) into its own; all from vitscope.workflow.registry, which also checks the path
+# against the registered one.
 def figure_report(path, figure):
-    """``path`` (the plot rule's PNG, or its folder of PNGs) flagged for the report as ``figure``."""
+    """``path`` (the plot rule's PNG, its folder of PNGs, the CSV of numbers beside it, or a
+    registered table's file) flagged for the report as figure or table ``figure``."""
     entry = _workflow_error(registry.report_entry, figure, path)
     return report(
         path,
