@@ -1,14 +1,15 @@
 # Look-ups and input functions shared by the other .smk files, thin wrappers of vitscope.workflow
 # (plain Python with unit tests): checks (config checks), registry (analyses, targets, report
 # entries, local rules, Slurm groups), versions (code versions), stamps (fingerprints),
-# lookups (paths and inputs of a config) and resources (Slurm requests).
+# lookups (paths and inputs of a config), resources (Slurm requests) and summary (the end-of-run summary).
 
 import functools
+import os
 from pathlib import Path
 
 # Torch-free (the Snakefile put the workflow's own src/ first on sys.path).
 from vitscope.errors import ConfigError
-from vitscope.workflow import checks, lookups, registry, resources, stamps, versions
+from vitscope.workflow import checks, lookups, registry, resources, stamps, summary, versions
 
 MODELS = list(config["models"])
 TRAINED = checks.trained_models(config)
@@ -224,3 +225,14 @@ def model_runtime(wildcards, input, attempt):
 
 def model_mem_mb(wildcards, attempt):
     return resources.model_mem_mb(config, attempt)
+
+
+def run_summary():
+    """What a successful run prints (the Snakefile's onsuccess; vitscope.workflow.summary): the
+    outputs of its jobs that exist, the best-layer table, the report command for its targets."""
+    dag = workflow.dag
+    outputs = dict.fromkeys(str(f) for job in dag.jobs for f in job.output)
+    existing = [path for path in outputs if os.path.exists(path)]
+    table = Path(summary.TABLE).read_text() if summary.TABLE in existing else None
+    targets = [rule.name for rule in dag.targetrules if rule.name != "all"] + sorted(dag.targetfiles)
+    return summary.text(existing, table, targets)
