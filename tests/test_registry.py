@@ -269,6 +269,9 @@ def test_register_refuses_duplicates_and_unknown_classes(scratch) -> None:
         registry.register(registry.Analysis("x", registry.FEATURES, rules={"x": "gpu"}))
     with pytest.raises(ConfigError, match="figure cls_maps is registered already"):
         registry.register(registry.Analysis("x", registry.FEATURES, figures=(registry.Figure("cls_maps", "a/b"),)))
+    with pytest.raises(ConfigError, match="report table best_layers is registered already"):
+        registry.register(registry.Analysis("x", registry.DOWNSTREAM,
+                                            report=(registry.ReportTable("best_layers", "results/x"),)))
     with pytest.raises(ConfigError, match="rule extract"):
         registry.register_rules({"extract": registry.MODEL})
 

@@ -205,6 +205,9 @@ def register(analysis: Analysis) -> Analysis:
         for other, theirs in figures().items():
             if figure.name == other and (figure is not theirs[1] or analysis.category != theirs[0].category):
                 raise ConfigError(f"analysis {analysis.name}: figure {figure.name} is registered already")
+    for table in analysis.report:
+        if table.name in figures() or table.name in report_tables() or table.name in (f.name for f in analysis.figures):
+            raise ConfigError(f"analysis {analysis.name}: report table {table.name} is registered already")
     ANALYSES[analysis.name] = analysis
     return analysis
 
