@@ -354,3 +354,24 @@ def test_captions_do_not_run_sentences_or_words_together() -> None:
         assert "snakemake.wildcards" not in words and "{{" not in words, name
     numbers = rendered_captions()["knn numbers"]
     assert "results/figures/knn/x_dataset.png" in numbers
+
+
+#: how the front page (workflow/report/workflow.rst) names each registered analysis
+FRONT_PAGE_NAMES = {
+    "cls_maps": "CLS maps", "attention_distance": "attention distance", "offset_heads": "offset-local heads",
+    "cls_heads": "CLS heads", "saliency": "CLS-attention saliency", "attention_grids": "attention grids",
+    "cka": "CKA", "clustering": "KMeans", "object_clustering": "object features", "knn": "k-NN classification",
+    "retrieval": "image retrieval", "spair": "SPair-71k", "davis": "DAVIS-2017", "best_layers": "best-layer table",
+    "train": "training loss",
+}
+
+
+def test_the_front_page_names_every_analysis_in_its_category() -> None:
+    """Each category's bullet on the report's front page names every analysis the registry runs in it."""
+    assert set(FRONT_PAGE_NAMES) == set(registry.ANALYSES), "name the new analysis on the front page"
+    text = (REPO / "workflow/report/workflow.rst").read_text()
+    bullets = {m.group(1): " ".join(m.group(2).split()) for m in re.finditer(r"^- \*\*(\d)\. (.*?)(?=^\S|\Z)", text,
+                                                                                  flags=re.M | re.S)}
+    for name, analysis in registry.ANALYSES.items():
+        number = analysis.category.split(".")[0]
+        assert FRONT_PAGE_NAMES[name] in bullets[number], (name, bullets[number])
