@@ -235,4 +235,5 @@ def run_summary():
     existing = [path for path in outputs if os.path.exists(path)]
     table = Path(summary.TABLE).read_text() if summary.TABLE in existing else None
     targets = [rule.name for rule in dag.targetrules if rule.name != "all"] + sorted(dag.targetfiles)
-    return summary.text(existing, table, targets)
+    configfiles = [str(path) for path in workflow.overwrite_configfiles or []]
+    return summary.text(existing, table, targets, configfiles)

@@ -85,6 +85,9 @@ def test_models_equal_as_shown_are_all_best() -> None:
     rows = table.best_layer_rows({task: rows_of("a", [0.50001]) + rows_of("b", [0.49999]) + rows_of("c", [0.4])},
                                  ["a", "b", "c"])
     assert [r["best_model"] for r in rows] == [True, True, False]
+    flat = table.best_layer_rows({task: rows_of("a", [0.0, 0.0]) + rows_of("b", [0.0])}, ["a", "b"])
+    assert [r["best_model"] for r in flat] == [False, False]  # every model scores the same: none is best
+    assert not any(r["best_model"] for r in table.best_layer_rows({task: rows_of("a", [0.3])}, ["a"]))
 
 
 def test_latex_and_html_mark_the_best_and_carry_the_legend() -> None:
@@ -140,7 +143,7 @@ def test_undefined_values_are_not_ranked_and_say_why(caplog) -> None:
     assert found["single"]["note"] == "undefined: 1 class" and found["bare"]["note"] == "undefined: undefined"
     assert (found["fs"]["blocks"], found["fs"]["score"], found["fs"]["note"]) == ("1", 25.0, "")
     md = table.markdown(rows, [NMI], models).splitlines()
-    assert md[2:6] == ["| single | n/a (1 class) |", "| fs | **25.0 (1)** |", "| bare | n/a (undefined) |",
+    assert md[2:6] == ["| single | n/a (1 class) |", "| fs | 25.0 (1) |", "| bare | n/a (undefined) |",
                        "| none | - |"]
     assert "- n/a (reason): every value of the model is undefined." in md
     assert r"single & n/a (1 class) \\" in table.latex(rows, [NMI], models)

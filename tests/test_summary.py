@@ -40,3 +40,9 @@ def test_long_folders_are_cut_and_nothing_made_says_so() -> None:
     pdfs = [f"results/figures/cka_full/toy/m{i}/m{i}.pdf" for i in range(5)]
     assert "toy/m0/m0.pdf, toy/m1/m1.pdf, toy/m2/m2.pdf, ... (5 in all)" in summary.text(pdfs, None)
     assert summary.text([], None) == "vitscope: the run finished.\n"  # e.g. only the data was asked for
+
+
+def test_the_report_command_repeats_the_configfile_and_targets() -> None:
+    command = summary.report_command(["results/figures/knn/val.pdf"], ["configs/study_b16.yaml"])
+    assert command == ("snakemake --configfile configs/study_b16.yaml results/figures/knn/val.pdf "
+                       "--report results/report.zip")

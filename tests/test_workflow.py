@@ -230,12 +230,14 @@ def test_outputs_exist_and_hold_sane_values(built: Path) -> None:
     assert all(1 <= int(b) <= 6 for r in best for b in r["blocks"].split(";"))
     assert all(r["unit"] == "%" and 0 <= float(r["score"]) <= 100 for r in best)  # every column in %
     assert all((r["tie"] == "True") == (";" in r["blocks"]) for r in best)
-    for task in {r["task"] for r in best}:  # a best model per column
-        assert any(r["best_model"] == "True" for r in best if r["task"] == task), task
+    for task in {r["task"] for r in best}:  # a best model per column, unless every model scores the same
+        column = [r for r in best if r["task"] == task]
+        differ = len({f"{float(r['score']):.2f}" for r in column}) > 1
+        assert any(r["best_model"] == "True" for r in column) == differ, task
     md = (built / "results/tables/best_layers.md").read_text().splitlines()
     header = "| model | toy_val k-NN top-1, k=3 (%) | toy_ret (M) mAP (%) | toy_spair PCK@0.1 (%) | toy_davis J&F (%) |"
     assert md[0] == header and md[4] == "" and md[5].startswith("- Scores in %")
-    assert "**" in "".join(md[2:4]) and any(line.startswith("- (M): the Medium protocol") for line in md)
+    assert any(line.startswith("- (M): the Medium protocol") for line in md)
     assert "\\toprule" in (built / "results/tables/best_layers.tex").read_text()
     index = (built / "results/index/toy_ret.csv").read_text().splitlines()
     assert index[0] == "path,label,class,box" and len(index) == 1 + 6 + 2

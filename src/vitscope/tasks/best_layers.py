@@ -11,7 +11,8 @@ its label uses (e.g. "(M)"). New tasks plug in as one more :class:`Task`.
 (rounded to ``digits`` decimals): the table cannot tell them apart, so it lists
 every tied block ("45.00 (tie: 10, 12)", or "(all blocks tie)" when every block
 with a value has the best score) instead of crowning the lowest. The best model
-of a column is found the same way on the shown scores (tied models are all marked).
+of a column is found the same way on the shown scores (tied models are all marked;
+none when every model has the same score).
 
 Undefined values (NaN, with the reason in the row's ``note`` column, e.g.
 "undefined: 1 class") are never ranked. A model whose every selected value is
@@ -123,14 +124,15 @@ def best_layer_rows(
 ) -> list[dict[str, Any]]:
     """Tidy rows (COLUMNS) in model order then task order; ``score`` is value x scale, in ``unit``.
 
-    ``best_model`` marks the models whose shown score is the column's highest.
+    ``best_model`` marks the models whose shown score is the column's highest, unless every model
+    with a score has it (then no model is better than another, as with a single model).
     """
     bests = {task: best_blocks(rows, task) for task, rows in results.items()}
     undefined = {task: undefined_reasons(rows, task) for task, rows in results.items()}
-    top = {
-        task: max((float(task.shown(b.value * task.scale)) for b in best.values()), default=math.nan)
-        for task, best in bests.items()
-    }
+    top = {}
+    for task, best in bests.items():
+        shown = [float(task.shown(b.value * task.scale)) for b in best.values()]
+        top[task] = max(shown) if shown and min(shown) < max(shown) else math.nan  # nan: no model is best
     rows = []
     for model in models:
         for task, best in bests.items():
@@ -200,7 +202,8 @@ def legend(rows: Sequence[Mapping[str, Any]], tasks: Sequence[Task]) -> list[str
     elif units:
         lines.append(f"Units in each column's header ({', '.join(units)}), rounded to the decimals shown.")
     lines.append("In brackets: the model's best block (1 = the first block).")
-    lines.append("Bold: the best model of the column (several when their scores are equal as shown).")
+    lines.append("Bold: the best model of the column (several when their scores are equal as shown; "
+                 "none when every model has the same score).")
     if any(_flag(r["tie"]) and not _flag(r["all_blocks_tie"]) for r in rows):
         lines.append("tie: those blocks share the best score as shown (equal after rounding).")
     if any(_flag(r["all_blocks_tie"]) for r in rows):

@@ -31,15 +31,18 @@ def figures(paths: Sequence[str]) -> dict[str, list[str]]:
     return found
 
 
-def report_command(targets: Sequence[str]) -> str:
-    """The report of what the run made: its targets (the default target: everything), then --report."""
-    return " ".join(["snakemake", *targets, "--report", REPORT])
+def report_command(targets: Sequence[str], configfiles: Sequence[str] = ()) -> str:
+    """The report of what the run made: its --configfile, its targets (none for the default
+    target: everything), then --report."""
+    options = [f"--configfile {path}" for path in configfiles]
+    return " ".join(["snakemake", *options, *targets, "--report", REPORT])
 
 
-def text(existing: Sequence[str], table: str | None, targets: Sequence[str] = ()) -> str:
+def text(existing: Sequence[str], table: str | None, targets: Sequence[str] = (),
+         configfiles: Sequence[str] = ()) -> str:
     """The summary of a run whose jobs' outputs ``existing`` exist; ``table``: the best-layer
     table's Markdown when it is one of them; ``targets``: the targets the run was given
-    (rules or files; empty for the default target)."""
+    (rules or files; empty for the default target); ``configfiles``: its --configfile."""
     lines = ["vitscope: the run finished."]
     found = figures(existing)
     if found:
@@ -55,5 +58,5 @@ def text(existing: Sequence[str], table: str | None, targets: Sequence[str] = ()
         if table:
             lines += ["", *table.rstrip("\n").splitlines(), ""]
     if found or TABLE in existing:
-        lines.append(f"Report: {report_command(targets)} (unzip it and open report/report.html)")
+        lines.append(f"Report: {report_command(targets, configfiles)} (unzip it and open report/report.html)")
     return "\n".join(lines) + "\n"
