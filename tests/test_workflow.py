@@ -300,7 +300,7 @@ def test_a_target_naming_an_unknown_model_or_dataset_lists_the_configured_ones(t
         ("results/figures/cls_maps/vit_tiny/toy.pdf", "no model 'vit_tiny' in the config: the configured models "
                                                       "are tiny_a, tiny_b"),
         ("results/figures/cls_maps/tiny_a/nope.pdf", "no dataset 'nope' in the config: the configured datasets "
-                                                     "are toy, toy_davis"),
+                                                     "are toy, toy_coco, toy_davis"),
     ):
         proc = snakemake(workdir, "--dry-run", target, check=False)
         assert proc.returncode != 0 and message in proc.stdout + proc.stderr
