@@ -69,3 +69,8 @@ rule all:
     default_target: True
     input:
         registry.targets(config),
+
+
+# Where the figures, the best-layer table and the report are, and the table (rules/common.smk).
+onsuccess:
+    print(run_summary(), end="")

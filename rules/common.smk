@@ -1,14 +1,15 @@
 # Look-ups and input functions shared by the other .smk files, thin wrappers of vitscope.workflow
 # (plain Python with unit tests): checks (config checks), registry (analyses, targets, report
 # entries, local rules, Slurm groups), versions (code versions), stamps (fingerprints),
-# lookups (paths and inputs of a config) and resources (Slurm requests).
+# lookups (paths and inputs of a config), resources (Slurm requests) and summary (the end-of-run summary).
 
 import functools
+import os
 from pathlib import Path
 
 # Torch-free (the Snakefile put the workflow's own src/ first on sys.path).
 from vitscope.errors import ConfigError
-from vitscope.workflow import checks, lookups, registry, resources, stamps, versions
+from vitscope.workflow import checks, lookups, registry, resources, stamps, summary, versions
 
 MODELS = list(config["models"])
 TRAINED = checks.trained_models(config)
@@ -34,12 +35,14 @@ def code_of(script):
     return _workflow_error(CODE.code_of, script)
 
 
+# Every model or dataset a wildcard names is looked up through lookups.model / lookups.dataset:
+# a target naming one the config lacks fails listing the configured names (no bare KeyError).
 def model_entry(wildcards):
-    return config["models"][wildcards.model]
+    return lookups.model_entry(config, wildcards.model)
 
 
 def dataset_entry(wildcards):
-    return config["datasets"][wildcards.dataset]
+    return lookups.dataset_entry(config, wildcards.dataset)
 
 
 def _of_dataset(lookup):
@@ -59,7 +62,7 @@ davis_entry = _of_dataset(lookups.davis_entry)
 
 
 def synthetic_spec(wildcards):
-    return config["datasets"][wildcards.dataset].get("synthetic", {})
+    return dataset_entry(wildcards).get("synthetic", {})
 
 
 @functools.cache
@@ -125,7 +128,7 @@ def davis_sequence_stamp(wildcards):
 
 
 def train_entry(wildcards):
-    return config["models"][wildcards.model]["train"]
+    return model_entry(wildcards)["train"]
 
 
 def train_images(wildcards):
@@ -181,12 +184,15 @@ def cka_pair_files(wildcards):
     return [f"results/cka/{wildcards.dataset}/{a}/{b}.npz" for a, b in cka_pairs()]
 
 
-# The HTML report (`snakemake --report report.zip`): every figure is registered with a
+# The HTML report (`snakemake --report results/report.zip`): every figure is registered with a
 # caption (workflow/report/<caption>.rst), its analysis' question as category, the figure
-# as subcategory, and labels (figure, model, dataset, ...) to find it by; all from
-# vitscope.workflow.registry, which also checks the path against the registered one.
+# as subcategory, and labels (figure, model, dataset, ...) to find it by; the CSV of numbers
+# beside a figure goes into the figure's subcategory, and a table (the best-layer table's HTML
+# page and CSV) into its own; all from vitscope.workflow.registry, which also checks the path
+# against the registered one.
 def figure_report(path, figure):
-    """``path`` (the plot rule's PNG, or its folder of PNGs) flagged for the report as ``figure``."""
+    """``path`` (the plot rule's PNG, its folder of PNGs, the CSV of numbers beside it, or a
+    registered table's file) flagged for the report as figure or table ``figure``."""
     entry = _workflow_error(registry.report_entry, figure, path)
     return report(
         path,
@@ -219,3 +225,15 @@ def model_runtime(wildcards, input, attempt):
 
 def model_mem_mb(wildcards, attempt):
     return resources.model_mem_mb(config, attempt)
+
+
+def run_summary():
+    """What a successful run prints (the Snakefile's onsuccess; vitscope.workflow.summary): the
+    outputs of its jobs that exist, the best-layer table, the report command for its targets."""
+    dag = workflow.dag
+    outputs = dict.fromkeys(str(f) for job in dag.jobs for f in job.output)
+    existing = [path for path in outputs if os.path.exists(path)]
+    table = Path(summary.TABLE).read_text() if summary.TABLE in existing else None
+    targets = [rule.name for rule in dag.targetrules if rule.name != "all"] + sorted(dag.targetfiles)
+    configfiles = [str(path) for path in workflow.overwrite_configfiles or []]
+    return summary.text(existing, table, targets, configfiles)

@@ -85,9 +85,10 @@ rule best_layers:
     input:
         best_layer_files(),
     output:
-        csv="results/tables/best_layers.csv",
+        csv=figure_report("results/tables/best_layers.csv", "best_layers"),
         md="results/tables/best_layers.md",
         tex="results/tables/best_layers.tex",
+        html=figure_report("results/tables/best_layers.html", "best_layers"),
     log:
         "logs/best_layers/best_layers.log",
     conda:
@@ -108,7 +109,7 @@ rule plot_downstream:
     output:
         pdf="results/figures/{task}/{dataset}.pdf",
         png=figure_report("results/figures/{task}/{dataset}.png", "{task}"),
-        table="results/figures/{task}/{dataset}.csv",
+        table=figure_report("results/figures/{task}/{dataset}.csv", "{task}"),
     log:
         "logs/plot_downstream/{task}/{dataset}.log",
     conda:

@@ -25,7 +25,7 @@ rule plot_cka_full:
     output:
         pdf="results/figures/cka_full/{dataset}/{model_a}/{model_b}.pdf",
         png=figure_report("results/figures/cka_full/{dataset}/{model_a}/{model_b}.png", "cka_full"),
-        table="results/figures/cka_full/{dataset}/{model_a}/{model_b}.csv",
+        table=figure_report("results/figures/cka_full/{dataset}/{model_a}/{model_b}.csv", "cka_full"),
     log:
         "logs/plot_cka_full/{dataset}/{model_a}/{model_b}.log",
     conda:
@@ -45,7 +45,7 @@ rule plot_cka_last:
     output:
         pdf="results/figures/cka_last/{dataset}.pdf",
         png=figure_report("results/figures/cka_last/{dataset}.png", "cka_last"),
-        table="results/figures/cka_last/{dataset}.csv",
+        table=figure_report("results/figures/cka_last/{dataset}.csv", "cka_last"),
     log:
         "logs/plot_cka_last/{dataset}.log",
     conda:
@@ -84,7 +84,7 @@ rule plot_clustering:
     output:
         pdf="results/figures/clustering/{dataset}_{metric}.pdf",
         png=figure_report("results/figures/clustering/{dataset}_{metric}.png", "clustering"),
-        table="results/figures/clustering/{dataset}_{metric}.csv",
+        table=figure_report("results/figures/clustering/{dataset}_{metric}.csv", "clustering"),
     log:
         "logs/plot_clustering/{dataset}_{metric}.log",
     conda:
@@ -123,7 +123,7 @@ rule plot_object_clustering:
     output:
         pdf="results/figures/object_clustering/{dataset}_{metric}.pdf",
         png=figure_report("results/figures/object_clustering/{dataset}_{metric}.png", "object_clustering"),
-        table="results/figures/object_clustering/{dataset}_{metric}.csv",
+        table=figure_report("results/figures/object_clustering/{dataset}_{metric}.csv", "object_clustering"),
     log:
         "logs/plot_object_clustering/{dataset}_{metric}.log",
     conda:

@@ -22,6 +22,8 @@ READS_TINY_RUN = frozenset({"test_slurm"})
 
 #: the session's whole-workflow runs, started as soon as collection is done: name -> (folder, process)
 _RUNS: dict[str, tuple[Path, subprocess.Popen]] = {}
+#: what each finished run printed (stdout and stderr together)
+_OUTPUTS: dict[str, str] = {}
 
 
 def _wanted_runs(items) -> list[str]:
@@ -85,7 +87,8 @@ def workflow_run(name: str) -> Path:
         proc.kill()
         out, _ = proc.communicate()
     except ValueError:  # read already: communicate() was called by an earlier wait
-        out = ""
+        out = _OUTPUTS.get(name, "")
+    _OUTPUTS.setdefault(name, out)
     if proc.returncode != 0:
         raise AssertionError(f"the {name} workflow run (exit {proc.returncode}):\n{out}")
     return folder
@@ -105,6 +108,12 @@ def tiny_runs(request) -> dict[str, Path]:
 def tiny_run(tiny_runs: dict[str, Path]) -> Path:
     """The folder of the session's TINY run (see :func:`tiny_runs`)."""
     return tiny_runs["first"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run_output(tiny_run: Path) -> str:
+    """What the session's TINY run printed (its end-of-run summary last)."""
+    return _OUTPUTS["first"]
 
 
 @pytest.fixture(autouse=True)

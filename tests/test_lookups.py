@@ -84,10 +84,46 @@ def test_davis_sequences_of_a_missing_copy(tmp_path: Path) -> None:
 
 def test_best_layer_tasks() -> None:
     tasks = lookups.best_layer_tasks(CONFIG)
-    assert [t["label"] for t in tasks] == ["toy_val k-NN top-1 (k=20)", "ret (M) mAP", "toy_davis J&F"]
-    assert tasks[0] == {"label": "toy_val k-NN top-1 (k=20)", "files": ["results/knn/a/toy_val.csv",
-                                                                         "results/knn/b/toy_val.csv"],
-                        "select": {"metric": "top1", "k": 20}, "scale": 100.0, "digits": 2}
+    assert [t["label"] for t in tasks] == ["toy_val k-NN top-1, k=20", "ret (M) mAP", "toy_davis J&F"]
+    assert tasks[0] == {"label": "toy_val k-NN top-1, k=20", "files": ["results/knn/a/toy_val.csv",
+                                                                        "results/knn/b/toy_val.csv"],
+                        "select": {"metric": "top1", "k": 20}, "scale": 100.0, "digits": 2, "unit": "%",
+                        "legend": ()}
+    assert {(t["scale"], t["unit"]) for t in tasks} == {(100.0, "%")}  # every column in %
+    assert tasks[1]["legend"][0].startswith("(M): the Medium protocol of revisited Oxford and Paris")
+
+
+def test_a_name_the_config_lacks_lists_the_configured_ones() -> None:
+    """A target path naming a model or dataset the config does not have (every wildcard look-up)."""
+    with pytest.raises(ConfigError, match=r"no model 'vit_tiny' in the config: the configured models are a, b"):
+        lookups.model_entry(CONFIG, "vit_tiny")
+    with pytest.raises(ConfigError, match=r"no dataset 'nope' in the config: the configured datasets are toy, "):
+        lookups.dataset_entry(CONFIG, "nope")
+    for call in (lambda: lookups.checkpoint_file(CONFIG, "vit_tiny"), lambda: lookups.train_index(CONFIG, "vit_tiny"),
+                 lambda: lookups.index_inputs(CONFIG, "nope"), lambda: lookups.products(CONFIG, "nope"),
+                 lambda: lookups.davis_entry(CONFIG, "nope"),
+                 lambda: stamps.Stamps(CONFIG, never).dataset("nope"),
+                 lambda: stamps.Stamps(CONFIG, never).indexed_images("nope")):
+        with pytest.raises(ConfigError, match="in the config: the configured"):
+            call()
+    from vitscope.workflow import resources
+
+    with pytest.raises(ConfigError, match="no dataset 'nope'"):
+        resources.model_runtime(CONFIG | {"extract": {"device": "cpu"}}, "nope", None, 1)
+
+
+def test_no_wildcard_look_up_bypasses_the_checked_ones() -> None:
+    """config["models"][name] / config["datasets"][name] with a name from a wildcard only through
+    lookups.model_entry / dataset_entry (rules/common.smk and the planning modules)."""
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    files = [*(repo / "rules").glob("*.smk"), *(repo / "src/vitscope/workflow" / f for f in
+                                               ("lookups.py", "stamps.py", "resources.py"))]
+    pattern = re.compile(r"""\[["'](models|datasets)["']\]\[(?!["'])""")
+    found = [f"{path.name}:{n}" for path in files for n, line in enumerate(path.read_text().splitlines(), 1)
+             if pattern.search(line) and "def _entry" not in line]
+    assert found == []
 
 
 def test_stamps_of_a_folder_change_with_its_images(tmp_path: Path, monkeypatch) -> None:

@@ -104,7 +104,18 @@ def test_every_figure_has_its_plot_rule_outputs_and_caption() -> None:
         ), name
         if not figure.directory:
             assert f'"{figure.path}.pdf"' in text, name
+        for path in figure.numbers_paths:  # the CSV beside the figure is a report entry too
+            assert f'figure_report("{path}", "{name}")' in text, name
         assert (REPO / "workflow/report" / f"{figure.caption_name}.rst").is_file(), name
+    for text in chunks.values():  # every CSV a plot rule writes beside its figure is registered
+        for csv in re.findall(r'"(results/figures/[^"]+\.csv)"', text):
+            assert f'figure_report("{csv}"' in text, csv
+    for name, (analysis, table) in registry.report_tables().items():
+        text = "".join(chunks[rule] for rule in analysis.rules)
+        for path in table.report_paths:
+            assert f'figure_report("{path}", "{name}")' in text and path in analysis.tables, path
+        assert (REPO / "workflow/report" / f"{table.caption_name}.rst").is_file(), name
+    assert (REPO / "workflow/report" / f"{registry.NUMBERS_CAPTION}.rst").is_file()
     assert not [r for r in chunks if r.startswith("plot_") and r not in registry.local_rules()]
 
 
@@ -172,7 +183,7 @@ def test_target_rules() -> None:
         "results/figures/attention_distance/demo.pdf", "results/figures/attention_distance/demo_heads.pdf"
     ]
     assert set(rules["fig_cka"]) == set(rules["fig_cka_full"]) | set(rules["fig_cka_last"])
-    assert rules["table_best_layers"] == [f"results/tables/best_layers.{e}" for e in ("csv", "md", "tex")]
+    assert rules["table_best_layers"] == [f"results/tables/best_layers.{e}" for e in ("csv", "md", "tex", "html")]
     assert rules["fig_spair"] == ["results/figures/spair/demo_spair.pdf"]
     assert set(registry.targets(config)) == {f for files in rules.values() for f in files} | {
         "results/tables/offset_heads/demo.csv"
@@ -188,7 +199,7 @@ def test_best_layers_runs_with_any_downstream_task() -> None:
     assert registry.target_rules(config)["table_best_layers"] == []
 
 
-def test_report_entries_are_the_former_hand_written_ones() -> None:
+def test_report_entries() -> None:
     assert registry.report_entry("cls_maps", "results/figures/cls_maps/{model}/{dataset}.png") == {
         "caption": "cls_maps", "category": registry.ATTENTION, "subcategory": "cls maps",
         "labels": {"figure": "cls maps", "model": "{model}", "dataset": "{dataset}"}, "patterns": [],
@@ -197,10 +208,11 @@ def test_report_entries_are_the_former_hand_written_ones() -> None:
     assert heads["caption"] == "attention_distance" and heads["labels"]["model"] == "all"
     cka = registry.report_entry("cka_full", "results/figures/cka_full/{dataset}/{model_a}/{model_b}.png")
     assert cka["category"] == registry.FEATURES
-    assert cka["labels"] == {"figure": "cka full", "model": "{model_a} vs {model_b}", "dataset": "{dataset}"}
+    assert cka["labels"] == {"figure": "cka full", "model": "{model_a} vs {model_b}", "dataset": "{dataset}",
+                             "file": "figure"}  # a CSV of numbers lies beside it
     clustering = registry.report_entry("clustering", "results/figures/clustering/{dataset}_{metric}.png")
     assert clustering["labels"] == {
-        "figure": "clustering", "model": "all", "dataset": "{dataset}", "metric": "{metric}"
+        "figure": "clustering", "model": "all", "dataset": "{dataset}", "metric": "{metric}", "file": "figure"
     }
     grids = registry.report_entry("attention_grids", "results/figures/attention_grids/{model}/{dataset}")
     assert grids["patterns"] == ["{image}.png"]
@@ -209,13 +221,27 @@ def test_report_entries_are_the_former_hand_written_ones() -> None:
     }
     task = registry.report_entry("{task}", "results/figures/{task}/{dataset}.png")
     assert task["caption"] == "downstream" and task["category"] == registry.DOWNSTREAM
-    assert task["labels"] == {"figure": "{task}", "model": "all", "dataset": "{dataset}"}
+    assert task["labels"] == {"figure": "{task}", "model": "all", "dataset": "{dataset}", "file": "figure"}
+    numbers = registry.report_entry("{task}", "results/figures/{task}/{dataset}.csv")  # its CSV, same place
+    assert numbers["caption"] == registry.NUMBERS_CAPTION and numbers["subcategory"] == task["subcategory"]
+    assert numbers["labels"] == {**task["labels"], "file": "numbers (CSV)"} and numbers["category"] == task["category"]
+    best = registry.report_entry("best_layers", "results/tables/best_layers.html")
+    assert best == {"caption": "best_layers", "category": registry.DOWNSTREAM, "subcategory": "best layers",
+                    "labels": {"table": "best layers", "file": "table"}, "patterns": []}
+    assert registry.report_entry("best_layers", "results/tables/best_layers.csv")["labels"]["file"] == "numbers (CSV)"
     loss = registry.report_entry("train_loss", "results/figures/train/loss.png")
     assert loss["category"] == registry.TRAINING and loss["labels"] == {"figure": "train loss", "model": "all"}
 
 
+def test_report_categories_are_numbered_from_1_in_menu_order() -> None:
+    """The report's menu sorts the category names: the numbers give the study's order."""
+    assert [c.split(". ", 1)[0] for c in registry.CATEGORIES] == ["1", "2", "3", "4"]
+    assert sorted(registry.CATEGORIES) == list(registry.CATEGORIES)
+    assert {a.category for a in registry.ANALYSES.values()} == set(registry.CATEGORIES)
+
+
 def test_report_entry_refuses_an_unknown_figure_or_path() -> None:
-    with pytest.raises(ConfigError, match="no figure 'nope' is registered"):
+    with pytest.raises(ConfigError, match="no figure or table 'nope' is registered"):
         registry.report_entry("nope", "results/figures/nope.png")
     with pytest.raises(ConfigError, match="figure 'cls_maps' is registered at 'results/figures/cls_maps/"):
         registry.report_entry("cls_maps", "results/figures/cls_map/{model}/{dataset}.png")
@@ -243,6 +269,9 @@ def test_register_refuses_duplicates_and_unknown_classes(scratch) -> None:
         registry.register(registry.Analysis("x", registry.FEATURES, rules={"x": "gpu"}))
     with pytest.raises(ConfigError, match="figure cls_maps is registered already"):
         registry.register(registry.Analysis("x", registry.FEATURES, figures=(registry.Figure("cls_maps", "a/b"),)))
+    with pytest.raises(ConfigError, match="report table best_layers is registered already"):
+        registry.register(registry.Analysis("x", registry.DOWNSTREAM,
+                                            report=(registry.ReportTable("best_layers", "results/x"),)))
     with pytest.raises(ConfigError, match="rule extract"):
         registry.register_rules({"extract": registry.MODEL})
 
@@ -279,3 +308,70 @@ def test_planning_modules_import_no_torch() -> None:
     code = f"import sys; from vitscope.workflow import {modules}; print(sorted({{'torch', 'h5py'}} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- the captions as the report renders them
+
+
+def rendered_captions() -> dict[str, str]:
+    """Every caption (each downstream task's branch, the CSV of numbers, the tables, the front page)
+    rendered as Snakemake's report renders it: Jinja with trim_blocks and lstrip_blocks (a block tag
+    eats the line break after it), then docutils to HTML."""
+    from types import SimpleNamespace
+
+    import jinja2
+    from docutils.core import publish_parts
+
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)  # snakemake.report's settings
+
+    def render(caption: str, wildcards: dict[str, str], output: list[str]) -> str:
+        text = (REPO / "workflow/report" / f"{caption}.rst").read_text()
+        snakemake = SimpleNamespace(wildcards=SimpleNamespace(**wildcards), output=output, config=demo())
+        return publish_parts(env.from_string(text).render(snakemake=snakemake), writer_name="html")["body"]
+
+    found = {"workflow": render("workflow", {}, [])}
+    for name, (_, figure) in registry.figures().items():
+        fields = set(re.findall(r"\{(\w+)\}", figure.report_path + "".join(figure.patterns)))
+        for task in registry.tasks() if name == "{task}" else [name]:
+            wildcards = {f: f"x_{f}" for f in fields} | {"task": task}
+            png = figure.report_path.format(**wildcards)
+            found[f"{task}"] = render(figure.caption_name, wildcards, [png])
+            if figure.numbers:
+                found[f"{task} numbers"] = render(registry.NUMBERS_CAPTION, wildcards, [png])
+    for name, (_, table) in registry.report_tables().items():
+        found[name] = render(table.caption_name, {}, table.report_paths)
+    return found
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # docutils on writer_name, as Snakemake calls it
+def test_captions_do_not_run_sentences_or_words_together() -> None:
+    """A sentence end or a literal followed by a letter without a space ("section 5).The") is text
+    joined across a line break a template tag removed, or across two files."""
+    for name, page in rendered_captions().items():
+        words = re.sub(r"<[^>]+>", "", page)
+        assert not re.findall(r"[\w)\]]\.[A-Z]\w*", words), (name, re.findall(r"\S+[\w)\]]\.[A-Z]\S*", words))
+        assert not re.findall(r"</(?:code|strong|em)>[A-Za-z(]", page), (name, page)
+        assert "snakemake.wildcards" not in words and "{{" not in words, name
+    numbers = rendered_captions()["knn numbers"]
+    assert "results/figures/knn/x_dataset.png" in numbers
+
+
+#: how the front page (workflow/report/workflow.rst) names each registered analysis
+FRONT_PAGE_NAMES = {
+    "cls_maps": "CLS maps", "attention_distance": "attention distance", "offset_heads": "offset-local heads",
+    "cls_heads": "CLS heads", "saliency": "CLS-attention saliency", "attention_grids": "attention grids",
+    "cka": "CKA", "clustering": "KMeans", "object_clustering": "object features", "knn": "k-NN classification",
+    "retrieval": "image retrieval", "spair": "SPair-71k", "davis": "DAVIS-2017", "best_layers": "best-layer table",
+    "train": "training loss",
+}
+
+
+def test_the_front_page_names_every_analysis_in_its_category() -> None:
+    """Each category's bullet on the report's front page names every analysis the registry runs in it."""
+    assert set(FRONT_PAGE_NAMES) == set(registry.ANALYSES), "name the new analysis on the front page"
+    text = (REPO / "workflow/report/workflow.rst").read_text()
+    bullets = {m.group(1): " ".join(m.group(2).split()) for m in re.finditer(r"^- \*\*(\d)\. (.*?)(?=^\S|\Z)", text,
+                                                                                  flags=re.M | re.S)}
+    for name, analysis in registry.ANALYSES.items():
+        number = analysis.category.split(".")[0]
+        assert FRONT_PAGE_NAMES[name] in bullets[number], (name, bullets[number])

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from test_workflow import TINY, copy_workflow, planned_jobs, snakemake
 
+from vitscope.workflow.registry import ATTENTION
+
 pytestmark = [pytest.mark.workflow]
 
 REGISTRATION = '''
@@ -71,5 +73,5 @@ def test_a_registered_analysis_gets_its_jobs_targets_and_report_entry(tmp_path: 
     snakemake(workdir, "--report", "report.zip", "fig_toy_norms")
     with zipfile.ZipFile(workdir / "report.zip") as archive:
         html = archive.read("report/report.html").decode()
-    assert "3. Attention (how)" in html and "toy norms" in html
+    assert ATTENTION in html and "toy norms" in html
     assert "Toy norms of <strong>tiny_a</strong>" in html

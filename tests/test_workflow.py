@@ -225,13 +225,19 @@ def test_outputs_exist_and_hold_sane_values(built: Path) -> None:
     assert [(r["model"], r["task"]) for r in best] == [
         (model, task)
         for model in ("tiny_a", "tiny_b")
-        for task in ("toy_val k-NN top-1 (k=3)", "toy_ret (M) mAP", "toy_spair PCK@0.1", "toy_davis J&F")
+        for task in ("toy_val k-NN top-1, k=3", "toy_ret (M) mAP", "toy_spair PCK@0.1", "toy_davis J&F")
     ]
-    assert all(1 <= int(r["block"]) <= 6 for r in best)
-    assert all(0 <= float(r["score"]) <= 100 for r in best if "PCK" in r["task"])  # in % in the table
+    assert all(1 <= int(b) <= 6 for r in best for b in r["blocks"].split(";"))
+    assert all(r["unit"] == "%" and 0 <= float(r["score"]) <= 100 for r in best)  # every column in %
+    assert all((r["tie"] == "True") == (";" in r["blocks"]) for r in best)
+    for task in {r["task"] for r in best}:  # a best model per column, unless every model scores the same
+        column = [r for r in best if r["task"] == task]
+        differ = len({f"{float(r['score']):.2f}" for r in column}) > 1
+        assert any(r["best_model"] == "True" for r in column) == differ, task
     md = (built / "results/tables/best_layers.md").read_text().splitlines()
-    header = "| model | toy_val k-NN top-1 (k=3) | toy_ret (M) mAP | toy_spair PCK@0.1 | toy_davis J&F |"
-    assert md[0] == header and len(md) == 4
+    header = "| model | toy_val k-NN top-1, k=3 (%) | toy_ret (M) mAP (%) | toy_spair PCK@0.1 (%) | toy_davis J&F (%) |"
+    assert md[0] == header and md[4] == "" and md[5].startswith("- Scores in %")
+    assert any(line.startswith("- (M): the Medium protocol") for line in md)
     assert "\\toprule" in (built / "results/tables/best_layers.tex").read_text()
     index = (built / "results/index/toy_ret.csv").read_text().splitlines()
     assert index[0] == "path,label,class,box" and len(index) == 1 + 6 + 2
@@ -266,6 +272,39 @@ def test_every_figure_has_clean_text(built: Path) -> None:
     assert len(pngs) > 20
     verdicts = {str(p.relative_to(built)): png_text_check(p) for p in pngs}
     assert {path: v for path, v in verdicts.items() if v != "ok"} == {}
+
+
+def test_the_run_ends_with_a_summary_of_existing_files(built: Path, tiny_run_output: str) -> None:
+    text = tiny_run_output[tiny_run_output.index("vitscope: the run finished."):]
+    assert "Figures (" in text and "in results/figures/" in text
+    assert "Best-layer table: results/tables/best_layers.md" in text
+    assert (built / "results/tables/best_layers.md").read_text().splitlines()[0] in text  # the table itself
+    assert "Report: snakemake --report results/report.zip" in text
+    for folder in re.findall(r"^  (\w+)/ ", text, flags=re.M):
+        assert (built / "results/figures" / folder).is_dir(), folder
+
+
+def test_a_run_of_one_figure_summarises_just_that_figure(built: Path, tmp_path: Path) -> None:
+    work = tmp_path / "wf"
+    shutil.copytree(built, work, symlinks=True)
+    (work / "results/figures/cls_heads/toy.pdf").unlink()
+    text = snakemake(work, "fig_cls_heads").stdout
+    assert "Figures (1) in results/figures/" in text and "  cls_heads/ toy.pdf" in text
+    assert "cls_maps" not in text and "Best-layer table" not in text
+    assert "Report: snakemake fig_cls_heads --report results/report.zip" in text
+
+
+def test_a_target_naming_an_unknown_model_or_dataset_lists_the_configured_ones(tmp_path: Path) -> None:
+    workdir = copy_workflow(tmp_path, TINY)
+    for target, message in (
+        ("results/figures/cls_maps/vit_tiny/toy.pdf", "no model 'vit_tiny' in the config: the configured models "
+                                                      "are tiny_a, tiny_b"),
+        ("results/figures/cls_maps/tiny_a/nope.pdf", "no dataset 'nope' in the config: the configured datasets "
+                                                     "are toy, toy_coco, toy_davis"),
+    ):
+        proc = snakemake(workdir, "--dry-run", target, check=False)
+        assert proc.returncode != 0 and message in proc.stdout + proc.stderr
+        assert "KeyError" not in proc.stdout + proc.stderr
 
 
 def test_second_dry_run_schedules_nothing(built: Path) -> None:

@@ -7,7 +7,8 @@ rules. From these the rule files take (rules/common.smk, rules/targets.smk):
 
 - ``rule all``'s inputs: :func:`targets` (every figure and table of every analysis that runs);
 - the single-figure target rules (``fig_<figure>``, ``fig_cka``, ``table_best_layers``): :func:`target_rules`;
-- each plot rule's report entry (``figure_report(path, name)``): :func:`report_entry`;
+- each report item's entry (``figure_report(path, name)``: a figure's PNG, the CSV of numbers beside it,
+  a table such as the best-layer table's HTML page and CSV): :func:`report_entry`;
 - the local rules (every figure's plot rule runs on the submitting host): :func:`local_rules`;
 - the Slurm profile's ``groups`` and ``group-components`` (profiles/slurm/config.yaml, which
   tests/test_registry.py checks against :func:`slurm_groups`; ``python -m vitscope.workflow.registry``
@@ -28,11 +29,16 @@ from typing import Any
 
 from ..errors import ConfigError
 
-# The report's categories: the study's questions, in the order the report lists them.
-TRAINING = "2. Training (models the workflow trains)"
-ATTENTION = "3. Attention (how)"
-FEATURES = "4. Features (what)"
-DOWNSTREAM = "5. Downstream (why)"
+# The report's categories: the study's questions, numbered in the order the report lists them
+# (its menu sorts the names).
+TRAINING = "1. Training (models the workflow trains)"
+ATTENTION = "2. Attention (how)"
+FEATURES = "3. Features (what)"
+DOWNSTREAM = "4. Downstream (why)"
+CATEGORIES = (TRAINING, ATTENTION, FEATURES, DOWNSTREAM)
+
+#: the report caption of every CSV of numbers beside a figure (workflow/report/<name>.rst)
+NUMBERS_CAPTION = "figure_numbers"
 
 #: the clustering figures' {metric} wildcard
 CLUSTER_METRICS = ("purity", "nmi", "ari")
@@ -59,6 +65,8 @@ class Figure:
     {model_a}/{model_b}, {metric}; {task} is the analysis' name): ``<path>.pdf`` (and the other
     ``targets`` extensions) are the targets, ``<path>.png`` the report entry. A ``directory``
     figure is the folder ``<path>`` itself, its report entry the files ``patterns`` match.
+    ``numbers``: the extensions of the files beside the figure that hold its numbers
+    (``<path>.csv``), report entries too (same category and subcategory, label ``file``).
     """
 
     name: str  # the report's subcategory and 'figure' label
@@ -69,6 +77,7 @@ class Figure:
     targets: tuple[str, ...] = ("pdf",)
     directory: bool = False
     patterns: tuple[str, ...] = ()
+    numbers: tuple[str, ...] = ()
 
     @property
     def caption_name(self) -> str:
@@ -89,6 +98,29 @@ class Figure:
     def target_patterns(self) -> list[str]:
         return [self.path] if self.directory else [f"{self.path}.{ext}" for ext in self.targets]
 
+    @property
+    def numbers_paths(self) -> list[str]:
+        return [f"{self.path}.{ext}" for ext in self.numbers]
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    """A table (not a figure) that the report shows: ``<path>.<ext>`` for each of ``formats``
+    (HTML is shown in the report, CSV downloaded), written by one of the analysis' rules."""
+
+    name: str  # the report's subcategory and 'table' label
+    path: str
+    formats: tuple[str, ...] = ("html", "csv")
+    caption: str | None = None  # workflow/report/<caption>.rst; default: name
+
+    @property
+    def caption_name(self) -> str:
+        return self.caption or self.name
+
+    @property
+    def report_paths(self) -> list[str]:
+        return [f"{self.path}.{ext}" for ext in self.formats]
+
 
 @dataclass(frozen=True)
 class Analysis:
@@ -102,6 +134,7 @@ class Analysis:
     config: str | None = ""  # analyses.<config>.datasets; "" means the name, None no config key
     target: str | None = None  # a target rule for all its figures and tables (fig_cka)
     when: Callable[[Config], bool] | None = None  # whether it runs; default: it has datasets
+    report: tuple[ReportTable, ...] = ()  # tables the report shows (their paths are among ``tables``)
 
     @property
     def key(self) -> str | None:
@@ -172,6 +205,9 @@ def register(analysis: Analysis) -> Analysis:
         for other, theirs in figures().items():
             if figure.name == other and (figure is not theirs[1] or analysis.category != theirs[0].category):
                 raise ConfigError(f"analysis {analysis.name}: figure {figure.name} is registered already")
+    for table in analysis.report:
+        if table.name in figures() or table.name in report_tables() or table.name in (f.name for f in analysis.figures):
+            raise ConfigError(f"analysis {analysis.name}: report table {table.name} is registered already")
     ANALYSES[analysis.name] = analysis
     return analysis
 
@@ -245,19 +281,34 @@ def _fields(pattern: str) -> list[str]:
     return [name for _, name, _, _ in string.Formatter().parse(pattern) if name]
 
 
+def report_tables() -> dict[str, tuple[Analysis, ReportTable]]:
+    """Report table name -> (its analysis, the table)."""
+    return {table.name: (analysis, table) for analysis in ANALYSES.values() for table in analysis.report}
+
+
+#: the ``file`` label: what a report item of a figure with numbers, or of a table, is
+FILE_LABELS = {"png": "figure", "csv": "numbers (CSV)", "html": "table"}
+
+
 def report_entry(name: str, path: str) -> dict[str, Any]:
-    """What the report shows of figure ``name``, whose plot rule registers ``path``.
+    """What the report shows of figure or table ``name``, whose rule registers ``path``.
 
     Keys: caption (the name of workflow/report/<caption>.rst), category, subcategory, labels
-    (``figure``; ``model``: the model, "<a> vs <b>" or "all"; then every other wildcard but
-    {task}, which names the figure) and patterns (a folder's files).
+    and patterns (a folder's files). A figure's labels: ``figure``; ``model``: the model,
+    "<a> vs <b>" or "all"; then every other wildcard but {task}, which names the figure; and
+    ``file`` (figure or numbers) when CSVs of numbers lie beside it (``Figure.numbers``), which
+    are entries of the same subcategory with caption NUMBERS_CAPTION. A table's labels:
+    ``table`` and ``file`` (table or numbers).
     """
     found = figures().get(name)
     if found is None:
-        raise ConfigError(f"figure_report: no figure '{name}' is registered (vitscope.workflow.registry)")
+        if name in report_tables():
+            return _table_entry(*report_tables()[name], str(path))
+        raise ConfigError(f"figure_report: no figure or table '{name}' is registered (vitscope.workflow.registry)")
     analysis, figure = found
-    if str(path) != figure.report_path:
-        raise ConfigError(f"figure_report: figure '{name}' is registered at '{figure.report_path}', not '{path}'")
+    if str(path) != figure.report_path and str(path) not in figure.numbers_paths:
+        raise ConfigError(f"figure_report: figure '{name}' is registered at '{figure.report_path}'"
+                          + "".join(f" (numbers '{p}')" for p in figure.numbers_paths) + f", not '{path}'")
     wildcards = _fields(figure.report_path) + [f for p in figure.patterns for f in _fields(p)]
     if "model" in wildcards:
         model = "{model}"
@@ -267,12 +318,27 @@ def report_entry(name: str, path: str) -> dict[str, Any]:
         model = "all"
     labels = {"figure": name.replace("_", " "), "model": model}
     labels.update({w: f"{{{w}}}" for w in wildcards if w not in ("model", "model_a", "model_b", "task")})
+    numbers = str(path) in figure.numbers_paths
+    if figure.numbers:
+        labels["file"] = FILE_LABELS[str(path).rsplit(".", 1)[-1]] if numbers else FILE_LABELS["png"]
     return {
-        "caption": figure.caption_name,
+        "caption": NUMBERS_CAPTION if numbers else figure.caption_name,
         "category": analysis.category,
         "subcategory": name.replace("_", " "),
         "labels": labels,
-        "patterns": list(figure.patterns),
+        "patterns": [] if numbers else list(figure.patterns),
+    }
+
+
+def _table_entry(analysis: Analysis, table: ReportTable, path: str) -> dict[str, Any]:
+    if path not in table.report_paths:
+        raise ConfigError(f"figure_report: table '{table.name}' is registered at {table.report_paths}, not '{path}'")
+    return {
+        "caption": table.caption_name,
+        "category": analysis.category,
+        "subcategory": table.name.replace("_", " "),
+        "labels": {"table": table.name.replace("_", " "), "file": FILE_LABELS[path.rsplit(".", 1)[-1]]},
+        "patterns": [],
     }
 
 
@@ -292,7 +358,7 @@ def _downstream(config: Config) -> bool:
 
 #: the downstream tasks' figure (one plot rule for every task: results/figures/{task}/{dataset}.pdf)
 DOWNSTREAM_FIGURE = Figure("{task}", "results/figures/{task}/{dataset}", caption="downstream", plot="plot_downstream",
-                           target="fig_{task}")
+                           target="fig_{task}", numbers=("csv",))
 
 register(Analysis(
     "cls_maps", ATTENTION,
@@ -338,20 +404,20 @@ register(Analysis(
 register(Analysis(
     "cka", FEATURES,
     figures=(
-        Figure("cka_full", "results/figures/cka_full/{dataset}/{model_a}/{model_b}"),
-        Figure("cka_last", "results/figures/cka_last/{dataset}"),
+        Figure("cka_full", "results/figures/cka_full/{dataset}/{model_a}/{model_b}", numbers=("csv",)),
+        Figure("cka_last", "results/figures/cka_last/{dataset}", numbers=("csv",)),
     ),
     rules={"cka_pair": TABLES},
     target="fig_cka",
 ))
 register(Analysis(
     "clustering", FEATURES,
-    figures=(Figure("clustering", "results/figures/clustering/{dataset}_{metric}"),),
+    figures=(Figure("clustering", "results/figures/clustering/{dataset}_{metric}", numbers=("csv",)),),
     rules={"clustering": TABLES},
 ))
 register(Analysis(
     "object_clustering", FEATURES,
-    figures=(Figure("object_clustering", "results/figures/object_clustering/{dataset}_{metric}"),),
+    figures=(Figure("object_clustering", "results/figures/object_clustering/{dataset}_{metric}", numbers=("csv",)),),
     rules={"object_clustering": TABLES},
 ))
 register(Analysis("knn", DOWNSTREAM, figures=(DOWNSTREAM_FIGURE,), rules={"knn": TABLES}))
@@ -361,7 +427,8 @@ register(Analysis("davis", DOWNSTREAM, figures=(DOWNSTREAM_FIGURE,),
                   rules={"davis_sequence": MODEL, "davis": TABLES}))
 register(Analysis(
     "best_layers", DOWNSTREAM,
-    tables=tuple(f"results/tables/best_layers.{ext}" for ext in ("csv", "md", "tex")),
+    tables=tuple(f"results/tables/best_layers.{ext}" for ext in ("csv", "md", "tex", "html")),
+    report=(ReportTable("best_layers", "results/tables/best_layers"),),
     rules={"best_layers": TABLES},
     target="table_best_layers",
     when=_downstream,

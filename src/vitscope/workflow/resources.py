@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from . import lookups
+
 Config = Mapping[str, Any]
 
 #: Conservative throughput of a full extraction for wall-time requests, images/s
@@ -28,7 +30,7 @@ def dataset_images(config: Config, dataset: str, index: str | Path | None = None
     if index and Path(index).is_file():
         with open(index, newline="") as handle:
             return max(0, sum(1 for _ in csv.reader(handle)) - 1)
-    entry = config["datasets"][dataset]
+    entry = lookups.dataset_entry(config, dataset)
     if entry["kind"] == "synthetic":
         spec = entry.get("synthetic", {})
         return spec.get("classes", 6) * spec.get("per_class", 12)

@@ -31,7 +31,7 @@ class Stamps:
         self._images_of_index = functools.cache(self._images_of_index_uncached)  # every model's dump asks
 
     def mode(self, dataset: str) -> str:
-        return self.config["datasets"][dataset].get("fingerprint", "stat")
+        return lookups.dataset_entry(self.config, dataset).get("fingerprint", "stat")
 
     def _generated(self, path: str) -> str | None:
         return lookups.generated(self.config, path)
@@ -50,7 +50,7 @@ class Stamps:
         """Fingerprint of every file the dataset's index is made from (vitscope's fingerprint module), so adding,
         removing or replacing an image, or editing a list or annotation file, re-indexes; '' for a dataset
         the workflow generates (its folder is an input)."""
-        entry = self.config["datasets"][name]
+        entry = lookups.dataset_entry(self.config, name)
         if entry["kind"] in ("synthetic", "spair", "davis") or self._generated(entry.get("root", "")):
             return ""
         self.require(lookups.dataset_needs(self.config, name))
@@ -75,7 +75,7 @@ class Stamps:
     def indexed_images(self, dataset: str) -> str:
         """Fingerprint of the images the dataset's index lists (read when the index exists, else '' until
         the index checkpoint has run): a replaced image re-extracts, an image added outside the index does not."""
-        entry = self.config["datasets"][dataset]
+        entry = lookups.dataset_entry(self.config, dataset)
         index = Path(f"results/index/{dataset}.csv")
         if entry["kind"] == "synthetic" or self._generated(entry.get("root", "")) or not index.is_file():
             return ""
@@ -91,7 +91,7 @@ class Stamps:
     def annotations(self, dataset: str) -> str:
         """Fingerprint of the annotation file a job reads beside its dump (coco annotations, revisited
         ground truth), so a replaced file reruns it even with an older modification time."""
-        entry = self.config["datasets"][dataset]
+        entry = lookups.dataset_entry(self.config, dataset)
         if self._generated(entry.get("root", "")) or entry["kind"] not in ("coco", "revisited"):
             return ""
         path = entry["annotations"] if entry["kind"] == "coco" else lookups.gnd_file(self.config, dataset)
@@ -100,7 +100,7 @@ class Stamps:
 
     def spair(self, dataset: str) -> str:
         """Fingerprint of the SPair-71k pair annotations of the split and of every image."""
-        entry = self.config["datasets"][dataset]
+        entry = lookups.dataset_entry(self.config, dataset)
         if self._generated(entry["root"]):
             return ""
         self.require(lookups.dataset_needs(self.config, dataset))
@@ -110,7 +110,7 @@ class Stamps:
 
     def davis_sequence(self, dataset: str, sequence: str) -> str:
         """Fingerprint of one DAVIS sequence's frames and annotations."""
-        entry = self.config["datasets"][dataset]
+        entry = lookups.dataset_entry(self.config, dataset)
         if self._generated(entry["root"]):
             return ""
         return fingerprint.folders(lookups.davis_sequence_input(self.config, dataset, sequence), self.mode(dataset))
