@@ -102,14 +102,20 @@ def test_knn_chance_line_counts_and_a_near_trivial_top5() -> None:
 
 
 def test_knn_top5_kept_where_informative_and_marked_where_not() -> None:
-    """3 classes, k = 1 and 10: top-5 at k = 1 counts 1 class (= top-1, drawn with chance 1/3);
-    at k = 10 it counts all 3 classes: marked, not drawn."""
-    fig = task_plots.by_block(knn_rows(["fs"], 3, (1, 10), blocks=3), "knn", ["fs"], "toy")
-    top5_k1, top5_k10 = fig.axes[2], fig.axes[3]
-    assert [line.get_ydata()[0] for line in top5_k1.get_lines() if line.get_linestyle() == "--"] == \
-        pytest.approx([100 / 3])
-    assert not top5_k10.get_lines()
-    assert [t.get_text() for t in top5_k10.texts] == ["not shown: near-trivial\n(counts 3 of 3 classes,\nchance 100 %)"]
+    """20 classes, k = 1, 3 and 10: top-5 at k = 1 counts one class (the same as top-1: marked), at
+    k = 3 three (drawn, chance 3/20), at k = 10 five (drawn, chance 5/20); 3 classes and k = 1, 3:
+    top-5 is marked at k = 1 and near-trivial at k = 3, so the row is dropped."""
+    fig = task_plots.by_block(knn_rows(["fs"], 20, (1, 3, 10), blocks=3), "knn", ["fs"], "toy")
+    top5 = fig.axes[3:]
+    assert [t.get_text() for t in top5[0].texts] == ["not shown: the same as top-1\n(k = 1 counts one class)"]
+    assert [[line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] for ax in top5[1:]] == \
+        [pytest.approx([15.0]), pytest.approx([25.0])]
+    fig = task_plots.by_block(knn_rows(["fs"], 3, (1, 3), blocks=3), "knn", ["fs"], "toy")
+    assert len(fig.axes) == 2 and "top-5 not shown" in fig._suptitle.get_text()
+    fig = task_plots.by_block(knn_rows(["fs"], 6, (3, 20), blocks=3), "knn", ["fs"], "toy")  # k = 20: 5 of 6
+    assert [t.get_text() for t in fig.axes[3].texts] == ["not shown: near-trivial\n(counts 5 of 6 classes,\nchance 83 %)"]
+    assert [line.get_ydata()[0] for line in fig.axes[2].get_lines() if line.get_linestyle() == "--"] == \
+        pytest.approx([50.0])
 
 
 def test_study_sized_figures_have_clean_text() -> None:

@@ -11,7 +11,8 @@ Where the rows carry a ``chance`` column (k-NN, SPair) each panel has the chance
 dashed grey line (one per model, in its colour, where the models' chance levels differ), and
 the title states the counts the scores rest on (the rows' count columns). A k-NN top-5 panel
 whose metric counts all classes but at most one (near-trivial: chance >= (C - 1) / C) is not
-drawn; it says so, and a top-5 row with no panel left is dropped, the title saying why.
+drawn; it says so, and a top-5 row with no panel left is dropped, the title saying why; a top-5 panel that counts one class (k = 1) is the same as top-1 and
+is not drawn either.
 """
 
 from __future__ import annotations
@@ -126,34 +127,39 @@ def by_block(rows: Rows, task: str, models: Sequence[str], dataset: str) -> Figu
     notes = []
     shown = []
     for metric, ylabel, scale in metrics:
-        trivial = {p for p in panels
-                   if metric == "top5" and near_trivial([r for r in rows if r["metric"] == metric and r[column] == p])}
-        if trivial and len(trivial) == len(panels):
+        here = {p: [r for r in rows if r["metric"] == metric and r[column] == p] for p in panels}
+        trivial = {p for p in panels if metric == "top5" and near_trivial(here[p])}
+        single = {p for p in panels if metric == "top5" and {r.get("counted") for r in here[p]} == {"1"}}
+        if trivial and len(trivial | single) == len(panels):
             sample = next(r for r in rows if r["metric"] == metric)
             notes.append(f"top-5 not shown: it counts at least {int(sample['classes']) - 1} of the "
-                         f"{sample['classes']} classes at every k (near-trivial)")
+                         f"{sample['classes']} classes at every k (near-trivial)"
+                         + (" or one class (the same as top-1)" if single else ""))
             continue
-        shown.append((metric, ylabel, scale, trivial))
+        shown.append((metric, ylabel, scale, trivial, single))
     fig, axes = plt.subplots(
         len(shown), len(panels), figsize=(0.6 + 2.9 * len(panels), 0.9 + 2.5 * len(shown)), squeeze=False,
         sharex=True, sharey="row", layout="constrained",
     )
     blocks = max((int(r["block"]) for r in rows), default=1)
     chance_drawn = False
-    for i, (metric, ylabel, scale, trivial) in enumerate(shown):
+    for i, (metric, ylabel, scale, trivial, single) in enumerate(shown):
         for j, panel in enumerate(panels):
             ax = axes[i, j]
             mine = [r for r in rows if r["metric"] == metric and r[column] == panel]
             title = panel_label.format(panel.capitalize() if column == "protocol" else panel)
             if task == "retrieval" and (evaluated := count_text(mine, "evaluated")):
                 title += f" ({evaluated} queries)"
-            if i == 0 or trivial:
+            if i == 0 or trivial or single:
                 ax.set_title(title, fontsize=9)
             if panel in trivial:
                 sample = mine[0]
                 ax.text(0.5, 0.5, f"not shown: near-trivial\n(counts {sample['counted']} of {sample['classes']} "
                         f"classes,\nchance {100 * float(sample['chance']):.0f} %)", ha="center", va="center",
                         transform=ax.transAxes, fontsize=8, color="dimgrey")
+            elif panel in single:
+                ax.text(0.5, 0.5, f"not shown: the same as top-1\n(k = {panel} counts one class)", ha="center",
+                        va="center", transform=ax.transAxes, fontsize=8, color="dimgrey")
             else:
                 for m, model in enumerate(models):
                     sel = sorted((int(r["block"]), float(r["value"]) * scale) for r in mine if r["model"] == model)
