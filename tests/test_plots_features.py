@@ -112,9 +112,10 @@ def test_last_layer_of_seven_models_has_clean_text() -> None:
 def test_clustering_draws_the_rows_chance_and_counts() -> None:
     """Purity with chance 0.3 at block 1 and 0.3 / 0.4 at block 2 (two models): a band from the lowest
     to the highest; the title says how many images and classes were clustered."""
-    rows = [{"model": m, "block": str(b), "representation": "cls", "metric": "purity", "value": "0.8", "note": "",
-             "chance": str(c), "images": "72", "classes": "6", "clusters": "6"}
-            for m, chance in (("fs", (0.3, 0.3)), ("contrastive", (0.3, 0.4))) for b, c in zip((1, 2), chance)]
+    rows = [{"model": m, "block": str(b), "representation": "cls", "metric": "purity", "value": "0.8",
+             "note": "", "chance": str(c), "images": "72", "classes": "6", "clusters": "6"}
+            for m, chance in (("fs", (0.3, 0.3)), ("contrastive", (0.3, 0.4)))
+            for b, c in zip((1, 2), chance, strict=True)]
     fig = feature_plots.clustering(rows, "purity", ["fs", "contrastive"], reps=("cls",), title="t")
     band = fig.axes[0].collections[0].get_paths()[0].vertices
     assert band[:, 1].min() == pytest.approx(0.3) and band[:, 1].max() == pytest.approx(0.4)

@@ -113,7 +113,8 @@ def test_knn_top5_kept_where_informative_and_marked_where_not() -> None:
     fig = task_plots.by_block(knn_rows(["fs"], 3, (1, 3), blocks=3), "knn", ["fs"], "toy")
     assert len(fig.axes) == 2 and "top-5 not shown" in fig._suptitle.get_text()
     fig = task_plots.by_block(knn_rows(["fs"], 6, (3, 20), blocks=3), "knn", ["fs"], "toy")  # k = 20: 5 of 6
-    assert [t.get_text() for t in fig.axes[3].texts] == ["not shown: near-trivial\n(counts 5 of 6 classes,\nchance 83 %)"]
+    marked = "not shown: near-trivial\n(counts 5 of 6 classes,\nchance 83 %)"
+    assert [t.get_text() for t in fig.axes[3].texts] == [marked]
     assert [line.get_ydata()[0] for line in fig.axes[2].get_lines() if line.get_linestyle() == "--"] == \
         pytest.approx([50.0])
 

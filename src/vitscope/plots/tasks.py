@@ -11,8 +11,8 @@ Where the rows carry a ``chance`` column (k-NN, SPair) each panel has the chance
 dashed grey line (one per model, in its colour, where the models' chance levels differ), and
 the title states the counts the scores rest on (the rows' count columns). A k-NN top-5 panel
 whose metric counts all classes but at most one (near-trivial: chance >= (C - 1) / C) is not
-drawn; it says so, and a top-5 row with no panel left is dropped, the title saying why; a top-5 panel that counts one class (k = 1) is the same as top-1 and
-is not drawn either.
+drawn, nor is one that counts a single class (k = 1: the same as top-1); the panel says
+which, and a top-5 row with no panel left is dropped, the title saying why.
 """
 
 from __future__ import annotations
