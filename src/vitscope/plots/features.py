@@ -11,9 +11,9 @@ import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib
-import matplotlib.patches
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from ..features.cka import point_labels
 from .common import PALETTE, plt
@@ -119,8 +119,8 @@ def last_layer(
 
 
 CHANCE_LABELS = {
-    "purity": "chance: random clustering,\nsame cluster sizes\n(mean of 100 permutations)",
-    "nmi": "chance: random clustering,\nsame cluster sizes (exact)",
+    "purity": "chance: random clustering,\nsame cluster sizes\n(mean of 100 permutations;\nband: range over models)",
+    "nmi": "chance: random clustering,\nsame cluster sizes (exact;\nband: range over models)",
     "ari": "chance: 0 (random clustering)",
 }
 
@@ -143,7 +143,8 @@ def clustering(
     model. ``rows``: tidy clustering rows (vitscope.features.clustering.CLUSTER_COLUMNS, strings).
 
     Chance: the rows' ``chance`` (the score of a random clustering with the same cluster sizes)
-    as a grey band over the models' values per block (a dashed line where they agree; ARI: 0);
+    as a dashed grey line at the models' mean per block and a grey band over their range
+    (ARI: 0);
     the title states the images (objects) and classes clustered. Undefined (NaN) values are gaps
     in the lines; a model with no defined value in a panel is listed in the legend as
     "model (n/a: reason)" from the rows' ``note``, and the title says values are missing."""
@@ -176,9 +177,8 @@ def clustering(
         if chance:
             xs = sorted(chance)
             lo, hi = [min(chance[b]) for b in xs], [max(chance[b]) for b in xs]
-            if max(h - v for h, v in zip(hi, lo, strict=True)) < 1e-9:
-                ax.plot(xs, lo, color="grey", lw=1.0, ls="--", zorder=1)
-            else:
+            ax.plot(xs, [sum(chance[b]) / len(chance[b]) for b in xs], color="grey", lw=1.0, ls="--", zorder=1)
+            if max(h - v for h, v in zip(hi, lo, strict=True)) > 0:
                 ax.fill_between(xs, lo, hi, color="grey", alpha=0.3, lw=0, zorder=1)
             chance_drawn = True
         ax.set_title(CLUSTER_REP_TITLES.get(rep, rep), fontsize=9)
@@ -197,7 +197,7 @@ def clustering(
                 handles.append(handle)
                 labels.append(label)
     if chance_drawn:
-        handles.append(matplotlib.patches.Patch(color="grey", alpha=0.4))
+        handles.append(Line2D([], [], color="grey", lw=1.0, ls="--"))
         labels.append(CHANCE_LABELS.get(metric, "chance"))
     fig.legend(handles, labels, loc="outside right center", fontsize=7, frameon=False)
     things = "objects" if list(reps) == ["object"] else "images"

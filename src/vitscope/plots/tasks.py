@@ -132,8 +132,9 @@ def by_block(rows: Rows, task: str, models: Sequence[str], dataset: str) -> Figu
         single = {p for p in panels if metric == "top5" and {r.get("counted") for r in here[p]} == {"1"}}
         if trivial and len(trivial | single) == len(panels):
             sample = next(r for r in rows if r["metric"] == metric)
+            lowest = min(float(r["chance"]) for p in trivial for r in here[p])
             notes.append(f"top-5 not shown: it counts at least {int(sample['classes']) - 1} of the "
-                         f"{sample['classes']} classes at every k (near-trivial)"
+                         f"{sample['classes']} classes at every k (near-trivial, chance {100 * lowest:.0f} % or more)"
                          + (" or one class (the same as top-1)" if single else ""))
             continue
         shown.append((metric, ylabel, scale, trivial, single))
