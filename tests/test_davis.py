@@ -186,6 +186,7 @@ def test_pooled_weighs_objects_equally():
     assert out["F", "mean"]["value"] == pytest.approx(0.3)
     assert out["J&F", "mean"]["value"] == pytest.approx(0.45)
     assert out["J&F", "mean"]["objects"] == 3
+    assert {(r["sequences"], r["frames"]) for r in out.values()} == {(2, 10)}  # 2 sequences of 5 scored frames
 
 
 # ----------------------------------------------------------------------------- label propagation

@@ -392,3 +392,60 @@ def test_constant_features_with_several_classes_are_scored_not_undefined() -> No
     assert clustering.cluster_scores(np.ones((12, 4)), labels, seed=0, n_init=2) == pytest.approx(
         {"purity": 1 / 3, "nmi": 0.0, "ari": 0.0}
     )
+
+
+# --------------------------------------------------------------------------- chance levels
+
+
+def exact_chance(labels: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
+    """Purity and NMI averaged over every distinct assignment of the labels to the cluster slots."""
+    from itertools import permutations
+
+    from sklearn.metrics import normalized_mutual_info_score
+
+    seen = set(permutations(labels.tolist()))
+    purities = [clustering.purity(np.array(p), clusters) for p in seen]
+    nmis = [normalized_mutual_info_score(np.array(p), clusters, average_method="arithmetic") for p in seen]
+    return {"purity": float(np.mean(purities)), "nmi": float(np.mean(nmis))}
+
+
+def test_chance_purity_by_hand() -> None:
+    """Labels 0 0 1 1 in two clusters of 2: of the 6 ways to fill cluster A, 2 are pure (purity 1)
+    and 4 mixed (purity 1/2), so the chance purity is (2 + 4 / 2) / 6 = 2/3."""
+    labels, clusters = np.array([0, 0, 1, 1]), np.array([0, 0, 1, 1])
+    assert exact_chance(labels, clusters)["purity"] == pytest.approx(2 / 3)
+    assert clustering.chance_purity(labels, clusters, seed=0, permutations=4000) == pytest.approx(2 / 3, abs=0.02)
+    assert clustering.chance_purity(labels, clusters, seed=5) == clustering.chance_purity(labels, clusters, seed=5)
+    # one cluster: purity is the majority share whatever the permutation
+    assert clustering.chance_purity(np.array([0, 0, 0, 1]), np.zeros(4, np.int64)) == 0.75
+
+
+def test_expected_nmi_equals_the_mean_over_all_permutations() -> None:
+    labels, clusters = np.array([0, 0, 0, 1, 1, 2, 2]), np.array([0, 1, 1, 1, 2, 2, 2])
+    exact = exact_chance(labels, clusters)
+    assert clustering.expected_nmi(labels, clusters) == pytest.approx(exact["nmi"], rel=1e-12)
+    assert exact["nmi"] > 0.1  # NMI of random clusterings is far from 0 for few images per cluster
+    assert clustering.chance_purity(labels, clusters, seed=1, permutations=3000) == pytest.approx(exact["purity"],
+                                                                                                    abs=0.01)
+    assert clustering.expected_nmi(labels, np.zeros(7, np.int64)) == 0.0
+
+
+def test_expected_mutual_information_matches_scikit_learn() -> None:
+    from sklearn.metrics.cluster import contingency_matrix
+    from sklearn.metrics.cluster._expected_mutual_info_fast import expected_mutual_information
+
+    rng = np.random.default_rng(3)
+    labels, clusters = rng.integers(0, 5, 300), rng.integers(0, 7, 300)
+    table = contingency_matrix(labels, clusters, sparse=False)
+    ours = clustering.expected_mutual_information(table.sum(axis=1), table.sum(axis=0))
+    assert ours == pytest.approx(expected_mutual_information(table, 300), rel=1e-9)
+
+
+def test_clustering_rows_carry_chance_and_counts() -> None:
+    x, labels = blobs(np.random.default_rng(14), classes=3, per=10)
+    rows = clustering.clustering_rows({"cls": x[:, None]}, labels, "m", seed=0, n_init=2)
+    chance = {r["metric"]: r["chance"] for r in rows}
+    assert chance["ari"] == 0.0 and 1 / 3 <= chance["purity"] < 0.6 and 0 < chance["nmi"] < 0.2
+    assert {(r["images"], r["classes"], r["clusters"]) for r in rows} == {(30, 3, 3)}
+    single = clustering.clustering_rows({"cls": x[:, None]}, np.zeros(30, np.int64), "m", seed=0, n_init=2)
+    assert all(np.isnan(r["chance"]) for r in single)

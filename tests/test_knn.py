@@ -210,3 +210,21 @@ def test_labels_are_matched_by_class_name(tmp_path) -> None:
     with _dump(tmp_path / "c.h5", ["ant"]) as train, _dump(tmp_path / "d.h5", ["dog"]) as val:
         with pytest.raises(DumpError, match="dog"):
             knn.check_labels(train, val)
+
+
+def test_rows_carry_counts_and_chance() -> None:
+    """4 classes in a 12-image bank: top-1 chance 1/4; top-5 counts min(5, k, 4) classes, so its
+    chance is k/4 for k < 4 and 1 (certain) from k = 4 on; 6 queries, all counted in the rows."""
+    rng = np.random.default_rng(21)
+    train, test = rng.normal(size=(12, 2, 8)), rng.normal(size=(6, 2, 8))
+    rows = knn.block_rows(train, np.arange(12) % 4, test, np.arange(6) % 4, "m", ks=(1, 3, 10))
+    assert set(rows[0]) == set(knn.COLUMNS)
+    chance = {(r["metric"], r["k"]): (r["chance"], r["counted"]) for r in rows if r["block"] == 1}
+    assert chance == {("top1", 1): (0.25, 1), ("top1", 3): (0.25, 1), ("top1", 10): (0.25, 1),
+                      ("top5", 1): (0.25, 1), ("top5", 3): (0.75, 3), ("top5", 10): (1.0, 4)}
+    assert {(r["classes"], r["bank"], r["queries"]) for r in rows} == {(4, 12, 6)}
+    # k beyond the bank is clipped: a 3-image bank of 3 classes counts at most 3
+    small = knn.block_rows(train[:3], np.arange(3), test, np.arange(6) % 3, "m", ks=(20,))
+    assert {(r["metric"], r["counted"], r["chance"]) for r in small} == {("top1", 1, 1 / 3), ("top5", 3, 1.0)}
+    one = knn.block_rows(train, np.zeros(12, np.int64), test, np.zeros(6, np.int64), "m", ks=(1,))
+    assert all(np.isnan(r["chance"]) and r["classes"] == 1 for r in one)

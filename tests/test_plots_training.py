@@ -37,3 +37,12 @@ def test_loss_curves_one_panel_per_model() -> None:
 def test_an_unknown_objective_is_labelled_loss() -> None:
     fig = training.loss_curves({"m": loss_rows("m", "distill", 3)})
     assert fig.axes[0].get_ylabel() == "loss" and fig.axes[0].get_title() == "m (distill)"
+
+
+def test_seven_long_named_models_have_clean_text() -> None:
+    from vitscope.plots.common import text_problems
+
+    names = ["fs", "contrastive", "moco_v3_vitb16", "dino_vitb16", "mae_vitb16", "beit_vitb16", "random"]
+    objectives = ["fs", "contrastive", "contrastive", "contrastive", "mae", "mae", "random"]
+    curves = {n: (loss_rows(n, o, 300) if o != "random" else []) for n, o in zip(names, objectives, strict=True)}
+    assert text_problems(training.loss_curves(curves)) == []

@@ -144,6 +144,9 @@ def test_a_protocol_without_positives_is_undefined_with_a_note(caplog) -> None:
     assert {r["note"] for r in hard} == {"undefined: no query has a positive under protocol hard"}
     assert all(math.isfinite(r["value"]) and r["note"] == "" for r in rows if r["protocol"] != "hard")
     assert caplog.text.count("no query has a positive under protocol hard") == 1
+    # the counts behind each mean: queries with a positive under the protocol, the database size
+    assert {(r["protocol"], r["evaluated"], r["database"]) for r in rows} == {("easy", 2, 6), ("medium", 2, 6),
+                                                                             ("hard", 0, 6)}
 
 
 def _repeated_images():

@@ -347,3 +347,30 @@ def test_a_pair_of_one_image_with_itself_transfers_exactly(tmp_path: Path) -> No
     rows, _ = spair_run.run("tiny", entry, pairs, renormalize=True, device="cpu")
     # canvas 96: scale 0.96, box side 95.04 px, so alpha 0.01 allows 0.95 px (rounding costs < 0.71 px)
     assert {r["value"] for r in rows} == {1.0} and {r["keypoints"] for r in rows} == {4}
+
+
+def test_chance_by_hand_and_against_every_pixel() -> None:
+    """A 10 x 10 canvas, a box of side 10: alpha 0.1 is a radius of 1 (strict), so only the keypoint's
+    own pixel counts (1/100); alpha 0.15 (radius 1.5) adds the 4 edge and 4 corner neighbours (9/100);
+    in a corner 4 of those 9 lie inside; between pixels (4.5, 4.5) the 4 around it (d = 0.71)."""
+    box = np.array([0.0, 0.0, 10.0, 10.0])
+    gt = np.array([[5.0, 5.0], [0.0, 0.0], [4.5, 4.5]])
+    np.testing.assert_allclose(spair.chance(gt, box, (10, 10), (0.1, 0.15)),
+                               [[0.01, 0.01, 0.04], [0.09, 0.04, 0.04]])
+    rng = np.random.default_rng(5)
+    gt = rng.uniform(-3, 40, size=(6, 2))
+    box, canvas, alphas = np.array([3.0, 1.0, 30.0, 20.0]), (24, 36), (0.3, 0.1, 0.05)
+    every = np.stack(np.meshgrid(np.arange(36), np.arange(24)), -1).reshape(-1, 2)
+    slow = np.stack([spair.correct(every, np.broadcast_to(g, every.shape), box, alphas).mean(axis=1) for g in gt], 1)
+    np.testing.assert_array_equal(spair.chance(gt, box, canvas, alphas), slow)
+
+
+def test_result_rows_pool_the_chance_like_pck() -> None:
+    tallies = {
+        "cat": spair_run._Tally(np.array([[3, 1]]), keypoints=4, pairs=2, chance=np.array([0.4, 0.1])),
+        "dog": spair_run._Tally(np.array([[1, 0]]), keypoints=2, pairs=1, chance=np.array([0.1, 0.02])),
+    }
+    rows, per_category = spair_run.result_rows(tallies, "m", (0.1, 0.05))
+    assert [r["chance"] for r in per_category] == pytest.approx([0.1, 0.05, 0.025, 0.01])
+    assert [r["chance"] for r in rows] == pytest.approx([(0.1 + 0.05) / 2, (0.025 + 0.01) / 2])
+    assert {r["pairs"] for r in rows} == {3}

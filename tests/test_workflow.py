@@ -171,12 +171,12 @@ def test_outputs_exist_and_hold_sane_values(built: Path) -> None:
         for suffix in ("pdf", "png"):
             assert (built / f"results/figures/clustering/toy_{metric}.{suffix}").stat().st_size > 1000
         rows = (built / f"results/figures/clustering/toy_{metric}.csv").read_text().splitlines()
-        assert rows[0] == "model,block,representation,metric,value,note"
+        assert rows[0] == "model,block,representation,metric,value,note,chance,images,classes,clusters"
         assert len(rows) == 1 + 2 * 6 * 2  # models x blocks x (cls, spatial)
         for suffix in ("pdf", "png"):
             assert (built / f"results/figures/object_clustering/toy_coco_{metric}.{suffix}").stat().st_size > 1000
         rows = (built / f"results/figures/object_clustering/toy_coco_{metric}.csv").read_text().splitlines()
-        assert rows[0] == "model,block,representation,metric,value,note"
+        assert rows[0] == "model,block,representation,metric,value,note,chance,images,classes,clusters"
         assert len(rows) == 1 + 2 * 6 and all(",object," in row for row in rows[1:])  # models x blocks
     for model in TINY["models"]:
         with h5py.File(built / f"results/dumps/{model}/toy_coco.h5") as dump:

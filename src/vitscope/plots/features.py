@@ -7,11 +7,13 @@ writes them.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from ..features.cka import point_labels
 from .common import PALETTE, plt
@@ -22,12 +24,21 @@ CLUSTER_REP_TITLES = {"cls": "CLS token", "spatial": "mean of spatial tokens",
 METRIC_TITLES = {"purity": "purity", "nmi": "NMI (arithmetic)", "ari": "ARI"}
 
 
+TICK_PT = 7.0
+
+
 def _point_ticks(axis, labels: Sequence[str], every: int) -> None:
-    """Ticks at every ``every``-th label (always the last one), small font."""
+    """Ticks at every ``every``-th label (the first one included), :data:`TICK_PT` font."""
     ticks = list(range(0, len(labels), every))
-    if ticks[-1] != len(labels) - 1:
-        ticks.append(len(labels) - 1)
-    axis.set_ticks(ticks, [labels[t] for t in ticks], fontsize=6)
+    axis.set_ticks(ticks, [labels[t] for t in ticks], fontsize=TICK_PT)
+
+
+def tick_step(points: int, length_in: float, pitch_pt: float = 1.6 * TICK_PT) -> int:
+    """Label every n-th of ``points`` cells along a ``length_in`` inch axis so that labels are at
+    least ``pitch_pt`` apart; n is 1, or even so that every label is a block's n1."""
+    room = 72.0 * length_in / max(points, 1)
+    step = max(1, math.ceil(pitch_pt / room))
+    return step if step == 1 else step + step % 2
 
 
 def full_depth(
@@ -47,12 +58,13 @@ def full_depth(
     first = cka[reps[0]]
     rows, cols = first.shape
     side = 3.0 * max(rows, cols) / 24 + 1.6
+    width, height = side * max(cols / rows, 0.6), side
     fig, axes = plt.subplots(
-        1, len(reps), figsize=(0.6 + len(reps) * side * max(cols / rows, 0.6), 0.4 + side), squeeze=False,
+        1, len(reps), figsize=(1.4 + len(reps) * width, 1.2 + height), squeeze=False, sharey=True,
         layout="constrained",
     )
     labels_a, labels_b = point_labels(rows, "norms"), point_labels(cols, "norms")
-    every_a, every_b = 1 if rows <= 24 else 2, 1 if cols <= 24 else 2
+    every_a, every_b = tick_step(rows, 0.8 * height), tick_step(cols, 0.8 * width)
     colours = plt.get_cmap(cmap).with_extremes(bad="#bdbdbd")
     for ax, rep in zip(axes[0], reps, strict=True):
         image = ax.imshow(cka[rep], cmap=colours, vmin=0, vmax=1, origin="lower", interpolation="nearest")
@@ -60,8 +72,8 @@ def full_depth(
         _point_ticks(ax.xaxis, labels_b, every_b)
         ax.tick_params(axis="x", labelrotation=90)
         ax.set_title(REP_TITLES.get(rep, rep), fontsize=9)
-        ax.set_xlabel(f"{model_b}: LayerNorm output (block.n1 / n2)", fontsize=8)
-        ax.set_ylabel(f"{model_a}: LayerNorm output", fontsize=8)
+    axes[0, 0].set_ylabel(f"{model_a}: LayerNorm output", fontsize=8)
+    fig.supxlabel(f"{model_b}: LayerNorm output (block.n1 / block.n2)", fontsize=8)
     bar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
     bar.set_label("linear CKA (minibatch, unbiased HSIC)", fontsize=8)
     if any(np.isnan(v).any() for v in cka.values()):
@@ -80,13 +92,14 @@ def last_layer(
     """
     k = len(models)
     side = 1.2 + 0.55 * k
-    fig, axes = plt.subplots(1, len(reps), figsize=(0.8 + len(reps) * side, 0.9 + side), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(1, len(reps), figsize=(1.6 + len(reps) * side, 1.6 + side), squeeze=False,
+                             sharey=True, layout="constrained")
     colours = plt.get_cmap(cmap).with_extremes(bad="#bdbdbd")
     for ax, rep, values in zip(axes[0], reps, matrix, strict=True):
         image = ax.imshow(values, cmap=colours, vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks(range(k), models, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(k), models, fontsize=7)
+        ax.tick_params(axis="y", labelleft=ax is axes[0, 0])
         ax.set_title(REP_TITLES.get(rep, rep), fontsize=9)
         if k <= 12:
             for i in range(k):
@@ -105,6 +118,20 @@ def last_layer(
     return fig
 
 
+CHANCE_LABELS = {
+    "purity": "chance: random clustering,\nsame cluster sizes\n(mean of 100 permutations;\nband: range over models)",
+    "nmi": "chance: random clustering,\nsame cluster sizes (exact;\nband: range over models)",
+    "ari": "chance: 0 (random clustering)",
+}
+
+
+def _count(rows: Sequence[Mapping[str, str]], column: str) -> str:
+    values = sorted({int(float(r[column])) for r in rows if str(r.get(column, "")).strip() not in ("", "nan")})
+    if not values:
+        return ""
+    return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
+
+
 def clustering(
     rows: Sequence[Mapping[str, str]],
     metric: str,
@@ -112,17 +139,24 @@ def clustering(
     reps: Sequence[str] = ("cls", "spatial"),
     title: str = "",
 ) -> Figure:
-    """One clustering metric against block (1-indexed): a panel per representation,
-    a line per model (ARI: a dashed line at 0, chance). ``rows``: tidy clustering rows
-    (model, block, representation, metric, value, note). Undefined (NaN) values are gaps in
-    the lines; a model with no defined value in a panel is listed in the legend as
+    """One clustering metric against block (1-indexed): a panel per representation, a line per
+    model. ``rows``: tidy clustering rows (vitscope.features.clustering.CLUSTER_COLUMNS, strings).
+
+    Chance: the rows' ``chance`` (the score of a random clustering with the same cluster sizes)
+    as a dashed grey line at the models' mean per block and a grey band over their range
+    (ARI: 0);
+    the title states the images (objects) and classes clustered. Undefined (NaN) values are gaps
+    in the lines; a model with no defined value in a panel is listed in the legend as
     "model (n/a: reason)" from the rows' ``note``, and the title says values are missing."""
-    fig, axes = plt.subplots(1, len(reps), figsize=(max(5.2, 3.6 * len(reps) + 0.4), 3.4), squeeze=False, sharey=True,
-                             layout="constrained")
+    fig, axes = plt.subplots(1, len(reps), figsize=(max(5.2, 3.6 * len(reps) + 0.4) + 1.6, 3.6), squeeze=False,
+                             sharey=True, layout="constrained")
     missing = False
+    chance_drawn = False
+    blocks = max((int(r["block"]) for r in rows), default=1)
     for ax, rep in zip(axes[0], reps, strict=True):
+        here = [r for r in rows if r["representation"] == rep and r["metric"] == metric]
         for i, model in enumerate(models):
-            mine = [r for r in rows if r["model"] == model and r["representation"] == rep and r["metric"] == metric]
+            mine = [r for r in here if r["model"] == model]
             sel = sorted((int(r["block"]), float(r["value"])) for r in mine)
             undefined = sorted({str(r.get("note") or "undefined") for r in mine if math.isnan(float(r["value"]))})
             missing = missing or bool(undefined)
@@ -131,22 +165,49 @@ def clustering(
                 label = f"{model} (n/a: {'; '.join(n.removeprefix('undefined: ') for n in undefined)})"
                 ax.plot([], [], marker="o", ms=3.5, color=PALETTE[i % len(PALETTE)], ls="none", label=label)
             elif sel:
-                ax.plot(*zip(*sel, strict=True), marker="o", ms=3.5, color=PALETTE[i % len(PALETTE)], label=label)
+                ax.plot(*zip(*sel, strict=True), marker="o", ms=3.5, color=PALETTE[i % len(PALETTE)], label=label,
+                        zorder=2)
+        chance: dict[int, list[float]] = {}
+        for r in here:
+            value = float(r.get("chance") or "nan")
+            if math.isfinite(value):
+                chance.setdefault(int(r["block"]), []).append(value)
+        if metric == "ari" and not chance:
+            chance = {b: [0.0] for b in range(1, blocks + 1)}
+        if chance:
+            xs = sorted(chance)
+            lo, hi = [min(chance[b]) for b in xs], [max(chance[b]) for b in xs]
+            ax.plot(xs, [sum(chance[b]) / len(chance[b]) for b in xs], color="grey", lw=1.0, ls="--", zorder=1)
+            if max(h - v for h, v in zip(hi, lo, strict=True)) > 0:
+                ax.fill_between(xs, lo, hi, color="grey", alpha=0.3, lw=0, zorder=1)
+            chance_drawn = True
         ax.set_title(CLUSTER_REP_TITLES.get(rep, rep), fontsize=9)
         ax.set_xlabel("block", fontsize=8)
-        blocks = max((int(r["block"]) for r in rows), default=1)
         if blocks <= 16:
             ax.set_xticks(range(1, blocks + 1))
         else:
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        if metric == "ari":
-            ax.axhline(0, color="grey", lw=0.8, ls="--")
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel(METRIC_TITLES.get(metric, metric), fontsize=8)
-    axes[0, -1].legend(fontsize=7, frameon=False)
+    handles, labels = [], []
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    if chance_drawn:
+        handles.append(Line2D([], [], color="grey", lw=1.0, ls="--"))
+        labels.append(CHANCE_LABELS.get(metric, "chance"))
+    fig.legend(handles, labels, loc="outside right center", fontsize=7, frameon=False)
+    things = "objects" if list(reps) == ["object"] else "images"
+    counts = ", ".join(f"{text} {name}" for name, column in ((things, "images"), ("classes", "classes"))
+                       if (text := _count(rows, column)))
+    if counts:
+        title += ("\n" if title else "") + counts
     if missing:
         title += ("\n" if title else "") + "gaps / n/a: undefined values (the table's note column says why)"
     if title:
-        fig.suptitle(title, fontsize=10)
+        width = int(72 * fig.get_figwidth() / 6.5)
+        fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.split("\n")), fontsize=10)
     return fig

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS = ("easy", "medium", "hard")
 KAPPAS = (1, 5, 10)
-COLUMNS = ("model", "block", "metric", "protocol", "queries", "value", "note")
+COLUMNS = ("model", "block", "metric", "protocol", "queries", "value", "note", "evaluated", "database")
 
 
 def protocol_sets(query: Mapping[str, Sequence[int]], protocol: str) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +159,9 @@ def block_rows(
     """Tidy rows (COLUMNS) of every block: retrieval with the cosine of the CLS tokens (:func:`similarity`).
 
     database_tokens: (N, L, D), query_tokens: (Q, L, D) (arrays or h5py datasets);
-    ``queries`` records how the queries were read ("cropped" or "full"). Blocks 1-indexed.
+    ``queries`` records how the queries were read ("cropped" or "full"), ``evaluated`` how many
+    queries have a positive under the protocol (the ones averaged), ``database`` the database
+    size N. Blocks 1-indexed.
     A protocol under which no query has a positive (every query left out, see
     :func:`evaluate`) gives NaN values with ``note`` saying so, and a log warning.
     """
@@ -175,7 +177,8 @@ def block_rows(
                 log.warning("retrieval of %s: %s; mAP and mP@k are NaN", model, note)
             rows += [
                 {"model": model, "block": block + 1, "metric": metric, "protocol": protocol, "queries": queries,
-                 "value": result[metric], "note": note}
+                 "value": result[metric], "note": note, "evaluated": int(result["queries"]),
+                 "database": int(database_tokens.shape[0])}
                 for metric in ("mAP", *(f"mP@{k}" for k in kappas))
             ]
     return rows

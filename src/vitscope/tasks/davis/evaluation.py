@@ -57,7 +57,7 @@ RADIUS = 12
 #: per-sequence table: one row per block, object, measure and statistic
 OBJECT_COLUMNS = ("model", "block", "sequence", "object", "frames", "measure", "metric", "value")
 #: pooled table: one row per block, measure and statistic
-COLUMNS = ("model", "block", "measure", "metric", "objects", "value")
+COLUMNS = ("model", "block", "measure", "metric", "objects", "value", "sequences", "frames")
 STATISTICS = ("mean", "recall", "decay")
 
 
@@ -275,10 +275,13 @@ def pooled(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
     J and F: the mean over objects of each statistic; J&F: (mean J + mean F) / 2 (only
     the mean, as the official evaluator). Objects are weighted equally, whatever their
-    sequence or number of frames; sums in float64.
+    sequence or number of frames; sums in float64. ``sequences`` counts the sequences pooled and
+    ``frames`` the frames scored in them (each sequence's first and last frames excluded).
     """
     groups: dict[tuple[str, int, str, str], list[float]] = {}
+    scored: dict[tuple[str, int], dict[str, int]] = {}
     for row in rows:
+        scored.setdefault((str(row["model"]), int(row["block"])), {})[str(row["sequence"])] = int(row["frames"])
         key = (str(row["model"]), int(row["block"]), str(row["measure"]), str(row["metric"]))
         groups.setdefault(key, []).append(float(row["value"]))
     out = []
@@ -291,11 +294,12 @@ def pooled(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                     raise ValueError(f"pooled: no {measure} {metric} rows for model {model} block {block}")
                 means[measure, metric] = float(np.mean(np.asarray(values, dtype=np.float64)))
         objects = len(groups[model, block, "J", "mean"])
+        counts = {"sequences": len(scored[model, block]), "frames": sum(scored[model, block].values())}
         out.append({"model": model, "block": block, "measure": "J&F", "metric": "mean", "objects": objects,
-                    "value": (means["J", "mean"] + means["F", "mean"]) / 2})
+                    "value": (means["J", "mean"] + means["F", "mean"]) / 2, **counts})
         out += [
             {"model": model, "block": block, "measure": measure, "metric": metric, "objects": objects,
-             "value": means[measure, metric]}
+             "value": means[measure, metric], **counts}
             for measure in ("J", "F")
             for metric in STATISTICS
         ]

@@ -22,6 +22,10 @@ A keypoint is correct when ||pred - gt||_2 < alpha * max(box h, box w) of the
 target box in the letterboxed frame (strict). PCK pools the keypoints of a
 category, then averages the categories; a category without a keypoint visible
 in both images is NaN and left out of the mean.
+
+Chance (:func:`chance`): the PCK of a prediction drawn uniformly from the h x w canvas
+pixels (the pixels the transfer chooses from, padding included), exactly: per keypoint, the
+share of canvas pixels the same test counts correct; pooled and averaged like PCK.
 """
 
 from __future__ import annotations
@@ -203,6 +207,30 @@ def correct(
     error = np.linalg.norm(pred - gt, axis=1)
     size = np.broadcast_to(box_size(box), error.shape)
     return error[None, :] < np.asarray(alphas, dtype=np.float64)[:, None] * size[None, :]
+
+
+def chance(gt: np.ndarray, box: np.ndarray, canvas: tuple[int, int], alphas: Sequence[float] = ALPHAS) -> np.ndarray:
+    """(A, K) exact PCK of a uniformly random predicted pixel: for each ground-truth keypoint, the
+    share of the canvas's h x w pixels (x, y integer, as :func:`transfer` predicts) that
+    :func:`correct` counts correct at each alpha.
+
+    gt: (K, 2) (x, y); box: (4,) [x1, y1, x2, y2] in the canvas frame; canvas: (h, w). Only the
+    pixels of the square around each keypoint that can be within the largest threshold are tested.
+    """
+    gt = np.asarray(gt, dtype=np.float64).reshape(-1, 2)
+    alphas = np.asarray(alphas, dtype=np.float64)
+    h, w = canvas
+    radius = float(alphas.max(initial=0.0)) * float(box_size(box))
+    out = np.zeros((alphas.size, len(gt)), dtype=np.float64)
+    for k, (x, y) in enumerate(gt):
+        xs = np.arange(max(0, int(np.floor(x - radius)) - 1), min(w, int(np.ceil(x + radius)) + 2))
+        ys = np.arange(max(0, int(np.floor(y - radius)) - 1), min(h, int(np.ceil(y + radius)) + 2))
+        if xs.size == 0 or ys.size == 0:
+            continue
+        pixels = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+        hits = correct(pixels, np.broadcast_to([x, y], pixels.shape), box, alphas)
+        out[:, k] = hits.sum(axis=1) / (h * w)
+    return out
 
 
 def pck(pred: np.ndarray, gt: np.ndarray, box: np.ndarray, alphas: Sequence[float] = ALPHAS) -> np.ndarray:

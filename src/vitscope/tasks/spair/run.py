@@ -36,8 +36,8 @@ from .data import Pair
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("model", "block", "metric", "alpha", "categories", "keypoints", "value", "note")
-CATEGORY_COLUMNS = ("model", "block", "category", "alpha", "pairs", "keypoints", "correct", "value", "note")
+COLUMNS = ("model", "block", "metric", "alpha", "categories", "keypoints", "value", "note", "chance", "pairs")
+CATEGORY_COLUMNS = ("model", "block", "category", "alpha", "pairs", "keypoints", "correct", "value", "note", "chance")
 #: ``note`` of a category with no keypoint visible in both images of any pair (PCK NaN, left out of the mean)
 EMPTY_CATEGORY = "undefined: no keypoint (empty category)"
 #: ``note`` of a mean over categories when no category has a keypoint
@@ -98,6 +98,7 @@ class _Tally:
     correct: np.ndarray  # (L, A) int64
     keypoints: int = 0
     pairs: int = 0
+    chance: np.ndarray | None = None  # (A,) float64: the sum over keypoints of spair.chance
 
 
 def evaluate(
@@ -121,7 +122,8 @@ def evaluate(
     set_fused_attention(model, True)
     tallies: dict[str, _Tally] = {}
     for category, chosen in pairs.items():
-        tally = tallies[category] = _Tally(np.zeros((geom.blocks, len(alphas)), dtype=np.int64))
+        tally = tallies[category] = _Tally(np.zeros((geom.blocks, len(alphas)), dtype=np.int64),
+                                           chance=np.zeros(len(alphas), dtype=np.float64))
         for run in chunks(chosen, max_images):
             paths = list(dict.fromkeys(p for pair in run for p in (pair.source, pair.target)))
             boxes: dict[str, spair.Letterbox] = {}
@@ -145,6 +147,7 @@ def evaluate(
                 tally.keypoints += int(visible.sum())
                 if not visible.any():
                     continue
+                tally.chance += spair.chance(truth, size, canvas, alphas).sum(axis=1)
                 for block in range(geom.blocks):
                     pred = spair.transfer(
                         features[where[pair.source], block], features[where[pair.target], block], points, canvas,
@@ -162,13 +165,19 @@ def result_rows(
 
     A category without keypoints has NaN PCK with ``note`` :data:`EMPTY_CATEGORY` and is left
     out of the mean (whose ``categories`` counts those kept); a mean with no category left is
-    NaN with ``note`` :data:`NO_KEYPOINT`. Both are logged as warnings.
+    NaN with ``note`` :data:`NO_KEYPOINT`. Both are logged as warnings. ``chance`` is the PCK
+    of a uniformly random canvas pixel (:func:`vitscope.tasks.spair.metric.chance`), pooled and
+    averaged over the same categories (NaN when a tally has none); ``pairs`` counts the pairs.
     """
     blocks = next(iter(tallies.values())).correct.shape[0] if tallies else 0
     empty = sorted(c for c, t in tallies.items() if t.keypoints == 0)
     if empty:
         log.warning("SPair of %s: categories %s have no keypoint; their PCK is NaN and left out of the mean",
                     model, ", ".join(empty))
+    chance_counts = {c: t.chance if t.chance is not None else np.full(len(alphas), np.nan)
+                     for c, t in tallies.items()}
+    chance_per, chance_mean = spair.category_means(chance_counts, {c: t.keypoints for c, t in tallies.items()})
+    pairs = sum(t.pairs for t in tallies.values())
     rows, per_category = [], []
     for block in range(blocks):
         counts = {c: t.correct[block] for c, t in tallies.items()}
@@ -178,11 +187,11 @@ def result_rows(
         for a, alpha in enumerate(alphas):
             rows.append({"model": model, "block": block + 1, "metric": "PCK", "alpha": float(alpha),
                          "categories": kept, "keypoints": sum(keypoints.values()), "value": float(mean[a]),
-                         "note": "" if kept else NO_KEYPOINT})
+                         "note": "" if kept else NO_KEYPOINT, "chance": float(chance_mean[a]), "pairs": pairs})
             per_category += [
                 {"model": model, "block": block + 1, "category": c, "alpha": float(alpha), "pairs": t.pairs,
                  "keypoints": t.keypoints, "correct": int(t.correct[block, a]), "value": float(per[c][a]),
-                 "note": "" if t.keypoints else EMPTY_CATEGORY}
+                 "note": "" if t.keypoints else EMPTY_CATEGORY, "chance": float(chance_per[c][a])}
                 for c, t in tallies.items()
             ]
     if blocks and not any(t.keypoints for t in tallies.values()):
