@@ -57,6 +57,68 @@ def test_coco_annotations_hold_the_masks(tmp_path: Path) -> None:
         assert coco.cats[ann["category_id"]]["name"] == entry.path.split("/")[-2]
 
 
+def _scene_objects(root: Path) -> tuple[dict, list[tuple[int, str, np.ndarray, np.ndarray]]]:
+    """The scenes' COCO dict and (image id, category, mask, mean RGB of the object) per annotation."""
+    from vitscope.attention import saliency
+
+    coco = data.load_coco(root / "annotations.json")
+    objects = []
+    for ann in coco.dataset["annotations"]:
+        info = coco.imgs[ann["image_id"]]
+        image = np.asarray(Image.open(root / "images" / info["file_name"]), dtype=np.float64) / 255
+        mask = saliency.instance_mask(coco, ann)
+        objects.append((ann["image_id"], coco.cats[ann["category_id"]]["name"], mask, image[mask].mean(axis=0)))
+    return coco, objects
+
+
+@pytest.mark.parametrize("colours", ["random", "grey"])
+def test_scenes_hold_several_objects_whose_colours_do_not_give_the_category_away(
+    tmp_path: Path, colours: str
+) -> None:
+    spec = synthetic.SyntheticSpec(classes=4, image_size=48, seed=2, scene_images=12, scene_objects=(2, 3),
+                                   scene_colours=colours, class_colours=True)
+    synthetic.write_imagefolder(tmp_path, spec)
+    root = tmp_path / "scenes"
+    entries = data.index_coco(root / "images", root / "annotations.json")
+    assert len(entries) == 12
+    coco, objects = _scene_objects(root)
+    assert sorted(c["name"] for c in coco.cats.values()) == sorted(spec.class_names())
+    for image_id in coco.imgs:
+        anns = coco.imgToAnns[image_id]
+        assert 2 <= len(anns) <= 3  # objects may cover each other, none here entirely
+        assert len({a["category_id"] for a in anns}) == len(anns)
+        masks = [m for i, _, m, _ in objects if i == image_id]
+        assert sum(m.astype(int) for m in masks).max() == 1  # visible masks: disjoint
+    for ann, (_, _, mask, _) in zip(coco.dataset["annotations"], objects, strict=True):
+        ys, xs = np.nonzero(mask)
+        np.testing.assert_allclose(ann["bbox"], [xs.min(), ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1])
+        assert ann["area"] == mask.sum() and ann["iscrowd"] == 0
+    # the same category in other images: colours spread as widely as over all objects
+    means = {n: np.array([c for _, name, _, c in objects if name == n]) for n in spec.class_names()}
+    spread = np.array([m.std(axis=0).mean() for m in means.values() if len(m) > 2])
+    assert len(spread) >= 3 and spread.min() > 0.08
+    if colours == "grey":
+        assert all(np.ptp(c) < 0.02 for _, _, _, c in objects)
+
+
+def test_class_scene_colours_follow_the_class_hue() -> None:
+    import colorsys
+
+    rng = np.random.default_rng(0)
+    for hue in (0.0, 0.5):
+        a, b = synthetic.scene_colours("class", rng, hue)
+        for colour in (a, b):
+            h = colorsys.rgb_to_hsv(*colour)[0]
+            assert min(abs(h - hue), 1 - abs(h - hue)) <= 0.04 + 1e-9
+    with pytest.raises(ValueError, match="scene_colours = 'pink'"):
+        synthetic.scene_colours("pink", rng)
+
+
+def test_scene_objects_must_fit_the_classes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"scene_objects = \[2, 4\]"):
+        synthetic.write_scenes(tmp_path, synthetic.SyntheticSpec(classes=3, scene_images=1, scene_objects=(2, 4)))
+
+
 SCRIPT = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "synthetic_dataset.py"
 
 

@@ -18,6 +18,9 @@ Optional extras for the downstream tasks (off by default):
   ``jpg/<stem>.jpg`` (see :func:`write_revisited`).
 - ``spair_categories`` > 0: image pairs with keypoints and boxes in the SPair-71k
   layout under ``{root}/spair/`` (see :func:`write_spair`).
+- ``scene_images`` > 0: a COCO-format dataset of several objects per image,
+  ``{root}/scenes/images/<nnnnn>.png`` and ``{root}/scenes/annotations.json``, the
+  objects' colours set by ``scene_colours``, not ``class_colours`` (see :func:`write_scenes`).
 - ``davis_sequences`` (names): short videos of moving textured shapes in the
   DAVIS layout under ``{root}/davis/`` (see :mod:`vitscope.io.synthetic_video`).
 """
@@ -50,11 +53,16 @@ class SyntheticSpec:
     retrieval_name: str = "rshapes"
     spair_categories: int = 0
     spair_images_per_category: int = 4
+    spair_scale: tuple[float, float] = (0.22, 0.36)  # object half-size range, x the image's short side
+    spair_aspect: float = 0.75  # short side / long side of the SPair images (landscape and portrait in turn)
     davis_sequences: tuple[str, ...] = ()
     davis_frames: int = 8
     davis_size: tuple[int, int] = (96, 128)
     davis_objects: int = 3
     class_colours: bool = False  # object colours around a hue fixed per class (a cue small models learn fast)
+    scene_images: int = 0  # images of several objects in a COCO-format dataset under {root}/scenes/
+    scene_objects: tuple[int, int] = (2, 3)  # fewest and most objects per scene image (distinct classes)
+    scene_colours: str = "random"  # the scene objects' two colours: random RGB, or random grey levels ("grey")
 
     def hue(self, name: str) -> float | None:
         """The object hue of class ``name`` (its index / classes) with ``class_colours``, else None."""
@@ -116,13 +124,17 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.asarray(img, dtype=np.float64) / 255 + noise, 0, 1)
 
 
-def class_colours(hue: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Two RGB colours in [0, 1] of one class: a saturated one within 0.04 of ``hue`` (a turn = 1)
-    and a darker one of the same hue (the texture's two colours)."""
+def class_colours(
+    hue: float, rng: np.random.Generator, saturation: tuple[float, float] = (0.6, 1.0),
+    value: tuple[float, float] = (0.7, 1.0),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two RGB colours in [0, 1] of one class: one within 0.04 of ``hue`` (a turn = 1), its
+    saturation and value drawn from the given ranges, and a darker one of the same hue (the
+    texture's two colours)."""
     import colorsys
 
     h = (hue + rng.uniform(-0.04, 0.04)) % 1.0
-    s, v = rng.uniform(0.6, 1.0), rng.uniform(0.7, 1.0)
+    s, v = rng.uniform(*saturation), rng.uniform(*value)
     return np.array(colorsys.hsv_to_rgb(h, s, v)), np.array(colorsys.hsv_to_rgb(h, s, v * 0.45))
 
 
@@ -204,11 +216,87 @@ def write_imagefolder(root: str | Path, spec: SyntheticSpec) -> list[Path]:
         write_revisited(root / "revisited", spec)
     if spec.spair_categories:
         write_spair(root / "spair", spec)
+    if spec.scene_images:
+        write_scenes(root / "scenes", spec)
     if spec.davis_sequences:
         from .synthetic_video import write_davis  # it imports this module
 
         write_davis(root / "davis", spec)
     return paths
+
+
+SCENE_SCALE = (0.13, 0.22)  # half-size of a scene's objects, x image size
+
+
+SCENE_COLOURS = ("random", "grey", "class")
+SCENE_SATURATION = SCENE_VALUE = (0.3, 1.0)  # ranges of the "class" scene colours (training images: 0.6-1, 0.7-1)
+
+
+def scene_colours(kind: str, rng: np.random.Generator, hue: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The two RGB colours in [0, 1] of a scene object of class hue ``hue``: uniform random
+    RGB (``random``) or two uniform random grey levels (``grey``), both independent of the
+    class; or (``class``) :func:`class_colours` around ``hue`` with saturation and value
+    from SCENE_SATURATION and SCENE_VALUE, so brightness and saturation vary more than the
+    hue that carries the class."""
+    if kind == "random":
+        return rng.uniform(0, 1, size=3), rng.uniform(0, 1, size=3)
+    if kind == "grey":
+        a, b = rng.uniform(0, 1, size=2)
+        return np.full(3, a), np.full(3, b)
+    if kind == "class":
+        return class_colours(hue, rng, SCENE_SATURATION, SCENE_VALUE)
+    raise ValueError(f"scene_colours = {kind!r}; expected one of {', '.join(SCENE_COLOURS)}")
+
+
+def write_scenes(root: str | Path, spec: SyntheticSpec) -> dict:
+    """Images of several objects in COCO format under ``root``; returns the annotation dict.
+
+    ``scene_images`` images ``images/<nnnnn>.png`` (image ids 1.. in that order), each with
+    between ``scene_objects[0]`` and ``scene_objects[1]`` objects of distinct classes (the
+    categories of :func:`write_imagefolder`: id = sorted class index + 1). Every object has its
+    class's shape and texture, two colours of :func:`scene_colours` (``scene_colours``), a
+    half-size of SCENE_SCALE x size and a random position;
+    objects drawn later cover earlier ones, and each annotation is the object's visible mask
+    (one compressed-RLE instance per object, ``bbox`` [x, y, w, h]; an object left with no
+    visible pixel is not annotated). Written to ``annotations.json``.
+    """
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([spec.seed, 4])
+    names, size = spec.class_names(), spec.image_size
+    lo, hi = spec.scene_objects
+    if not 1 <= lo <= hi <= len(names):
+        raise ValueError(f"scene_objects = {list(spec.scene_objects)} must be 1 <= fewest <= most <= classes")
+    category = {n: c + 1 for c, n in enumerate(sorted(names))}
+    coco: dict = {
+        "info": {"description": f"vitscope synthetic scenes ({spec})"},
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": c + 1, "name": n, "supercategory": "shape"} for c, n in enumerate(sorted(names))],
+    }
+    for i in range(spec.scene_images):
+        img = _background(size, rng)
+        owner = np.full((size, size), -1)
+        chosen = [names[k] for k in rng.choice(len(names), size=int(rng.integers(lo, hi + 1)), replace=False)]
+        for o, name in enumerate(chosen):
+            shape, kind = name.split("-")
+            radius = rng.uniform(*SCENE_SCALE) * size
+            cy, cx = rng.uniform(radius, size - radius, size=2)
+            mask = shape_mask(shape, size, cy, cx, radius)
+            pattern = texture(kind, size, rng)
+            colour_a, colour_b = scene_colours(spec.scene_colours, rng, names.index(name) / len(names))
+            fg = pattern[..., None] * colour_a + (1 - pattern[..., None]) * colour_b
+            img = np.where(mask[..., None], fg, img)
+            owner[mask] = o
+        image_id = i + 1
+        Image.fromarray((img * 255).round().astype(np.uint8)).save(root / "images" / f"{i:05d}.png")
+        coco["images"].append({"id": image_id, "file_name": f"{i:05d}.png", "height": size, "width": size})
+        for o, name in enumerate(chosen):
+            if (owner == o).any():
+                ann_id = len(coco["annotations"]) + 1
+                coco["annotations"].append(coco_annotation(owner == o, ann_id, image_id, category[name]))
+    (root / "annotations.json").write_text(json.dumps(coco, indent=1))
+    return coco
 
 
 EASY_SCALE = 0.27  # database objects at least this large (x image size) are "easy" positives, smaller ones "hard"
@@ -269,7 +357,8 @@ SPAIR_MIRROR_EVERY = 4  # every 4th image of a category is mirrored (flipped lef
 
 
 def _spair_image(
-    name: str, width: int, height: int, occluded: int, mirrored: bool, rng: np.random.Generator
+    name: str, width: int, height: int, occluded: int, mirrored: bool, rng: np.random.Generator,
+    scale: tuple[float, float] = (0.22, 0.36), hue: float | None = None,
 ) -> tuple[np.ndarray, list[list[float] | None], list[float]]:
     """One SPair-style image: ((height, width, 3) uint8, keypoints [x, y] or None, box [x1, y1, x2, y2]).
 
@@ -277,11 +366,14 @@ def _spair_image(
     by a grey patch and None; a mirrored image is flipped left-right with its annotations."""
     shape, kind = name.split("-")
     side = max(width, height)
-    radius = rng.uniform(0.22, 0.36) * min(width, height)
+    radius = rng.uniform(*scale) * min(width, height)
     cx, cy = rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)
     mask = shape_mask(shape, side, cy, cx, radius)[:height, :width]
     pattern = texture(kind, side, rng)[:height, :width]
-    colour_a, colour_b = rng.uniform(0, 1, size=3), rng.uniform(0, 1, size=3)
+    if hue is None:
+        colour_a, colour_b = rng.uniform(0, 1, size=3), rng.uniform(0, 1, size=3)
+    else:
+        colour_a, colour_b = class_colours(hue, rng)
     fg = pattern[..., None] * colour_a + (1 - pattern[..., None]) * colour_b
     img = np.where(mask[..., None], fg, _background(side, rng)[:height, :width])
     y, x = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
@@ -307,7 +399,9 @@ def write_spair(root: str | Path, spec: SyntheticSpec) -> list[Path]:
 
     Categories: the first ``spair_categories`` classes (``-`` written ``_``); per category
     ``spair_images_per_category`` images ``JPEGImages/<category>/<category>_<nn>.jpg``,
-    landscape and portrait in turn, the object at a random position and scale, every
+    landscape and portrait in turn (short side ``spair_aspect`` x ``image_size``), the object
+    at a random position, its half-size ``spair_scale`` x the short side, its colours random
+    or (``class_colours``) around its class hue, every
     SPAIR_MIRROR_EVERY-th mirrored, one keypoint per image occluded (``null`` in
     ``ImageAnnotation/<category>/<stem>.json``). Pairs: every ordered pair of distinct
     images, ``PairAnnotation/test/<id>-<src>-<trg>:<category>.json`` with the keypoints
@@ -324,9 +418,13 @@ def write_spair(root: str | Path, spec: SyntheticSpec) -> list[Path]:
             (root / folder / category).mkdir(parents=True, exist_ok=True)
         images = []
         for i in range(spec.spair_images_per_category):
-            width, height = (size, round(0.75 * size)) if i % 2 == 0 else (round(0.75 * size), size)
+            short = round(spec.spair_aspect * size)
+            width, height = (size, short) if i % 2 == 0 else (short, size)
             mirrored = i % SPAIR_MIRROR_EVERY == SPAIR_MIRROR_EVERY - 1
-            img, points, box = _spair_image(name, width, height, (c + i) % len(SPAIR_KEYPOINTS), mirrored, rng)
+            img, points, box = _spair_image(
+                name, width, height, (c + i) % len(SPAIR_KEYPOINTS), mirrored, rng, spec.spair_scale,
+                spec.hue(name),
+            )
             stem = f"{category}_{i:02d}"
             Image.fromarray(np.ascontiguousarray(img)).save(root / "JPEGImages" / category / f"{stem}.jpg", quality=95)
             annotation = {"filename": f"{stem}.jpg", "category": category, "image_width": width,
