@@ -164,3 +164,29 @@ def test_generator_job_writes_its_folder_whole_or_not_at_all(tmp_path: Path, run
     (out / "stray.txt").write_text("from an older run")
     run_script(out, spec)  # onto an existing folder: replaced whole
     assert not (out / "stray.txt").exists() and sorted(p.name for p in out.parent.iterdir()) == ["demo"]
+
+
+def test_spair_photometric_changes_the_light_of_each_image_not_its_annotations(tmp_path: Path) -> None:
+    """spair_photometric 0 (the default) draws nothing, so the images are those of before; > 0
+    changes brightness, contrast and saturation per image and keeps keypoints, boxes and pairs."""
+    import json
+
+    base = {"classes": 2, "image_size": 32, "spair_categories": 2, "spair_images_per_category": 3,
+            "class_colours": True}
+    plain, zero, lit = tmp_path / "plain", tmp_path / "zero", tmp_path / "lit"
+    synthetic.write_spair(plain, synthetic.SyntheticSpec(**base))
+    synthetic.write_spair(zero, synthetic.SyntheticSpec(**base, spair_photometric=0.0))
+    synthetic.write_spair(lit, synthetic.SyntheticSpec(**base, spair_photometric=0.6))
+    files = sorted(p.relative_to(plain) for p in plain.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(lit) for p in lit.rglob("*") if p.is_file())
+    for name in files:
+        assert (plain / name).read_bytes() == (zero / name).read_bytes()
+        if name.suffix == ".json":
+            assert json.loads((plain / name).read_text()) == json.loads((lit / name).read_text())
+    images = [n for n in files if n.suffix == ".jpg"]
+    assert all((plain / n).read_bytes() != (lit / n).read_bytes() for n in images)
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0, 1, size=(4, 5, 3))
+    out = synthetic.photometric_change(img, 0.5, np.random.default_rng(1))
+    assert out.shape == img.shape and out.min() >= 0 and out.max() <= 1 and not np.allclose(out, img)
+    np.testing.assert_allclose(synthetic.photometric_change(img, 0.0, rng), img)

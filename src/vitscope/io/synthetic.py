@@ -55,6 +55,7 @@ class SyntheticSpec:
     spair_images_per_category: int = 4
     spair_scale: tuple[float, float] = (0.22, 0.36)  # object half-size range, x the image's short side
     spair_aspect: float = 0.75  # short side / long side of the SPair images (landscape and portrait in turn)
+    spair_photometric: float = 0.0  # per-image brightness, contrast, saturation factors of SPair images in 1 -/+ this
     davis_sequences: tuple[str, ...] = ()
     davis_frames: int = 8
     davis_size: tuple[int, int] = (96, 128)
@@ -356,14 +357,35 @@ SPAIR_KEYPOINTS = ((0.0, 0.0), (0.0, -0.7), (-0.7, 0.0), (0.7, 0.0), (0.0, 0.7),
 SPAIR_MIRROR_EVERY = 4  # every 4th image of a category is mirrored (flipped left-right)
 
 
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 grey
+
+
+def photometric_change(img: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """(h, w, 3) image in [0, 1] with brightness, contrast and saturation changed, as a photo of
+    the same object under other light: factors b, c, s drawn (in that order) from
+    U(1 - strength, 1 + strength); the image is scaled by b, then its distance to its mean grey
+    level by c, then each pixel's distance to its grey level by s, clipped to [0, 1] after each."""
+    luma = np.asarray(LUMA)
+    brightness, contrast, saturation = rng.uniform(1 - strength, 1 + strength, size=3)
+    img = np.clip(img * brightness, 0, 1)
+    mean = (img @ luma).mean()
+    img = np.clip((img - mean) * contrast + mean, 0, 1)
+    grey = (img @ luma)[..., None]
+    return np.clip((img - grey) * saturation + grey, 0, 1)
+
+
 def _spair_image(
     name: str, width: int, height: int, occluded: int, mirrored: bool, rng: np.random.Generator,
-    scale: tuple[float, float] = (0.22, 0.36), hue: float | None = None,
+    scale: tuple[float, float] = (0.22, 0.36), hue: float | None = None, photometric: float = 0.0,
+    light: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, list[list[float] | None], list[float]]:
     """One SPair-style image: ((height, width, 3) uint8, keypoints [x, y] or None, box [x1, y1, x2, y2]).
 
     Coordinates are pixel indices (pixel centres at integers); keypoint ``occluded`` is covered
-    by a grey patch and None; a mirrored image is flipped left-right with its annotations."""
+    by a grey patch and None; a mirrored image is flipped left-right with its annotations.
+    With ``photometric`` s > 0 the finished image (object, marker, occluder, background) gets
+    :func:`photometric_change` of strength s, its factors drawn from ``light`` (a generator of
+    its own, so that the geometry drawn from ``rng`` is the same at any s)."""
     shape, kind = name.split("-")
     side = max(width, height)
     radius = rng.uniform(*scale) * min(width, height)
@@ -384,6 +406,10 @@ def _spair_image(
     half = 0.12 * radius
     img[(np.abs(x - 0.5 - ox) <= half) & (np.abs(y - 0.5 - oy) <= half)] = 0.5
     points[occluded] = None
+    if photometric > 0:
+        if light is None:
+            raise ValueError("_spair_image: photometric > 0 needs its generator 'light'")
+        img = photometric_change(img, photometric, light)
     ys, xs = np.nonzero(mask)
     box = [float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())]
     if mirrored:
@@ -401,7 +427,9 @@ def write_spair(root: str | Path, spec: SyntheticSpec) -> list[Path]:
     ``spair_images_per_category`` images ``JPEGImages/<category>/<category>_<nn>.jpg``,
     landscape and portrait in turn (short side ``spair_aspect`` x ``image_size``), the object
     at a random position, its half-size ``spair_scale`` x the short side, its colours random
-    or (``class_colours``) around its class hue, every
+    or (``class_colours``) around its class hue, its brightness, contrast and saturation changed
+    per image with ``spair_photometric`` > 0 (:func:`photometric_change`, factors from a generator
+    of their own: positions, sizes, colours and keypoints are those of ``spair_photometric`` 0), every
     SPAIR_MIRROR_EVERY-th mirrored, one keypoint per image occluded (``null`` in
     ``ImageAnnotation/<category>/<stem>.json``). Pairs: every ordered pair of distinct
     images, ``PairAnnotation/test/<id>-<src>-<trg>:<category>.json`` with the keypoints
@@ -410,6 +438,7 @@ def write_spair(root: str | Path, spec: SyntheticSpec) -> list[Path]:
     """
     root = Path(root)
     rng = np.random.default_rng([spec.seed, 3])
+    light = np.random.default_rng([spec.seed, 3, 1])  # spair_photometric's factors only
     size = spec.image_size
     files, pair_id = [], 0
     for c, name in enumerate(spec.class_names()[: spec.spair_categories]):
@@ -423,7 +452,7 @@ def write_spair(root: str | Path, spec: SyntheticSpec) -> list[Path]:
             mirrored = i % SPAIR_MIRROR_EVERY == SPAIR_MIRROR_EVERY - 1
             img, points, box = _spair_image(
                 name, width, height, (c + i) % len(SPAIR_KEYPOINTS), mirrored, rng, spec.spair_scale,
-                spec.hue(name),
+                spec.hue(name), spec.spair_photometric, light,
             )
             stem = f"{category}_{i:02d}"
             Image.fromarray(np.ascontiguousarray(img)).save(root / "JPEGImages" / category / f"{stem}.jpg", quality=95)
