@@ -61,9 +61,9 @@ def test_analysis_datasets_must_exist() -> None:
          "analyses.object_clustering.datasets names 'demo' of kind 'synthetic'; object_clustering needs"),
         (lambda c: c["datasets"]["demo"].update(products=["tokens", "objects"]),
          "datasets.demo (kind 'synthetic') records the product 'objects', which needs instance annotations"),
-        (lambda c: c["datasets"]["demo_coco"].update(products=["cls_attention"]),
-         "analyses.object_clustering.datasets names 'demo_coco', whose products do not include 'objects' "
-         "(add it to datasets.demo_coco.products)"),
+        (lambda c: c["datasets"]["demo_objects"].update(products=["cls_attention"]),
+         "analyses.object_clustering.datasets names 'demo_objects', whose products do not include 'objects' "
+         "(add it to datasets.demo_objects.products)"),
     ],
 )
 def test_coco_datasets(change, expected: str) -> None:

@@ -235,6 +235,7 @@ def test_image_sizes_on_the_patch_and_unknown_patches_pass() -> None:
         "c": {"arch": "test_vit", "image_size": 50},  # no patch in the name: left to vitscope.models.registry.create
         "d": {"arch": "vit_small_patch8_224", "model_kwargs": {"patch_size": 10}, "image_size": 60},
     }
+    config["analyses"]["spair"]["image_size"] = None  # the demo's 128 px canvas fits patch 8 only
     configcheck.prepare(config, SCHEMA)
 
 
