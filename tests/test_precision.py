@@ -65,8 +65,9 @@ def extract_to(path: Path, name: str, entries: list[data.Entry], **options: Any)
     spec, model = model_of(name)
     transform = loading.preprocess(spec.image_size, spec.mean, spec.std, spec.interpolation)
     meta = {"model": name, "dataset": "synthetic", **{k: v for k, v in spec.describe().items() if k != "alias"}}
+    settings = extract.ExtractOptions(**{**OPTIONS, **options})
     with dumps.create_file(path) as handle:  # as extract_dump writes it: checksummed and sealed
-        return extract.run(model, entries, transform, handle, extract.ExtractOptions(**{**OPTIONS, **options}), CPU, meta)
+        return extract.run(model, entries, transform, handle, settings, CPU, meta)
 
 
 def read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -15,6 +15,10 @@ the probabilities) and forward hooks on every block read, per batch:
 Everything is reduced on the device inside the hooks, so memory is bounded by
 one batch; per-image results stream to the HDF5 file and sums over images are
 kept in float64. See docs/dumps.md for the file layout.
+
+The forward runs in ``ExtractOptions.precision`` (:mod:`.precision`); in any precision
+but fp32 the first batch runs once more in fp32 through a recorder of its own, and the
+dump records each dataset's error against it (docs/dumps.md#precision).
 """
 
 
