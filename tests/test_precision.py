@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitscope.errors import ConfigError, DumpError
+from vitscope.errors import ConfigError, DumpError, ModelError
 from vitscope.extract import precision
 from vitscope.extract import run as extract
 from vitscope.io import datasets as data
@@ -290,3 +290,20 @@ def test_a_dump_from_before_the_precision_attribute_is_fp32(dumped, tmp_path):
         dumps.seal(handle)
     with dumps.open_dump(path) as handle:
         assert dumps.precision_errors(handle) == {}
+
+
+def test_an_fp16_overflow_names_the_precision_and_the_block(entries, tmp_path):
+    """Activations that fit float32 but not float16 (block 3's fc2 sums its hidden units
+    with weight 1e5 into ~1e6 > 65504): fp32 extracts, fp16 fails naming the block and
+    the precision."""
+    spec, model = model_of("test_vit")
+    with torch.no_grad():
+        model.blocks[2].mlp.fc2.weight[0] = 1e5
+    transform = loading.preprocess(spec.image_size, spec.mean, spec.std, spec.interpolation)
+    meta = {"model": "tiny", "dataset": "synthetic"}
+    with h5py.File(tmp_path / "fp32.h5", "w") as handle:
+        extract.run(model, entries, transform, handle, extract.ExtractOptions(**OPTIONS), CPU, meta)
+    with pytest.raises(ModelError) as err, h5py.File(tmp_path / "fp16.h5", "w") as handle:
+        extract.run(model, entries, transform, handle, extract.ExtractOptions(**OPTIONS, precision="fp16"), CPU, meta)
+    text = str(err.value)
+    assert "block 3 of 6" in text and "overflow fp16 (extract.precision = fp16)" in text
