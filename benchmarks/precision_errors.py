@@ -6,9 +6,11 @@ in fp32) and prints the recorded errors (docs/dumps.md#precision): per dataset,
 max |x - x_fp32| and that relative to max |x_fp32|, as one markdown table per model.
 
 Models: timm ``test_vit`` at 64 px, the demo's architecture (docs/demo.md) with its
-seeded initialisation, the stress model (``vitscope.testing.stress``) and, with
-``--large``, ViT-B/16 at 224 px with random weights. Not a test: run it by hand,
-`python benchmarks/precision_errors.py [--large] [--device cuda]`.
+seeded initialisation, the stress model (``vitscope.testing.stress``); with
+``--demo DIR``, the demo's trained models (``config.yaml``'s models, their checkpoints
+read from DIR, e.g. ``results/checkpoints`` after a demo run); with ``--large``,
+ViT-B/16 at 224 px with random weights. Not a test: run it by hand,
+`python benchmarks/precision_errors.py [--demo results/checkpoints] [--large] [--device cuda]`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,19 @@ MODELS = {
 LARGE = {"ViT-B/16 (224 px, random weights)": {"arch": "vit_base_patch16_224", "image_size": 224, "seed": 0}}
 
 
+def demo_models(folder: Path) -> dict[str, dict]:
+    """The demo's models (``config.yaml``) with a checkpoint, read from ``folder``."""
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    out = {}
+    for alias, entry in config["models"].items():
+        if entry.get("weights") == "checkpoint" and (folder / Path(entry["checkpoint"]).name).is_file():
+            entry = {k: v for k, v in entry.items() if k != "train"}
+            out[f"demo `{alias}` (its checkpoint)"] = {**entry, "checkpoint": str(folder / Path(entry["checkpoint"]).name)}
+    return out
+
+
 def errors_of(entry: dict | None, entries: list[data.Entry], precision: str, device: torch.device, batch: int) -> dict:
     if entry is None:
         spec = models.spec_from_config("stress", {**stress.MODEL_ENTRY, "weights": "random"})
@@ -60,6 +75,7 @@ def main() -> None:
     parser.add_argument("--precisions", default="tf32,bf16,fp16")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--large", action="store_true", help="also ViT-B/16 at 224 px")
+    parser.add_argument("--demo", type=Path, metavar="DIR", help="also the demo's models, checkpoints from DIR")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -69,7 +85,8 @@ def main() -> None:
         synthetic.write_imagefolder(root, synthetic.SyntheticSpec(classes=4, per_class=2, image_size=256))
         found = data.index_imagefolder(Path(root) / "images")
         entries = [found[i % len(found)] for i in range(args.batch_size)]
-        for name, entry in {**MODELS, **(LARGE if args.large else {})}.items():
+        chosen = {**MODELS, **(demo_models(args.demo) if args.demo else {}), **(LARGE if args.large else {})}
+        for name, entry in chosen.items():
             table = {p: errors_of(entry, entries, p, device, args.batch_size) for p in precisions}
             names = sorted(set().union(*table.values()))
             print(f"\n{name}: max abs error / max relative error (to max |fp32|), first batch of {args.batch_size}")
