@@ -48,9 +48,11 @@ def demo_models(folder: Path) -> dict[str, dict]:
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
     out = {}
     for alias, entry in config["models"].items():
-        if entry.get("weights") == "checkpoint" and (folder / Path(entry["checkpoint"]).name).is_file():
-            entry = {k: v for k, v in entry.items() if k != "train"}
-            out[f"demo `{alias}` (its checkpoint)"] = {**entry, "checkpoint": str(folder / Path(entry["checkpoint"]).name)}
+        file = folder / Path(entry.get("checkpoint", "")).name
+        if entry.get("weights") == "checkpoint" and file.is_file():
+            out[f"demo `{alias}` (its checkpoint)"] = {
+                **{k: v for k, v in entry.items() if k != "train"}, "checkpoint": str(file),
+            }
     return out
 
 
