@@ -15,9 +15,9 @@ precision, scoped to the pass:
   float16's range (smallest normal 6e-5) cannot create zero-mass rows
   (docs/attention.md).
 
-The recorders never compute in low precision: their hooks run with autocast off,
-on float32 copies of what they read (:class:`vitscope.extract.hooks.Recorder`),
-and every sum over images stays float64.
+The recorders never compute in low precision: their hooks run with autocast off
+(:func:`exact`) on float32 values, a bfloat16 or float16 tensor copied to float32
+first (:class:`vitscope.extract.hooks.Recorder`), and every sum over images stays float64.
 
 :func:`errors` compares a batch's products recorded in the chosen precision with
 the same batch recorded in float32 (one extra forward of the first batch,
