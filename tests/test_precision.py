@@ -10,7 +10,11 @@ zero-mass row and no NaN.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -307,3 +311,58 @@ def test_an_fp16_overflow_names_the_precision_and_the_block(entries, tmp_path):
         extract.run(model, entries, transform, handle, extract.ExtractOptions(**OPTIONS, precision="fp16"), CPU, meta)
     text = str(err.value)
     assert "block 3 of 6" in text and "overflow fp16 (extract.precision = fp16)" in text
+
+
+#: the stress model in bf16 through the fused Triton kernel (the CUDA path of the attention
+#: reductions, here in Triton's CPU interpreter) and through the torch reference: per-dataset
+#: max |difference| of the two dumps, and the kernel's zero-mass count
+KERNEL_CHECK = """
+import json, sys, tempfile
+from pathlib import Path
+import h5py, numpy as np, torch
+sys.path.insert(0, sys.argv[1])
+import test_precision as t
+from vitscope.extract import fused
+root = Path(tempfile.mkdtemp())
+entries = t.write_images(root / "images")
+out = {}
+launches = []
+kernel_of = fused._spatial_kernel
+
+
+class Counted:  # the kernel, counting its launches (a bf16 input would fall back to torch silently)
+    def __getitem__(self, grid):
+        launches.append(grid)
+        return kernel_of[grid]
+
+
+fused._spatial_kernel = Counted()
+for kernel in (True, False):
+    fused.available = (lambda device: True) if kernel else (lambda device: False)
+    t.extract_to(root / f"{kernel}.h5", "stress", entries, precision="bf16")
+    out[f"launches {kernel}"] = len(launches)
+with h5py.File(root / "True.h5") as a, h5py.File(root / "False.h5") as b:
+    for key in ("distance", "aligned_sum", "spatial_query_sum", "zero_mass_rows"):
+        key = "attention/" + key
+        out[key] = float(np.abs(a[key][()].astype(np.float64) - b[key][()]).max())
+    out["zeros"] = int(a["attention/zero_mass_rows"][()].sum())
+print(json.dumps(out))
+"""
+
+
+def test_bf16_through_the_fused_kernel_equals_the_torch_reductions():
+    """Under autocast the hooks hand the kernel float32 probabilities (it takes no other
+    dtype): the bf16 dump of the stress model is the same with the kernel and without it."""
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "VITSCOPE_FUSED": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", KERNEL_CHECK, str(Path(__file__).parent)], env=env, capture_output=True, text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out.pop("zeros") > 0
+    launched = out.pop("launches True")
+    assert launched > 0 and out.pop("launches False") == launched  # the torch run launched none
+    assert out.pop("attention/zero_mass_rows") == 0
+    assert all(value < 1e-5 for value in out.values()), out
