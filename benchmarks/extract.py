@@ -8,6 +8,10 @@ Prints, for one model and batch size:
   the bare loop does the same, so the ratio compares like with like), and the
   ratio of their steady rates (last 3/4 of the batches) is printed too;
 - peak resident memory (and peak CUDA memory) of the extraction at N and 8N images;
+- with ``--precisions P,Q,..`` (instead of all the above): at each precision (``extract.precision``), the
+  bare fused forward and the full extraction at 8N, ``--rounds`` interleaved rounds, the ratios
+  full / bare (same precision) and each against fp32, with the errors the dumps recorded
+  (docs/dumps.md#precision);
 - with ``--checksums R`` (instead of all the above): the full extraction at 8N with and without the dump's
   checksums (fletcher32 chunks and the metadata digest, against the layout before
   them: contiguous datasets, no checksum), R runs of each, alternated, and the
@@ -42,6 +46,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
     from torch.utils.data import DataLoader
 
+    from vitscope.extract import precision
     from vitscope.extract import run as extract
     from vitscope.io import datasets as data
     from vitscope.io import dumps
@@ -59,19 +64,21 @@ def child(args: argparse.Namespace) -> None:
     products = tuple(args.products.split(",")) if args.products else extract.DEFAULT_PRODUCTS
     options = extract.ExtractOptions(
         products=products, batch_size=args.batch_size, cka_batch_size=args.batch_size,
-        num_workers=args.workers, exemplars=4,
+        num_workers=args.workers, exemplars=4, precision=args.precision,
     )
+    numerics = precision.numerics(args.precision, device)  # the bare and model-alone forwards' precision
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     if args.no_warm_up:
         extract._wants_warm_up = lambda device: False
     done: list[float] = []
     dump_bytes, cpu_seconds = 0, 0.0
+    errors: dict = {}
     if args.mode == "model":
         model = model.to(device).eval()
         models.set_fused_attention(model, True)
         batch = torch.stack([transform(data.load_image(e.path)) for e in entries[: args.batch_size]]).to(device)
-        with torch.inference_mode():
+        with torch.inference_mode(), numerics:
             for _ in range(3):
                 model.forward_features(batch)
             if device.type == "cuda":
@@ -93,7 +100,7 @@ def child(args: argparse.Namespace) -> None:
         cuda = device.type == "cuda"
         events = []  # one per batch, timed on the device: when each batch's forward ended
         start = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), numerics:
             batches = iter(loader)  # as in extract.run: a warm-up batch while the workers start
             if cuda and not args.no_warm_up:
                 model.forward_features(torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device))
@@ -127,6 +134,7 @@ def child(args: argparse.Namespace) -> None:
             seconds = summary["seconds"]
             waits = summary["waits"]
             done = summary["batch_done_seconds"]
+            errors = summary["precision_errors"]
     result = {
         "seconds": seconds,
         "images_per_second": len(entries) / seconds,
@@ -136,6 +144,7 @@ def child(args: argparse.Namespace) -> None:
         "batch_done_seconds": done,
         "dump_mib": dump_bytes / 2**20 if args.mode == "full" else 0.0,
         "cpu_seconds": cpu_seconds,
+        "precision_errors": errors,
     }
     print(json.dumps(result))
 
@@ -148,13 +157,14 @@ def _cpu_seconds() -> float:
 
 def measure(
     args: argparse.Namespace, root: str, mode: str, n: int, products: str = "", env: dict | None = None,
-    warm_up: bool = True, checksums: str = "on",
+    warm_up: bool = True, checksums: str = "on", precision: str = "fp32",
 ) -> dict:
     cmd = [
         sys.executable, __file__, "--child", "--mode", mode, "--n", str(n), "--root", root,
         "--arch", args.arch, "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
         "--device", args.device, "--workers", str(args.workers), "--threads", str(args.threads),
-        "--products", products, "--checksums", checksums, *(() if warm_up else ("--no-warm-up",)),
+        "--products", products, "--checksums", checksums, "--precision", precision,
+        *(() if warm_up else ("--no-warm-up",)),
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -195,6 +205,44 @@ def checksum_cost(args: argparse.Namespace, root: str, n: int) -> None:
     print(f"write replay (the extraction's dump writes alone, random values, same shapes and order), CPU s: "
           f"off {statistics.median(replay['off']):.3f}, on {statistics.median(replay['on']):.3f}; "
           f"difference {cost:.3f} s = {cost / fastest:.2%} of the fastest extraction ({fastest:.2f} s)")
+
+
+def precision_cost(args: argparse.Namespace, root: str, n: int) -> None:
+    """The bare fused forward and the full extraction of ``n`` images at each precision of
+    ``--precisions``, ``--rounds`` rounds with the precisions interleaved, side by side."""
+    precisions = args.precisions.split(",")
+    runs: dict[tuple[str, str], list[dict]] = {(p, m): [] for p in precisions for m in ("bare", "full")}
+    for _ in range(args.rounds):  # interleaved, so drifts of a shared machine hit every precision alike
+        for p in precisions:
+            for mode in ("bare", "full"):
+                runs[p, mode].append(measure(args, root, mode, n, precision=p))
+    rate = {k: statistics.median(r["images_per_second"] for r in v) for k, v in runs.items()}
+    print(f"machine: {platform.processor() or platform.machine()}, device {args.device}, {args.threads} threads, "
+          f"CPU flags: {' '.join(_cpu_flags()) or 'no bf16/fp16 units'}")
+    print(f"model: {args.arch} at {args.image_size}px, batch {args.batch_size}, {args.workers} loader workers, "
+          f"N={n}, median of {args.rounds} interleaved round(s)")
+    base = "fp32" if "fp32" in precisions else precisions[0]
+    print(f"{'precision':10s}{'bare img/s':>12s}{'full img/s':>12s}{'full/bare':>11s}"
+          f"{'bare/bare ' + base:>17s}{'full/full ' + base:>17s}  largest recorded relative error (dataset)")
+    for p in precisions:
+        errors = runs[p, "full"][0]["precision_errors"]
+        worst = max(errors, key=lambda k: errors[k][1], default=None)
+        said = f"{errors[worst][1]:.2g} ({worst})" if worst else "- (fp32 is the reference)"
+        print(f"{p:10s}{rate[p, 'bare']:12.2f}{rate[p, 'full']:12.2f}{rate[p, 'full'] / rate[p, 'bare']:11.3f}"
+              f"{rate[p, 'bare'] / rate[base, 'bare']:17.3f}{rate[p, 'full'] / rate[base, 'full']:17.3f}  {said}")
+    for p in precisions:
+        for mode in ("bare", "full"):
+            print(f"  {p} {mode}: " + ", ".join(f"{r['images_per_second']:.2f}" for r in runs[p, mode]) + " images/s")
+
+
+def _cpu_flags() -> list[str]:
+    """The CPU's bf16 / fp16 units as /proc/cpuinfo names them (Linux; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return sorted(flags & {"avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16", "avx_vnni"})
 
 
 def write_replay(args: argparse.Namespace, n: int, checksums: bool) -> float:
@@ -251,6 +299,12 @@ def main() -> None:
         "--checksums", default="", metavar="R",
         help="only time the full extraction at 8N with and without dump checksums, R runs each, alternated",
     )
+    parser.add_argument(
+        "--precisions", default="", metavar="P,Q",
+        help="only time the bare forward and the full extraction at 8N at each precision (fp32,tf32,bf16,fp16)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of --precisions (median reported)")
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--products", default="", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-warm-up", action="store_true", help=argparse.SUPPRESS)
@@ -271,6 +325,9 @@ def main() -> None:
         measure(args, root, "bare", args.batch_size)  # warm caches (disk, allocator) once
         if args.checksums:
             checksum_cost(args, root, large)
+            return
+        if args.precisions:
+            precision_cost(args, root, large)
             return
         alone = measure(args, root, "model", large)
         bare = measure(args, root, "bare", large)

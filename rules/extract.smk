@@ -30,6 +30,7 @@ rule extract:
         order_seed=config["extract"]["order_seed"],
         exemplars=config["extract"]["exemplars"],
         parity_tolerance=config["extract"]["parity_tolerance"],
+        precision=config["extract"]["precision"],
         num_workers=config["extract"]["num_workers"],
         coco=object_source,
         code=code_of("extract"),

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+import yaml
 from PIL import Image
 from safetensors.torch import save_file
 from test_workflow import copy_workflow, snakemake
@@ -160,3 +161,26 @@ def test_an_image_outside_the_index_reruns_nothing_else_and_an_edited_list_reind
     assert index.read_bytes() == content
     assert [p.stat().st_mtime_ns for p in dumps] == stamps  # the index came out the same: no job reran
     assert "dog/0.png" in (run / "results/index/listed.csv").read_text()
+
+
+def test_a_changed_precision_reextracts_every_dump(run: Path) -> None:
+    """``extract.precision`` is a param of rule extract: changing it re-extracts every dump (and
+    reruns what reads them); setting it back to the default finds the dumps up to date."""
+    config = run / "config.yaml"
+    original = config.read_text()
+    changed = yaml.safe_load(original)
+    changed["extract"]["precision"] = "bf16"
+    config.write_text(yaml.safe_dump(changed))
+    try:
+        assert planned(run) == jobs_of({
+            "extract": [f"dataset={d}, model={m}" for m in ("ma", "mb") for d in ("imgs", "few", "listed")],
+            "attention_distance": ["dataset=imgs, model=ma", "dataset=imgs, model=mb"],
+        })
+    finally:
+        config.write_text(original)
+    changed["extract"]["precision"] = "fp32"  # the default, written out: the same params
+    config.write_text(yaml.safe_dump(changed))
+    try:
+        assert planned(run) == set()
+    finally:
+        config.write_text(original)

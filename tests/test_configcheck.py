@@ -436,6 +436,8 @@ def test_bad_overrides_are_still_refused() -> None:
         (lambda c: c["models"]["fs"].update(weights="pretrained"),
          "models.fs.weights = 'pretrained': must be one of timm, checkpoint, random (enum)"),
         (lambda c: c["models"]["fs"]["train"].update(objective="dino"), "models.fs.train.objective = 'dino': must be"),
+        (lambda c: c["extract"].update(precision="fp64"),
+         "extract.precision = 'fp64': must be one of fp32, tf32, bf16, fp16 (enum)"),
         (lambda c: c["datasets"]["demo"].pop("kind"), "datasets.demo: missing key 'kind' (required)"),
         (lambda c: c["analyses"]["knn"].update(ks=[]), "analyses.knn.ks = []: must have at least 1 items (minItems)"),
         (lambda c: c["analyses"]["knn"].update(ks=[5, 5]), "analyses.knn.ks = [5, 5]: must not repeat an item"),
@@ -450,3 +452,13 @@ def test_schema_errors_are_a_line_or_two(change, first_line: str) -> None:
     lines = error_of(config).splitlines()
     assert lines[0].startswith(first_line)
     assert len(lines) <= 2 and all(len(line) <= 320 for line in lines)
+
+
+def test_the_schemas_precisions_are_the_packages() -> None:
+    """``extract.precision``'s enum (written out in the schema, for its readers) is
+    :data:`vitscope.io.dumps.PRECISIONS`, fp32 first and the default."""
+    from vitscope.io import dumps
+
+    node = SCHEMA["properties"]["extract"]["properties"]["precision"]
+    assert tuple(node["enum"]) == dumps.PRECISIONS
+    assert node["default"] == dumps.PRECISIONS[0] == "fp32"

@@ -17,6 +17,7 @@ run.extract_dump(
         order_seed=snakemake.params.order_seed,
         exemplars=snakemake.params.exemplars,
         parity_tolerance=snakemake.params.parity_tolerance,
+        precision=snakemake.params.precision,
         num_workers=snakemake.params.num_workers,
     ),
     device=snakemake.params.device,

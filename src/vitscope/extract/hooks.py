@@ -23,7 +23,7 @@ from torch import nn
 from ..attention import metrics
 from ..io import dumps
 from ..models.registry import Geometry
-from . import fused, reductions
+from . import fused, precision, reductions
 
 if TYPE_CHECKING:
     from ..features.objects import ImageObjects, ObjectMasks
@@ -92,6 +92,12 @@ class PartRecorder:
 
     def on_attention(self, out: Outputs, index: int, attn: torch.Tensor) -> None:
         """Block ``index``'s attention probabilities (B, H, T, T)."""
+
+    def kept(self) -> dict[str, torch.Tensor]:
+        """What the part keeps over the images so far (its sums), by the dump dataset it is
+        written to, on the device; the precision check (:mod:`.precision`) compares it after
+        the first batch."""
+        return {}
 
     def finish(self, writer: dumps.DumpWriter) -> None:
         """After the pass: write what the part kept over the images (sums, indices)."""
@@ -169,16 +175,23 @@ class SpatialAttention(PartRecorder):
                 reductions.accumulate(self.cls_sum[index], cls_row)
                 reductions.accumulate(self.sink_sum[index], reductions.sink_statistics(attn, p))
 
+    def kept(self) -> dict[str, torch.Tensor]:
+        out = {}
+        if "attention_sums" in self.setting.products:
+            out["attention/cls_sum"] = self.cls_sum
+            out["attention/aligned_sum"] = metrics.align(self.spatial_sum, self.setting.geom.grid)
+            out["attention/spatial_query_sum"] = self.spatial_sum.sum(dim=-2)
+            out["attention/sink_sum"] = self.sink_sum
+        if self.zero_rows.numel():
+            out["attention/zero_mass_rows"] = self.zero_rows
+        return out
+
     def finish(self, writer: dumps.DumpWriter) -> None:
         geom = self.setting.geom
+        for name, value in self.kept().items():
+            writer.put(name, value.cpu().numpy())
         if "attention_sums" in self.setting.products:
-            writer.put("attention/cls_sum", self.cls_sum.cpu().numpy())
-            writer.put("attention/aligned_sum", metrics.align(self.spatial_sum, geom.grid).cpu().numpy())
-            writer.put("attention/spatial_query_sum", self.spatial_sum.sum(dim=-2).cpu().numpy())
-            writer.put("attention/sink_sum", self.sink_sum.cpu().numpy())
             writer.attrs({"count": self.setting.images, "queries": geom.grid[0] * geom.grid[1]}, group="attention")
-        if self.zero_rows.numel():
-            writer.put("attention/zero_mass_rows", self.zero_rows.cpu().numpy())
 
 
 def exemplar_positions(n: int, count: int) -> np.ndarray:
@@ -328,6 +341,9 @@ class Recorder:
         self.parts = {cls: cls(setting) for cls in parts}
         self.attention = bool(self.products & dumps.ATTENTION_PRODUCTS)
         self.attn_calls = [0] * setting.geom.blocks
+        #: the hooks compute in float32 or wider whatever ``extract.precision`` is: autocast off
+        #: (:func:`.precision.exact`), low-precision inputs copied to float32
+        self.precision = getattr(setting.options, "precision", "fp32")
         self._blocks, self._norms, self._attns = (
             [p for p in self.parts.values() if getattr(type(p), hook) is not getattr(PartRecorder, hook)]
             for hook in ("on_block", "on_norm", "on_attention")
@@ -354,16 +370,20 @@ class Recorder:
     def _block_hook(self, index: int):
         def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
             if self.active:
-                for part in self._blocks:
-                    part.on_block(self.batch, index, output)
+                with precision.exact(self.precision, output.device):
+                    output = _wide(output)
+                    for part in self._blocks:
+                        part.on_block(self.batch, index, output)
 
         return hook
 
     def _norm_hook(self, point: int):
         def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
             if self.active:
-                for part in self._norms:
-                    part.on_norm(self.batch, point, output)
+                with precision.exact(self.precision, output.device):
+                    output = _wide(output)
+                    for part in self._norms:
+                        part.on_norm(self.batch, point, output)
 
         return hook
 
@@ -371,8 +391,10 @@ class Recorder:
         def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
             if self.active:
                 self.attn_calls[index] += 1
-                for part in self._attns:
-                    part.on_attention(self.batch, index, output)
+                with precision.exact(self.precision, output.device):
+                    output = _wide(output)
+                    for part in self._attns:
+                        part.on_attention(self.batch, index, output)
 
         return hook
 
@@ -384,15 +406,32 @@ class Recorder:
         for part in self.parts.values():
             part.start_batch(positions, objects)
 
-    def take(self) -> dict[str, torch.Tensor]:
-        """Per-batch products stacked over blocks, on their way to the host; resets the batch.
+    def outputs(self) -> dict[str, torch.Tensor]:
+        """The batch's per-batch products stacked over blocks, on the device.
 
-        Per-image products: (B, L, ...); Gram matrices: (chunks, points, b, b). From an
-        accelerator the copies are asynchronous (pinned memory): wait for the
+        Per-image products: (B, L, ...); Gram matrices: (chunks, points, b, b).
+        """
+        return {name: torch.stack(values, dim=1) for name, values in self.batch.out.items()}
+
+    def compared(self) -> dict[str, torch.Tensor]:
+        """:meth:`outputs` and what every part keeps (:meth:`PartRecorder.kept`), by dump
+        dataset, on the device: what the precision check compares after the first batch."""
+        out = self.outputs()
+        for part in self.parts.values():
+            out.update(part.kept())
+        return out
+
+    def take(self) -> dict[str, torch.Tensor]:
+        """:meth:`outputs` on their way to the host; resets the batch.
+
+        From an accelerator the copies are asynchronous (pinned memory): wait for the
         returned batch's event before reading them (see :class:`vitscope.extract.run._HostBatch`).
         """
-        out = {
-            name: torch.stack(values, dim=1).to("cpu", non_blocking=True) for name, values in self.batch.out.items()
-        }
+        out = {name: value.to("cpu", non_blocking=True) for name, value in self.outputs().items()}
         self.batch = Outputs()
         return out
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """``x`` itself, or a float32 copy of a bfloat16 / float16 ``x`` (what a hook sees under autocast)."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x

@@ -15,11 +15,16 @@ the probabilities) and forward hooks on every block read, per batch:
 Everything is reduced on the device inside the hooks, so memory is bounded by
 one batch; per-image results stream to the HDF5 file and sums over images are
 kept in float64. See docs/dumps.md for the file layout.
+
+The forward runs in ``ExtractOptions.precision`` (:mod:`.precision`); in any precision
+but fp32 the first batch runs once more in fp32 through a recorder of its own, and the
+dump records each dataset's error against it (docs/dumps.md#precision).
 """
 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import logging
@@ -43,10 +48,11 @@ from .. import __version__
 from ..errors import ConfigError, ModelError
 from ..io import dumps
 from ..io.datasets import Entry
-from ..io.dumps import DEFAULT_PRODUCTS, FORMAT_VERSION, Dims, DumpWriter, write_images
+from ..io.dumps import DEFAULT_PRODUCTS, FORMAT_VERSION, PRECISION_ERRORS, PRECISIONS, Dims, DumpWriter, write_images
 from ..io.preprocess import ImageDataset, collate_objects
 from ..models.devices import resolve_device
 from ..models.registry import Geometry, geometry, set_fused_attention
+from . import precision as _precision
 from . import products as _products
 from .hooks import Recorder, Setting
 
@@ -67,6 +73,8 @@ class ExtractOptions:
     exemplars: int = 4
     parity_tolerance: float = 1e-3
     num_workers: int = 0
+    #: the forward's matrix products and attention: fp32, tf32, bf16 or fp16 (:mod:`.precision`)
+    precision: str = "fp32"
     #: False only in ``benchmarks/extract.py``, to time the dump layout without checksums
     #: (:func:`vitscope.io.dumps.create_dataset`); not a config key
     checksums: bool = True
@@ -78,6 +86,8 @@ class ExtractOptions:
             raise ConfigError(f"extract.products: unknown {unknown}; choose from {known}")
         if self.batch_size < 1:
             raise ConfigError(f"extract.batch_size = {self.batch_size} must be >= 1")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"extract.precision = {self.precision!r}: must be one of {', '.join(PRECISIONS)}")
         for product in _products.PRODUCTS.values():
             if product.check is not None and product.name in self.products:
                 product.check(self)
@@ -210,6 +220,12 @@ def run(
             raise ConfigError(f"object masks are for grid {tuple(objects.grid)}, the model's grid is {geom.grid}")
     else:
         objects = None
+    if _precision.uses_autocast(options.precision) and not torch.amp.is_autocast_available(device.type):
+        raise ConfigError(
+            f"extract.precision = {options.precision!r}: torch has no autocast on device {device.type!r}; "
+            "use fp32 or tf32 there"
+        )
+    low = options.precision != "fp32"  # the first batch runs once more in fp32: the errors of the precision
     model = model.to(device).eval()
     _limit_heap_arenas()
     order = image_order(n, options)
@@ -240,6 +256,8 @@ def run(
         _warm_up(model, geom, options, device)
     recorder.attach()
     parity = float("nan")
+    errors: dict[str, tuple[float, float]] = {}  # dataset -> the first batch's (absolute, relative) error
+    maps_wanted = low and options.needs_attention and "exemplars" in products
     start = time.perf_counter()
     bar = tqdm(total=n, file=progress, unit="img", mininterval=5.0, disable=progress is None)
     # Pipeline: the device computes batch k + 1 while batch k's products are copied
@@ -255,7 +273,9 @@ def run(
         before = time.perf_counter()
         arrays = batch.numpy()
         if batch.finite is not None and not bool(batch.finite.all()):
-            raise _non_finite_tokens(model, recorder, batch.images, batch.positions, batch.finite, entries, meta)
+            raise _non_finite_tokens(
+                model, recorder, batch.images, batch.positions, batch.finite, entries, meta, options.precision
+            )
         batch.images = None
         copied_at = time.perf_counter()
         done.append(copied_at - start)
@@ -271,23 +291,41 @@ def run(
             for step, (images, positions, *batch_objects) in enumerate(batches):
                 waits["loader"] += time.perf_counter() - ready
                 images = images.to(device, non_blocking=True)
-                reference = _fused_forward(model, recorder, images) if options.needs_attention and step == 0 else None
-                recorder.start_batch(positions.numpy(), batch_objects[0] if batch_objects else None)
-                tokens = model.forward_features(images)
+                found = batch_objects[0] if batch_objects else None
+                fp32 = (
+                    _fp32_batch(model, recorder, images, positions.numpy(), found, maps_wanted)
+                    if low and step == 0 else None
+                )
+                if fp32 is not None:
+                    reference = fp32.fused
+                elif options.needs_attention and step == 0:
+                    reference = _fused_forward(model, recorder, images)
+                else:
+                    reference = None
+                recorder.start_batch(positions.numpy(), found)
+                maps = _precision.first_image_maps(model) if fp32 is not None and maps_wanted else None
+                with _precision.numerics(options.precision, device), maps or contextlib.nullcontext({}) as kept:
+                    tokens = model.forward_features(images)
                 # (B,) per image: no NaN (amax propagates it) and no Inf; read on the host in flush
-                finite = tokens.abs().flatten(1).amax(dim=1) < math.inf
-                if reference is not None:  # parity of the explicit path, on the first batch
-                    parity = float((reference - tokens).abs().max())
+                finite = _finite(tokens)
+                if reference is not None:  # parity of the explicit path (in fp32), on the first batch
+                    explicit = fp32.tokens if fp32 is not None else tokens
+                    parity = float((reference - explicit).abs().max())
                     if not math.isfinite(parity) or parity > options.parity_tolerance:
-                        if not bool(finite.all()):
-                            raise _non_finite_tokens(model, recorder, images, positions.numpy(), finite, entries, meta)
+                        ok = finite if fp32 is None else _finite(explicit)
+                        if not bool(ok.all()):
+                            raise _non_finite_tokens(model, recorder, images, positions.numpy(), ok, entries, meta)
                         raise ModelError(
                             f"model {meta.get('model', '?')!r}, dataset {meta.get('dataset', '?')!r}: explicit "
                             f"attention differs from the fused forward by {parity:.3g} "
                             + ("(the fused forward's tokens are not finite) " if not math.isfinite(parity) else "")
                             + f"> extract.parity_tolerance = {options.parity_tolerance}"
                         )
-                    del reference
+                    del reference, explicit
+                if fp32 is not None:  # the first batch in the precision against the same batch in fp32
+                    errors = _precision.errors({**recorder.compared(), **kept}, fp32.products)
+                    _log_errors(options.precision, device, len(positions), errors)
+                    del fp32, kept
                 _check_hooks(recorder, meta, options)
                 batch = _HostBatch(
                     recorder.take(), positions.numpy(), dict(starts),
@@ -325,6 +363,7 @@ def run(
         "seconds": elapsed,
         "images_per_second": n / elapsed if elapsed > 0 else float("nan"),
         "parity_max_abs_diff": parity,
+        "precision_errors": errors,
         "waits": waits,
         "batch_done_seconds": done,
     }
@@ -342,6 +381,9 @@ def run(
             "cls_source": "token 0" if geom.prefix > 0 else "mean of spatial tokens (model has no CLS token)",
             "explicit_attention": options.needs_attention,
             "parity_max_abs_diff": parity,
+            "precision": options.precision,
+            "precision_matmul": _precision.matmul_precision(options.precision, device),
+            **_error_attrs(errors, low, min(n, options.batch_size)),
             "batch_size": options.batch_size,
             "vitscope_version": __version__,
             "timm_version": timm.__version__,
@@ -412,7 +454,7 @@ def _warm_up(model: nn.Module, geom: Geometry, options: ExtractOptions, device: 
     scratch = Recorder(model, setting, _products.parts(options.products))
     scratch.attach()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), _precision.numerics(options.precision, device):
             if options.needs_attention:
                 _fused_forward(model, scratch, images)
             model.forward_features(images)
@@ -436,6 +478,72 @@ def _fused_forward(model: nn.Module, recorder: Recorder, images: torch.Tensor) -
         set_fused_attention(model, False)
 
 
+def _finite(tokens: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: every output token of the image is finite (amax propagates a NaN)."""
+    return tokens.abs().flatten(1).amax(dim=1) < math.inf
+
+
+@dataclass
+class _Fp32Batch:
+    """The first batch recorded in fp32, for the precision check (:func:`_fp32_batch`)."""
+
+    fused: torch.Tensor | None  # output tokens of the fused forward: the parity reference (explicit attention)
+    tokens: torch.Tensor  # output tokens of the fp32 forward with the hooks
+    products: dict[str, torch.Tensor]  # what that forward recorded (Recorder.compared), on the device
+
+
+def _fp32_batch(
+    model: nn.Module,
+    recorder: Recorder,
+    images: torch.Tensor,
+    positions: np.ndarray,
+    objects: Any,
+    maps: bool,
+) -> _Fp32Batch:
+    """Record the first batch in fp32 through a recorder of its own (the real one is off):
+    the reference of the precision's errors (:func:`vitscope.extract.precision.errors`); with
+    explicit attention also the fused forward, the reference of the parity check (in fp32).
+    ``maps``: keep the first image's attention maps (``exemplars/attention``)."""
+    fused = _fused_forward(model, recorder, images) if recorder.attention else None
+    scratch = Recorder(model, recorder.setting, list(recorder.parts))
+    scratch.start_batch(positions, objects)
+    recorder.active = False
+    scratch.attach()
+    try:
+        with _precision.first_image_maps(model) if maps else contextlib.nullcontext({}) as kept:
+            tokens = model.forward_features(images)
+        products = {**scratch.compared(), **kept}
+    finally:
+        scratch.detach()
+        recorder.active = True
+    return _Fp32Batch(fused, tokens, products)
+
+
+def _error_attrs(errors: dict[str, tuple[float, float]], low: bool, images: int) -> dict[str, Any]:
+    """The dump's :data:`vitscope.io.dumps.PRECISION_ERRORS` (none in fp32) and the image count compared."""
+    if not low:
+        return {}
+    names = sorted(errors)
+    datasets, absolute, relative = PRECISION_ERRORS
+    return {
+        datasets: names,
+        absolute: np.array([errors[k][0] for k in names], dtype=np.float64),
+        relative: np.array([errors[k][1] for k in names], dtype=np.float64),
+        "precision_error_images": images,
+    }
+
+
+def _log_errors(precision: str, device: torch.device, images: int, errors: dict[str, tuple[float, float]]) -> None:
+    worst = max(errors, key=lambda k: errors[k][1], default=None)
+    log.info(
+        "precision %s (matrix products in %s): first batch (%d images) against fp32: largest relative error %.3g (%s)",
+        precision, _precision.matmul_precision(precision, device), images,
+        errors[worst][1] if worst else float("nan"), worst,
+    )
+    for name, (absolute, relative) in errors.items():
+        log.info("  %-40s max abs error %.3g, relative to max |fp32| %.3g", name, absolute, relative)
+
+
 def _non_finite_tokens(
     model: nn.Module,
     recorder: Recorder,
@@ -444,6 +552,7 @@ def _non_finite_tokens(
     finite: torch.Tensor,
     entries: Sequence[Entry],
     meta: dict[str, Any],
+    precision: str = "fp32",
 ) -> ModelError:
     """The error for a batch whose output tokens are not all finite although the weights
     are (:func:`vitscope.models.registry.check_finite` ran at load): an overflow of the activations.
@@ -474,7 +583,8 @@ def _non_finite_tokens(
             if not bool(torch.isfinite(image).all()):
                 where = "the preprocessed image itself"
             else:
-                model.forward_features(image)
+                with _precision.numerics(precision, image.device):
+                    model.forward_features(image)
                 where = (
                     f"block {found[0] + 1} of {len(model.blocks)} (first non-finite block output)"
                     if found
@@ -487,8 +597,9 @@ def _non_finite_tokens(
     return ModelError(
         f"model {meta.get('model', '?')!r}, dataset {meta.get('dataset', '?')!r}: image '{entries[position].path}' "
         f"(position {position}; {len(bad)} of {len(finite)} images of its batch) gives non-finite tokens, first at "
-        f"{where}, although the weights are finite: the activations overflow float32; "
-        "extraction stopped, no dump is kept"
+        f"{where}, although the weights are finite: the activations overflow "
+        + ("float32; " if precision in ("fp32", "tf32") else f"{precision} (extract.precision = {precision}); ")
+        + "extraction stopped, no dump is kept"
     )
 
 

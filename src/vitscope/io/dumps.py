@@ -42,6 +42,13 @@ REBUILD = "delete it and rerun the workflow to rebuild it"
 
 REPRESENTATIONS = ("cls", "spatial", "all")
 
+#: the precisions of a forward pass (``extract.precision``, :mod:`vitscope.extract.precision`);
+#: a dump records its own in the root attribute ``precision`` (absent: written before, fp32)
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+#: root attributes of a dump not extracted in fp32: per dump dataset, the error of its first
+#: batch against the same batch in fp32 (names, max absolute error, max absolute error / max |fp32|)
+PRECISION_ERRORS = ("precision_error_datasets", "precision_max_abs_error", "precision_max_rel_error")
+
 
 # --------------------------------------------------------------------------- the products' layout
 
@@ -684,7 +691,8 @@ def validate(handle: h5py.File) -> None:
     ``width``, ``num_prefix_tokens``: integers) and ``grid == image_size // patch``
     per side; that every dataset is checksummed (fletcher32); the shape of every
     known dataset against the image count (``images/path``) and the geometry
-    (:func:`expected_shapes`); the ``attention`` group's ``count`` and ``queries``.
+    (:func:`expected_shapes`); ``precision`` and its errors (:data:`PRECISION_ERRORS`);
+    the ``attention`` group's ``count`` and ``queries``.
     """
     path = handle.filename
     version = handle.attrs.get("format_version")
@@ -718,6 +726,7 @@ def validate(handle: h5py.File) -> None:
                 f"dump '{path}': dataset {name} has shape {handle[name].shape}, expected {shape} "
                 f"(from the {len(handle['images/path'])} images of images/path and the root attributes); {REBUILD}"
             )
+    _validate_precision(handle)
     if "attention" in handle and "attention/cls_sum" in handle:
         group = handle["attention"].attrs
         want = {"count": len(handle["images/path"]), "queries": grid[0] * grid[1]}
@@ -727,6 +736,41 @@ def validate(handle: h5py.File) -> None:
                 raise DumpError(
                     f"dump '{path}': attribute attention/{key} is {_show(got)!r}, expected {value}; {REBUILD}"
                 )
+
+
+def _validate_precision(handle: h5py.File) -> None:
+    """``precision`` is one of :data:`PRECISIONS` (absent: fp32), and a dump not in fp32 has
+    :data:`PRECISION_ERRORS`: one name, one absolute and one relative error per dataset compared."""
+    path = handle.filename
+    precision = handle.attrs.get("precision", "fp32")
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise DumpError(
+            f"dump '{path}': attribute 'precision' is {_show(precision)!r}, expected one of "
+            f"{', '.join(PRECISIONS)}; {REBUILD}"
+        )
+    if precision == "fp32":
+        return
+    missing = [key for key in PRECISION_ERRORS if key not in handle.attrs]
+    if missing:
+        raise DumpError(f"dump '{path}' is in {precision} but has no attribute {missing[0]!r}; {REBUILD}")
+    lengths = [np.asarray(handle.attrs[key]).shape for key in PRECISION_ERRORS]
+    if len({*lengths}) != 1 or len(lengths[0]) != 1:
+        raise DumpError(
+            f"dump '{path}': attributes {', '.join(PRECISION_ERRORS)} have shapes {lengths}, expected one "
+            f"length; {REBUILD}"
+        )
+
+
+def precision_errors(handle: h5py.File) -> dict[str, tuple[float, float]]:
+    """dataset -> (max absolute error, max relative error) of the dump's first batch against
+    fp32 (:data:`PRECISION_ERRORS`); empty for a dump in fp32."""
+    if handle.attrs.get("precision", "fp32") == "fp32":
+        return {}
+    names, absolute, relative = (np.asarray(handle.attrs[key]) for key in PRECISION_ERRORS)
+    return {
+        (n.decode() if isinstance(n, bytes) else str(n)): (float(a), float(r))
+        for n, a, r in zip(names.tolist(), absolute.tolist(), relative.tolist(), strict=True)
+    }
 
 
 def require(handle: h5py.File, name: str) -> h5py.Dataset:
