@@ -166,6 +166,32 @@ def png_text_check(path: str | Path) -> str | None:
         return image.text.get(TEXT_CHECK_KEY)  # type: ignore[attr-defined]
 
 
+def block_axis(ax, blocks: int) -> None:  # type: ignore[no-untyped-def]
+    """A per-block x axis: every block ticked up to 16 blocks, integer ticks beyond; 7 pt labels, a grid."""
+    if blocks <= 16:
+        ax.set_xticks(range(1, blocks + 1))
+    else:
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+
+
+def figure_legend(fig: Figure, axes, chance: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    """One legend right of the panels: every label of ``axes`` once, then (``chance``) the dashed grey chance line."""
+    from matplotlib.lines import Line2D
+
+    handles, labels = [], []
+    for ax in np.ravel(axes):
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    if chance is not None:
+        handles.append(Line2D([], [], color="grey", lw=1.0, ls="--"))
+        labels.append(chance)
+    fig.legend(handles, labels, loc="outside right center", fontsize=7, frameon=False)
+
+
 def table_grid(rows: Rows, column: str) -> np.ndarray:
     """Table rows (block, head 1-indexed) -> (L, H) array of ``column``."""
     blocks = max(int(r["block"]) for r in rows)

@@ -10,13 +10,11 @@ import math
 import textwrap
 from collections.abc import Mapping, Sequence
 
-import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from ..features.cka import point_labels
-from .common import PALETTE, plt
+from .common import PALETTE, block_axis, figure_legend, plt
 
 REP_TITLES = {"cls": "CLS token", "spatial": "spatial tokens", "all": "all tokens"}
 CLUSTER_REP_TITLES = {"cls": "CLS token", "spatial": "mean of spatial tokens",
@@ -183,23 +181,9 @@ def clustering(
             chance_drawn = True
         ax.set_title(CLUSTER_REP_TITLES.get(rep, rep), fontsize=9)
         ax.set_xlabel("block", fontsize=8)
-        if blocks <= 16:
-            ax.set_xticks(range(1, blocks + 1))
-        else:
-            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
+        block_axis(ax, blocks)
     axes[0, 0].set_ylabel(METRIC_TITLES.get(metric, metric), fontsize=8)
-    handles, labels = [], []
-    for ax in axes.flat:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            if label not in labels:
-                handles.append(handle)
-                labels.append(label)
-    if chance_drawn:
-        handles.append(Line2D([], [], color="grey", lw=1.0, ls="--"))
-        labels.append(CHANCE_LABELS.get(metric, "chance"))
-    fig.legend(handles, labels, loc="outside right center", fontsize=7, frameon=False)
+    figure_legend(fig, axes, CHANCE_LABELS.get(metric, "chance") if chance_drawn else None)
     things = "objects" if list(reps) == ["object"] else "images"
     counts = ", ".join(f"{text} {name}" for name, column in ((things, "images"), ("classes", "classes"))
                        if (text := _count(rows, column)))

@@ -21,12 +21,10 @@ import math
 import textwrap
 from collections.abc import Mapping, Sequence
 
-import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
-from .common import PALETTE, plt
+from .common import PALETTE, block_axis, figure_legend, plt
 
 Rows = Sequence[Mapping[str, str]]
 
@@ -172,22 +170,8 @@ def by_block(rows: Rows, task: str, models: Sequence[str], dataset: str) -> Figu
                 ax.set_xlabel("block", fontsize=8)
             if j == 0:
                 ax.set_ylabel(ylabel, fontsize=8)
-            if blocks <= 16:
-                ax.set_xticks(range(1, blocks + 1))
-            else:
-                ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-            ax.tick_params(labelsize=7)
-            ax.grid(alpha=0.3)
-    handles, labels = [], []
-    for ax in axes.flat:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            if label not in labels:
-                handles.append(handle)
-                labels.append(label)
-    if chance_drawn:
-        handles.append(Line2D([], [], color="grey", lw=1.0, ls="--"))
-        labels.append(CHANCE[task].replace(": ", ":\n", 1))
-    fig.legend(handles, labels, loc="outside right center", fontsize=7, frameon=False)
+            block_axis(ax, blocks)
+    figure_legend(fig, axes, CHANCE[task].replace(": ", ":\n", 1) if chance_drawn else None)
     queries = rows[0].get("queries", "") if rows else ""
     title = TITLES[task].format(dataset=dataset, queries=queries)
     if counts := counts_line(rows, task):
