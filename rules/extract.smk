@@ -31,6 +31,7 @@ rule extract:
         exemplars=config["extract"]["exemplars"],
         parity_tolerance=config["extract"]["parity_tolerance"],
         precision=config["extract"]["precision"],
+        attention=config["extract"]["attention"],
         num_workers=config["extract"]["num_workers"],
         coco=object_source,
         code=code_of("extract"),

@@ -18,6 +18,7 @@ run.extract_dump(
         exemplars=snakemake.params.exemplars,
         parity_tolerance=snakemake.params.parity_tolerance,
         precision=snakemake.params.precision,
+        attention=snakemake.params.attention,
         num_workers=snakemake.params.num_workers,
     ),
     device=snakemake.params.device,

@@ -78,14 +78,16 @@ def reduce_reference(
     spatial mass adds nothing, has distance NaN and is counted in ``zeros`` ((H,)
     int64, added to in place) when given.
     """
-    spatial = attn[..., prefix:, prefix:].float()
-    empty = None
+    raw = attn[..., prefix:, prefix:].float()
+    spatial, empty, mass = raw, None, None
     if prefix > 0:
-        mass = spatial.sum(dim=-1, keepdim=True)
+        mass = raw.sum(dim=-1, keepdim=True)
         empty = ~(mass >= MIN_MASS)
-        spatial = spatial / mass.masked_fill_(empty, float("inf"))  # one pass; a zero-mass row becomes 0
+        mass.masked_fill_(empty, float("inf"))  # a zero-mass row becomes 0
         if zeros is not None:
             zeros.add_(empty.sum(dim=(0, 2, 3)))
+        if total is not None:
+            spatial = raw / mass  # one pass
     if total is not None:
         if spatial.device.type == "cpu":  # torch's float64-dtype reduction of float32 is slow on the CPU
             for value in spatial:
@@ -94,8 +96,12 @@ def reduce_reference(
             total.add_(spatial.sum(dim=0, dtype=total.dtype))
     if not distance:
         return None
-    per_query = torch.einsum("bhqk,qk->bhq", spatial, dist)
-    return per_query if empty is None else per_query.masked_fill_(empty[..., 0], float("nan"))
+    # sum_k a[q, k] d(q, k) over the raw spatial row, then divided by the row's mass (as the
+    # kernel does); an elementwise product and a row sum: einsum's batched product was 4x slower
+    per_query = (raw * dist).sum(dim=-1)
+    if mass is None:
+        return per_query
+    return per_query.div_(mass[..., 0]).masked_fill_(empty[..., 0], float("nan"))
 
 
 def reduce_spatial(

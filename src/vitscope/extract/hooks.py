@@ -23,7 +23,7 @@ from torch import nn
 from ..attention import metrics
 from ..io import dumps
 from ..models.registry import Geometry
-from . import fused, precision, reductions
+from . import blockwise, fused, precision, reductions
 
 if TYPE_CHECKING:
     from ..features.objects import ImageObjects, ObjectMasks
@@ -90,8 +90,11 @@ class PartRecorder:
     def on_norm(self, out: Outputs, point: int, x: torch.Tensor) -> None:
         """LayerNorm output (B, T, D) at ``point`` (block i's norm1 is 2i, its norm2 2i + 1)."""
 
-    def on_attention(self, out: Outputs, index: int, attn: torch.Tensor) -> None:
-        """Block ``index``'s attention probabilities (B, H, T, T)."""
+    def on_attention(self, out: Outputs, index: int, attn: torch.Tensor, start: int = 0) -> None:
+        """Block ``index``'s attention probabilities (R, H, T, T) of the batch rows
+        ``start`` .. ``start + R``: the whole batch on the explicit path, a chunk of it on the
+        blockwise path (:mod:`.blockwise`), chunks in order. What a part adds to ``out``
+        per chunk is concatenated over the chunks (along dim 0) by the :class:`Recorder`."""
 
     def kept(self) -> dict[str, torch.Tensor]:
         """What the part keeps over the images so far (its sums), by the dump dataset it is
@@ -126,7 +129,7 @@ class Tokens(PartRecorder):
 class ClsAttention(PartRecorder):
     """``cls_attention``: the CLS query's attention row over all keys."""
 
-    def on_attention(self, out: Outputs, index: int, attn: torch.Tensor) -> None:
+    def on_attention(self, out: Outputs, index: int, attn: torch.Tensor, start: int = 0) -> None:
         if self.setting.geom.prefix > 0:
             out.add("attention/cls", attn[:, :, 0, :])
 
@@ -157,7 +160,7 @@ class SpatialAttention(PartRecorder):
         how = "fused Triton kernel" if fast else "torch (no Triton kernel on this device)"
         log.info("attention reductions: %s", how)
 
-    def on_attention(self, out: Outputs, index: int, attn: torch.Tensor) -> None:
+    def on_attention(self, out: Outputs, index: int, attn: torch.Tensor, start: int = 0) -> None:
         p = self.setting.geom.prefix
         cls_row = attn[:, :, 0, :] if p > 0 else None
         accumulate = "attention_sums" in self.setting.products and cls_row is not None
@@ -218,11 +221,12 @@ class Exemplars(PartRecorder):
     def start_batch(self, positions: np.ndarray, objects: Sequence[ImageObjects] | None) -> None:
         self.rows = [(r, int(p)) for r, p in enumerate(positions) if int(p) in self.wanted]
 
-    def on_attention(self, out: Outputs, index: int, attn: torch.Tensor) -> None:
+    def on_attention(self, out: Outputs, index: int, attn: torch.Tensor, start: int = 0) -> None:
         for row, pos in self.rows:
-            # a copy (a view would keep the whole batch's attention alive), kept on the
-            # device until the end: a copy to the host here would stall the pipeline
-            self.maps.setdefault(pos, []).append(attn[row].to(torch.float32, copy=True))
+            if start <= row < start + attn.shape[0]:
+                # a copy (a view would keep the whole batch's attention alive), kept on the
+                # device until the end: a copy to the host here would stall the pipeline
+                self.maps.setdefault(pos, []).append(attn[row - start].to(torch.float32, copy=True))
 
     def finish(self, writer: dumps.DumpWriter) -> None:
         writer.put("exemplars/position", self.positions)
@@ -341,6 +345,14 @@ class Recorder:
         self.parts = {cls: cls(setting) for cls in parts}
         self.attention = bool(self.products & dumps.ATTENTION_PRODUCTS)
         self.attn_calls = [0] * setting.geom.blocks
+        #: images per chunk of the blockwise attention path (:mod:`.blockwise`), None: explicit path
+        self.chunk_rows = (
+            blockwise.chunk_rows(setting.geom.heads, setting.geom.tokens, setting.options.batch_size, setting.device)
+            if getattr(setting.options, "attention", "blockwise") == "blockwise"
+            else None
+        )
+        #: what the parts added for the chunks of the current block's attention so far
+        self._chunks = Outputs()
         #: the hooks compute in float32 or wider whatever ``extract.precision`` is: autocast off
         #: (:func:`.precision.exact`), low-precision inputs copied to float32
         self.precision = getattr(setting.options, "precision", "fp32")
@@ -357,7 +369,7 @@ class Recorder:
         for index, block in enumerate(self.model.blocks):
             self.handles.append(block.register_forward_hook(self._block_hook(index)))
             if self.attention:
-                self.handles.append(block.attn.attn_drop.register_forward_hook(self._attn_hook(index)))
+                self.handles.append(blockwise.tap(block.attn, self._attn_hook(index), self.chunk_rows))
             if self._norms:
                 for which, norm in enumerate((block.norm1, block.norm2)):
                     self.handles.append(norm.register_forward_hook(self._norm_hook(2 * index + which)))
@@ -387,22 +399,31 @@ class Recorder:
 
         return hook
 
-    def _attn_hook(self, index: int):
-        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
-            if self.active:
+    def _attn_hook(self, index: int) -> blockwise.Listener:
+        def listener(probs: torch.Tensor, start: int, total: int) -> None:
+            if not self.active:
+                return
+            if start == 0:
                 self.attn_calls[index] += 1
-                with precision.exact(self.precision, output.device):
-                    output = _wide(output)
-                    for part in self._attns:
-                        part.on_attention(self.batch, index, output)
+            whole = start == 0 and probs.shape[0] == total
+            out = self.batch if whole else self._chunks
+            with precision.exact(self.precision, probs.device):
+                probs = _wide(probs)
+                for part in self._attns:
+                    part.on_attention(out, index, probs, start)
+            if not whole and start + probs.shape[0] == total:  # the block's last chunk
+                for name, values in self._chunks.out.items():
+                    self.batch.out.setdefault(name, []).append(values[0] if len(values) == 1 else torch.cat(values))
+                self._chunks = Outputs()
 
-        return hook
+        return listener
 
     # ----------------------------------------------------------------- batches
     def start_batch(self, positions: np.ndarray, objects: Sequence[ImageObjects] | None = None) -> None:
         """Tell the parts the coming batch's positions and objects (decided on the host,
         so the hooks never synchronise with the device)."""
         self.batch = Outputs()
+        self._chunks = Outputs()
         for part in self.parts.values():
             part.start_batch(positions, objects)
 

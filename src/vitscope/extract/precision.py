@@ -36,6 +36,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..io.dumps import PRECISIONS
+from . import blockwise
 
 __all__ = [
     "PRECISIONS", "Float32Softmax", "errors", "exact", "first_image_maps", "matmul_precision", "numerics",
@@ -107,16 +108,18 @@ def exact(precision: str, device: torch.device) -> contextlib.AbstractContextMan
 @contextlib.contextmanager
 def first_image_maps(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
     """While inside, keep the attention probabilities of the batch's first image, block by
-    block (forward hooks on every block's ``attn.attn_drop``); on exit the dict holds them as
-    ``exemplars/attention`` (1, L, H, T, T) float32: the precision check's measure of the
-    full maps (an exemplar's maps are one image's maps)."""
+    block (:func:`vitscope.extract.blockwise.tap` on every block's attention: the path a
+    recorder attached before runs, else the explicit path's ``attn_drop``); on exit the dict
+    holds them as ``exemplars/attention`` (1, L, H, T, T) float32: the precision check's
+    measure of the full maps (an exemplar's maps are one image's maps)."""
     found: list[torch.Tensor] = []
     out: dict[str, torch.Tensor] = {}
 
-    def keep(module: nn.Module, args: Any, output: torch.Tensor) -> None:
-        found.append(output[0].float().clone())
+    def keep(probs: torch.Tensor, start: int, total: int) -> None:
+        if start == 0:
+            found.append(probs[0].float().clone())
 
-    handles = [block.attn.attn_drop.register_forward_hook(keep) for block in model.blocks]
+    handles = [blockwise.tap(block.attn, keep, rows=None) for block in model.blocks]
     try:
         yield out
     finally:

@@ -52,6 +52,7 @@ from ..io.dumps import DEFAULT_PRODUCTS, FORMAT_VERSION, PRECISION_ERRORS, PRECI
 from ..io.preprocess import ImageDataset, collate_objects
 from ..models.devices import resolve_device
 from ..models.registry import Geometry, geometry, set_fused_attention
+from . import blockwise as _blockwise
 from . import precision as _precision
 from . import products as _products
 from .hooks import Recorder, Setting
@@ -60,6 +61,9 @@ if TYPE_CHECKING:
     from ..features.objects import ObjectMasks
 
 log = logging.getLogger(__name__)
+
+#: the values of ``extract.attention`` (:mod:`.blockwise`)
+ATTENTION_PATHS = ("blockwise", "explicit")
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,10 @@ class ExtractOptions:
     num_workers: int = 0
     #: the forward's matrix products and attention: fp32, tf32, bf16 or fp16 (:mod:`.precision`)
     precision: str = "fp32"
+    #: how the attention probabilities are computed: ``blockwise`` (a chunk of images at a time,
+    #: the fast path) or ``explicit`` (timm's explicit path for the whole batch, the reference;
+    #: :mod:`.blockwise`)
+    attention: str = "blockwise"
     #: False only in ``benchmarks/extract.py``, to time the dump layout without checksums
     #: (:func:`vitscope.io.dumps.create_dataset`); not a config key
     checksums: bool = True
@@ -86,6 +94,8 @@ class ExtractOptions:
             raise ConfigError(f"extract.products: unknown {unknown}; choose from {known}")
         if self.batch_size < 1:
             raise ConfigError(f"extract.batch_size = {self.batch_size} must be >= 1")
+        if self.attention not in ATTENTION_PATHS:
+            raise ConfigError(f"extract.attention = {self.attention!r}: must be one of {', '.join(ATTENTION_PATHS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"extract.precision = {self.precision!r}: must be one of {', '.join(PRECISIONS)}")
         for product in _products.PRODUCTS.values():
@@ -255,6 +265,9 @@ def run(
     if _wants_warm_up(device):  # while they read the first images
         _warm_up(model, geom, options, device)
     recorder.attach()
+    attention_path = _blockwise.path(model) if options.needs_attention else "fused (no attention product)"
+    if options.needs_attention:
+        log.info("attention probabilities: %s path", attention_path)
     parity = float("nan")
     errors: dict[str, tuple[float, float]] = {}  # dataset -> the first batch's (absolute, relative) error
     maps_wanted = low and options.needs_attention and "exemplars" in products
@@ -380,6 +393,7 @@ def run(
             "width": geom.width,
             "cls_source": "token 0" if geom.prefix > 0 else "mean of spatial tokens (model has no CLS token)",
             "explicit_attention": options.needs_attention,
+            "attention_path": attention_path,
             "parity_max_abs_diff": parity,
             "precision": options.precision,
             "precision_matmul": _precision.matmul_precision(options.precision, device),
