@@ -64,7 +64,7 @@ def child(args: argparse.Namespace) -> None:
     products = tuple(args.products.split(",")) if args.products else extract.DEFAULT_PRODUCTS
     options = extract.ExtractOptions(
         products=products, batch_size=args.batch_size, cka_batch_size=args.batch_size,
-        num_workers=args.workers, exemplars=4, precision=args.precision,
+        num_workers=args.workers, exemplars=4, precision=args.precision, attention=args.attention,
     )
     numerics = precision.numerics(args.precision, device)  # the bare and model-alone forwards' precision
     if device.type == "cuda":
@@ -91,6 +91,7 @@ def child(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - start
         entries = entries[: (args.n // args.batch_size) * args.batch_size]
     elif args.mode == "bare":
+        cpu = _cpu_seconds()
         model = model.to(device).eval()
         models.set_fused_attention(model, True)
         loader = DataLoader(
@@ -120,6 +121,7 @@ def child(args: argparse.Namespace) -> None:
                 offset = time.perf_counter() - start - first.elapsed_time(events[-1]) / 1000
                 done = [offset + first.elapsed_time(e) / 1000 for e in events]
         seconds = time.perf_counter() - start
+        cpu_seconds = _cpu_seconds() - cpu
     else:
         options = dataclasses.replace(options, checksums=args.checksums == "on")
         create = dumps.create_file if args.checksums == "on" else (lambda path: h5py.File(path, "w"))
@@ -157,13 +159,13 @@ def _cpu_seconds() -> float:
 
 def measure(
     args: argparse.Namespace, root: str, mode: str, n: int, products: str = "", env: dict | None = None,
-    warm_up: bool = True, checksums: str = "on", precision: str = "fp32",
+    warm_up: bool = True, checksums: str = "on", precision: str = "fp32", attention: str = "blockwise",
 ) -> dict:
     cmd = [
         sys.executable, __file__, "--child", "--mode", mode, "--n", str(n), "--root", root,
         "--arch", args.arch, "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
         "--device", args.device, "--workers", str(args.workers), "--threads", str(args.threads),
-        "--products", products, "--checksums", checksums, "--precision", precision,
+        "--products", products, "--checksums", checksums, "--precision", precision, "--attention", attention,
         *(() if warm_up else ("--no-warm-up",)),
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}).stdout
@@ -207,32 +209,69 @@ def checksum_cost(args: argparse.Namespace, root: str, n: int) -> None:
           f"difference {cost:.3f} s = {cost / fastest:.2%} of the fastest extraction ({fastest:.2f} s)")
 
 
+#: with --ablation, the subsets of the products timed at each precision of --precisions
+ABLATION = {
+    "tokens only": "tokens",
+    "tokens + attention products": "tokens,cls_attention,distance,attention_sums,exemplars",
+    "tokens + gram": "tokens,gram",
+}
+
+
 def precision_cost(args: argparse.Namespace, root: str, n: int) -> None:
     """The bare fused forward and the full extraction of ``n`` images at each precision of
-    ``--precisions``, ``--rounds`` rounds with the precisions interleaved, side by side."""
+    ``--precisions``, ``--rounds`` rounds with everything interleaved, side by side; with
+    ``--explicit`` also the full extraction on the explicit attention path, with
+    ``--ablation`` also the subsets of :data:`ABLATION` (what bounds full / bare)."""
     precisions = args.precisions.split(",")
-    runs: dict[tuple[str, str], list[dict]] = {(p, m): [] for p in precisions for m in ("bare", "full")}
+    kinds = {"bare": ("bare", "", "blockwise"), "full": ("full", "", "blockwise")}
+    if args.explicit:
+        kinds["full, explicit attention"] = ("full", "", "explicit")
+    if args.ablation:
+        kinds.update({name: ("full", products, "blockwise") for name, products in ABLATION.items()})
+    runs: dict[tuple[str, str], list[dict]] = {(p, k): [] for p in precisions for k in kinds}
+    load = _load()
     for _ in range(args.rounds):  # interleaved, so drifts of a shared machine hit every precision alike
         for p in precisions:
-            for mode in ("bare", "full"):
-                runs[p, mode].append(measure(args, root, mode, n, precision=p))
+            for kind, (mode, products, attention) in kinds.items():
+                runs[p, kind].append(measure(args, root, mode, n, products, precision=p, attention=attention))
     rate = {k: statistics.median(r["images_per_second"] for r in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(r["cpu_seconds"] / n for r in v) for k, v in runs.items()}
     print(f"machine: {platform.processor() or platform.machine()}, device {args.device}, {args.threads} threads, "
-          f"CPU flags: {' '.join(_cpu_flags()) or 'no bf16/fp16 units'}")
+          f"CPU flags: {' '.join(_cpu_flags()) or 'no bf16/fp16 units'}; load average before: {load}, after: {_load()}")
     print(f"model: {args.arch} at {args.image_size}px, batch {args.batch_size}, {args.workers} loader workers, "
           f"N={n}, median of {args.rounds} interleaved round(s)")
     base = "fp32" if "fp32" in precisions else precisions[0]
-    print(f"{'precision':10s}{'bare img/s':>12s}{'full img/s':>12s}{'full/bare':>11s}"
+    print(f"{'precision':10s}{'bare img/s':>12s}{'full img/s':>12s}{'full/bare':>11s}{'(CPU time)':>11s}"
           f"{'bare/bare ' + base:>17s}{'full/full ' + base:>17s}  largest recorded relative error (dataset)")
     for p in precisions:
         errors = runs[p, "full"][0]["precision_errors"]
         worst = max(errors, key=lambda k: errors[k][1], default=None)
         said = f"{errors[worst][1]:.2g} ({worst})" if worst else "- (fp32 is the reference)"
         print(f"{p:10s}{rate[p, 'bare']:12.2f}{rate[p, 'full']:12.2f}{rate[p, 'full'] / rate[p, 'bare']:11.3f}"
+              f"{cpu[p, 'bare'] / cpu[p, 'full']:11.3f}"
               f"{rate[p, 'bare'] / rate[base, 'bare']:17.3f}{rate[p, 'full'] / rate[base, 'full']:17.3f}  {said}")
+    if len(kinds) > 2:
+        print("against the bare forward of the same precision (images/s, its ratio, the CPU-time ratio):")
+        for p in precisions:
+            for kind in list(kinds)[2:]:
+                print(f"  {p:6s} {kind:32s} {rate[p, kind]:8.2f} img/s  {rate[p, kind] / rate[p, 'bare']:.3f}  "
+                      f"{cpu[p, 'bare'] / cpu[p, kind]:.3f}")
     for p in precisions:
-        for mode in ("bare", "full"):
-            print(f"  {p} {mode}: " + ", ".join(f"{r['images_per_second']:.2f}" for r in runs[p, mode]) + " images/s")
+        for kind in kinds:
+            print(f"  {p} {kind}: " + ", ".join(f"{r['images_per_second']:.2f}" for r in runs[p, kind]) + " images/s")
+    for p in precisions:
+        errors = runs[p, "full"][0]["precision_errors"]
+        if errors:
+            print(f"  {p} recorded errors (max abs / relative to max |fp32|): " + "; ".join(
+                f"{k} {a:.2g} / {r:.2g}" for k, (a, r) in sorted(errors.items())))
+
+
+def _load() -> str:
+    """The load averages (1, 5, 15 min) of the machine, as text."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def _cpu_flags() -> list[str]:
@@ -304,7 +343,12 @@ def main() -> None:
         help="only time the bare forward and the full extraction at 8N at each precision (fp32,tf32,bf16,fp16)",
     )
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of --precisions (median reported)")
+    parser.add_argument(
+        "--explicit", action="store_true",
+        help="with --precisions: also the full extraction on the explicit attention path (extract.attention)",
+    )
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--attention", default="blockwise", help=argparse.SUPPRESS)
     parser.add_argument("--products", default="", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-warm-up", action="store_true", help=argparse.SUPPRESS)
