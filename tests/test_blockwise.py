@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from test_precision import OPTIONS, model_of, write_images
 from timm.layers.attention import Attention
 
 from vitscope.errors import ConfigError
@@ -28,8 +29,6 @@ from vitscope.io import dumps
 from vitscope.io import preprocess as loading
 from vitscope.models import registry as models
 from vitscope.testing import stress
-
-from test_precision import OPTIONS, model_of, write_images
 
 CPU = torch.device("cpu")
 

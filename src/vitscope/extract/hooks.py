@@ -254,13 +254,15 @@ class Grams(PartRecorder):
         super().__init__(setting)
         self.batch = setting.options.cka_batch_size
         self.partition = cka_partition(setting.order, self.batch)
+        #: the float64 buffer :func:`.reductions.minibatch_grams` centres every point's features in
+        self.workspace: dict = {}
 
     def sizes(self) -> dict[str, int]:
         return {"minibatches": len(self.partition), "minibatch": self.batch}
 
     def _add(self, out: Outputs, group: str, x: torch.Tensor) -> None:
         """(B, T, D) -> {rep: (chunks, b, b)}: :func:`.reductions.minibatch_grams` of this batch."""
-        for name, value in reductions.minibatch_grams(x, self.batch, self.setting.geom.prefix).items():
+        for name, value in reductions.minibatch_grams(x, self.batch, self.setting.geom.prefix, self.workspace).items():
             out.add(f"cka/{group}/{name}", value)
 
     def on_block(self, out: Outputs, index: int, x: torch.Tensor) -> None:

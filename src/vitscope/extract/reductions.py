@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from ..features.objects import ImageObjects
 
 
-def minibatch_grams(x: torch.Tensor, b: int, prefix: int) -> dict[str, torch.Tensor]:
+def minibatch_grams(
+    x: torch.Tensor, b: int, prefix: int, workspace: dict | None = None
+) -> dict[str, torch.Tensor]:
     """(B, T, D) -> {rep: (chunks, b, b)} float64 Gram matrices of the centred features
     of each CKA minibatch (chunks = B // b consecutive runs of b images).
 
@@ -27,9 +29,14 @@ def minibatch_grams(x: torch.Tensor, b: int, prefix: int) -> dict[str, torch.Ten
     (:func:`vitscope.features.cka.hsic1`) is unchanged by it (docs/features.md), and the
     Gram matrix no longer carries the squared feature means, which swamp the
     differences between images when a channel's mean is hundreds of times its
-    spread (massive activations). The first image's features are subtracted
-    first (exact; it changes nothing after centring), so features identical over
-    the images give exactly zero.
+    spread (massive activations). The mean is the float64 sum of the float32 features,
+    image by image (exact for any realistic range of values: a float32 has 24 bits, a
+    float64 53), divided by b; Xc = X - mean is rounded once. Features identical over the
+    images give exactly zero (the sum is b x, and b x / b is x).
+
+    ``workspace``: a dict the caller keeps between calls; the float64 centred features are
+    written into a buffer kept there (one per shape and device), so the pass does not allocate
+    and fault in a new float64 copy of every block and LayerNorm output.
 
     ``all`` = prefix tokens' Gram + spatial tokens' Gram (a Gram matrix of a
     concatenation is the sum of the parts' Gram matrices), so the all-token
@@ -38,22 +45,36 @@ def minibatch_grams(x: torch.Tensor, b: int, prefix: int) -> dict[str, torch.Ten
     chunks = x.shape[0] // b
     if chunks == 0:  # the tail of the order: fewer than b images form no minibatch
         return {}
-    x = x[: chunks * b].to(torch.float64, copy=True).reshape(chunks, b, *x.shape[1:])  # centred in place
-    x.sub_(x[:, :1].clone())
-    x.sub_(x.mean(dim=1, keepdim=True))
-    spatial = x[:, :, prefix:].flatten(2)
+    x = x[: chunks * b].reshape(chunks, b, *x.shape[1:])
+    shape = (chunks, b, *x.shape[2:])
+    key = (shape, x.device)
+    buffer = workspace.get(key) if workspace is not None else None
+    if buffer is None:
+        buffer = torch.empty(shape, dtype=torch.float64, device=x.device)
+        if workspace is not None:
+            workspace.clear()  # one buffer: a short last batch replaces it
+            workspace[key] = buffer
+    if x.device.type == "cpu":  # image by image: torch's float64-dtype sum of float32 is slow on the CPU
+        mean = x[:, :1].to(torch.float64, copy=True)
+        for image in range(1, b):
+            mean.add_(x[:, image : image + 1])
+    else:  # one reduction (the sum is exact either way, so the order does not matter)
+        mean = x.sum(dim=1, keepdim=True, dtype=torch.float64)
+    mean.div_(b)
+    xc = buffer.copy_(x).sub_(mean)
+    spatial = xc[:, :, prefix:].flatten(2)
     out = {"spatial": spatial @ spatial.transpose(1, 2)}
     if prefix > 0:
-        cls = x[:, :, 0]
+        cls = xc[:, :, 0]
         out["cls"] = cls @ cls.transpose(1, 2)
         if prefix == 1:
             out["all"] = out["spatial"] + out["cls"]
         else:
-            rest = x[:, :, :prefix].flatten(2)
+            rest = xc[:, :, :prefix].flatten(2)
             out["all"] = out["spatial"] + rest @ rest.transpose(1, 2)
     else:
-        mean = x.mean(dim=2)
-        out["cls"] = mean @ mean.transpose(1, 2)
+        mean_token = xc.mean(dim=2)
+        out["cls"] = mean_token @ mean_token.transpose(1, 2)
         out["all"] = out["spatial"]
     return out
 
