@@ -1,7 +1,8 @@
 """Forward hooks on every block, and the recorders of the products (docs/dumps.md).
 
 :class:`Recorder` hooks every block's output, its LayerNorm outputs and its attention
-probabilities (``attn_drop``) and hands each to the :class:`PartRecorder` of every
+probabilities (:func:`.blockwise.tap`: a chunk of images at a time on the blockwise path,
+the whole batch through ``attn_drop`` on the explicit one) and hands each to the :class:`PartRecorder` of every
 product being recorded (which part records which product: :mod:`.products`). A part
 reduces what it sees on the device (:mod:`.reductions`, :mod:`.fused`) into the batch's
 outputs (:class:`Outputs`) or into sums over images kept on the device in float64.

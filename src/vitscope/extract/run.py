@@ -1,7 +1,8 @@
 """One forward pass per image, every block recorded (the dump products).
 
-The model runs with explicit attention (timm's fused path never materialises
-the probabilities) and forward hooks on every block read, per batch:
+The model runs with exact attention (timm's fused path never materialises the
+probabilities; ``extract.attention``: blockwise or explicit, :mod:`.blockwise`) and
+forward hooks on every block read, per batch:
 
 - block outputs (B, T, D)      -> ``tokens``: CLS, mean of spatial tokens, registers;
                                   ``gram``: per-minibatch Gram matrices (cls/spatial/all)
