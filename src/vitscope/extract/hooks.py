@@ -25,6 +25,7 @@ from ..attention import metrics
 from ..io import dumps
 from ..models.registry import Geometry
 from . import blockwise, fused, precision, reductions
+from .shards import TreeSum
 
 if TYPE_CHECKING:
     from ..features.objects import ImageObjects, ObjectMasks
@@ -45,6 +46,10 @@ class Setting:
     order: np.ndarray
     #: the instance masks of the images (products of datasets of kind coco), else None
     objects: ObjectMasks | None = None
+    #: the fed-order position of ``order[0]``: 0, or where a shard starts (:mod:`.shards`)
+    start: int = 0
+    #: a shard of a dataset: the parts keep their sums' tree nodes for the merge (:mod:`.shards`)
+    shard: bool = False
 
 
 @dataclass
@@ -155,6 +160,35 @@ class SpatialAttention(PartRecorder):
         #: (L, H, P + 1) sums over images of the sink statistics (:func:`.reductions.sink_statistics`)
         self.sink_sum = torch.zeros(L, H, geom.prefix + 1 if g else 0, dtype=torch.float64, device=device)
         self.dist32 = metrics.distance_matrix(geom.grid, device=device).float()
+        #: the sums above are the current batch's; the batches' sums are added in a fixed tree
+        #: over the batch index (:class:`.shards.TreeSum`), so a sharded run adds the same
+        self.trees = {key: TreeSum() for key in SUMS}
+        #: the fed-order index of the current batch (-1: none yet)
+        self.group = setting.start // max(1, getattr(setting.options, "batch_size", 1)) - 1
+        self.open = False
+
+    def start_batch(self, positions: np.ndarray, objects: Sequence[ImageObjects] | None) -> None:
+        self._close()
+        self.group += 1
+        self.open = True
+
+    def _close(self) -> None:
+        """The current batch's sums into the trees; new zero sums for the next."""
+        if self.open:
+            for key, tree in self.trees.items():
+                tree.push(self.group, getattr(self, key))
+                setattr(self, key, torch.zeros_like(getattr(self, key)))
+            self.open = False
+
+    def totals(self) -> dict[str, torch.Tensor]:
+        """The sums over every image so far (the trees with the current batch pushed; unchanged)."""
+        totals = {}
+        for key, tree in self.trees.items():
+            tree = tree.copy()
+            if self.open:
+                tree.push(self.group, getattr(self, key))
+            totals[key] = tree.total(getattr(self, key))
+        return totals
 
     def announce(self, log: Logger) -> None:
         fast = fused.available(self.setting.device)
@@ -180,22 +214,43 @@ class SpatialAttention(PartRecorder):
                 reductions.accumulate(self.sink_sum[index], reductions.sink_statistics(attn, p))
 
     def kept(self) -> dict[str, torch.Tensor]:
-        out = {}
-        if "attention_sums" in self.setting.products:
-            out["attention/cls_sum"] = self.cls_sum
-            out["attention/aligned_sum"] = metrics.align(self.spatial_sum, self.setting.geom.grid)
-            out["attention/spatial_query_sum"] = self.spatial_sum.sum(dim=-2)
-            out["attention/sink_sum"] = self.sink_sum
-        if self.zero_rows.numel():
-            out["attention/zero_mass_rows"] = self.zero_rows
-        return out
+        return attention_sum_datasets(self.totals(), self.setting.geom.grid, "attention_sums" in self.setting.products)
 
     def finish(self, writer: dumps.DumpWriter) -> None:
         geom = self.setting.geom
-        for name, value in self.kept().items():
-            writer.put(name, value.cpu().numpy())
+        self._close()
+        if self.setting.shard:  # the merge folds every shard's nodes (vitscope.extract.shards.merge)
+            for key, tree in self.trees.items():
+                tree.write(writer.handle, key)
+            return
+        # on the host, so the sums and what follows from them do not depend on the device
+        totals = {key: value.cpu() for key, value in self.totals().items()}
+        for name, value in attention_sum_datasets(totals, geom.grid, "attention_sums" in self.setting.products).items():
+            writer.put(name, value.numpy())
         if "attention_sums" in self.setting.products:
             writer.attrs({"count": self.setting.images, "queries": geom.grid[0] * geom.grid[1]}, group="attention")
+
+
+#: the sums over images :class:`SpatialAttention` keeps (its attributes), each in a :class:`.shards.TreeSum`
+SUMS = ("cls_sum", "spatial_sum", "zero_rows", "sink_sum")
+
+
+def attention_sum_datasets(
+    totals: dict[str, torch.Tensor], grid: tuple[int, int], sums: bool
+) -> dict[str, torch.Tensor]:
+    """The dump datasets of :class:`SpatialAttention`'s sums over images (:data:`SUMS`:
+    cls_sum (L, H, T), spatial_sum (L, H, G, G), sink_sum (L, H, P + 1), zero_rows (L, H)),
+    by dataset name; ``sums``: the product ``attention_sums`` is recorded. The unsharded run
+    and the merge of shards (:func:`.shards.merge`) both write these."""
+    out = {}
+    if sums:
+        out["attention/cls_sum"] = totals["cls_sum"]
+        out["attention/aligned_sum"] = metrics.align(totals["spatial_sum"], grid)
+        out["attention/spatial_query_sum"] = totals["spatial_sum"].sum(dim=-2)
+        out["attention/sink_sum"] = totals["sink_sum"]
+    if totals["zero_rows"].numel():
+        out["attention/zero_mass_rows"] = totals["zero_rows"]
+    return out
 
 
 def exemplar_positions(n: int, count: int) -> np.ndarray:
@@ -210,7 +265,9 @@ class Exemplars(PartRecorder):
 
     def __init__(self, setting: Setting) -> None:
         super().__init__(setting)
-        self.positions = exemplar_positions(setting.images, setting.options.exemplars)
+        spread = exemplar_positions(setting.images, setting.options.exemplars)
+        # those among the images fed (all of them unless a shard; :mod:`.shards`)
+        self.positions = spread[np.isin(spread, setting.order)] if setting.shard else spread
         self.wanted = frozenset(int(p) for p in self.positions)
         #: (row in batch, dataset position) of the exemplar images in this batch
         self.rows: list[tuple[int, int]] = []

@@ -56,6 +56,7 @@ from ..models.registry import Geometry, geometry, set_fused_attention
 from . import blockwise as _blockwise
 from . import precision as _precision
 from . import products as _products
+from . import shards as _shards
 from .hooks import Recorder, Setting
 
 if TYPE_CHECKING:
@@ -200,8 +201,12 @@ def run(
     meta: dict[str, Any],
     progress: TextIO | None = None,
     objects: ObjectMasks | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Extract every product of ``options`` for the images of ``entries`` into ``handle``.
+
+    ``shard``: (k, K), write shard k (1-indexed) of K instead of the dump: the images of
+    :func:`.shards.shard_range` of the fed order, for :func:`.shards.merge` (docs/dumps.md#sharding).
 
     ``meta`` holds provenance attributes (model, dataset, weights file and its
     SHA-256, normalisation, ...) stored on the file's root. Returns a summary
@@ -240,19 +245,28 @@ def run(
     model = model.to(device).eval()
     _limit_heap_arenas()
     order = image_order(n, options)
-    recorder = Recorder(model, Setting(geom, options, products, device, n, order, objects), _products.parts(products))
+    begin, end = _shards.shard_range(n, options.batch_size, *shard) if shard else (0, n)
+    fed = order[begin:end]
+    setting = Setting(geom, options, products, device, n, fed, objects, start=begin, shard=shard is not None)
+    recorder = Recorder(model, setting, _products.parts(products))
     sizes = {k: v for part in recorder.parts.values() for k, v in part.sizes().items()}
 
-    write_images(
-        handle, [e.path for e in entries], [e.label for e in entries], [e.cls for e in entries],
-        checksums=options.checksums,
-    )
-    shapes = dataset_shapes(_dims(n, geom, **sizes), products)
-    writer = DumpWriter(handle, n, shapes, checksums=options.checksums)
+    if shard is None:
+        write_images(
+            handle, [e.path for e in entries], [e.label for e in entries], [e.cls for e in entries],
+            checksums=options.checksums,
+        )
+        rows = None
+    else:  # rows in the fed order; the merge writes them at their positions
+        dumps.create_dataset(handle, _shards.POSITIONS, fed.shape, np.int64, data=fed.astype(np.int64))
+        rows = np.empty(n, dtype=np.int64)
+        rows[fed] = np.arange(len(fed))
+    shapes = dataset_shapes(_dims(len(fed), geom, **sizes), products)
+    writer = DumpWriter(handle, len(fed), shapes, checksums=options.checksums)
     writes = _row_writes(products, shapes)
     starts = dict.fromkeys(sorted(set(writes.values()) - {"image", "append"}), 0)
     loader = DataLoader(
-        ImageDataset(entries, transform, order, objects),
+        ImageDataset(entries, transform, fed, objects),
         batch_size=options.batch_size,
         shuffle=False,
         num_workers=options.num_workers,
@@ -273,7 +287,7 @@ def run(
     errors: dict[str, tuple[float, float]] = {}  # dataset -> the first batch's (absolute, relative) error
     maps_wanted = low and options.needs_attention and "exemplars" in products
     start = time.perf_counter()
-    bar = tqdm(total=n, file=progress, unit="img", mininterval=5.0, disable=progress is None)
+    bar = tqdm(total=len(fed), file=progress, unit="img", mininterval=5.0, disable=progress is None)
     # Pipeline: the device computes batch k + 1 while batch k's products are copied
     # to the host, and one background thread writes them to the file.
     io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitscope-dump")
@@ -297,7 +311,8 @@ def run(
             writing.result()
         waits["device"] += copied_at - before
         waits["writer"] += time.perf_counter() - copied_at
-        return io.submit(_write_batch, handle, writer, batch.positions, arrays, batch.starts, writes)
+        where = batch.positions if rows is None else rows[batch.positions]
+        return io.submit(_write_batch, handle, writer, where, arrays, batch.starts, writes)
 
     try:
         with torch.inference_mode():
@@ -373,9 +388,9 @@ def run(
         recorder.part(part).finish(writer)
 
     summary = {
-        "images": n,
+        "images": len(fed),
         "seconds": elapsed,
-        "images_per_second": n / elapsed if elapsed > 0 else float("nan"),
+        "images_per_second": len(fed) / elapsed if elapsed > 0 else float("nan"),
         "parity_max_abs_diff": parity,
         "precision_errors": errors,
         "waits": waits,
@@ -398,18 +413,19 @@ def run(
             "parity_max_abs_diff": parity,
             "precision": options.precision,
             "precision_matmul": _precision.matmul_precision(options.precision, device),
-            **_error_attrs(errors, low, min(n, options.batch_size)),
+            **_error_attrs(errors, low, min(len(fed), options.batch_size)),
             "batch_size": options.batch_size,
             "vitscope_version": __version__,
             "timm_version": timm.__version__,
             "torch_version": torch.__version__,
+            **(dict(zip(_shards.SHARD_ATTRS, (*shard, begin, end), strict=True)) if shard else {}),
         }
     )
     log.info(
         "extracted %d images in %.1f s (%.2f images/s; first batch on the host after %.2f s); "
         "parity max |explicit - fused| = %.3g; "
         "waited %.1f s for images, %.1f s for device copies, %.1f s for dump writes",
-        n, elapsed, summary["images_per_second"], done[0] if done else float("nan"), parity,
+        len(fed), elapsed, summary["images_per_second"], done[0] if done else float("nan"), parity,
         waits["loader"], waits["device"], waits["writer"],
     )
     return summary
@@ -638,11 +654,12 @@ def extract_dump(
     threads: int = 1,
     progress: TextIO | None = None,
     coco: dict[str, str] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Build ``model``, read the index, and write the dump to ``output`` atomically.
 
     ``coco``: the dataset's ``root`` and ``annotations`` (kind coco), read for the
-    product ``objects``.
+    product ``objects``. ``shard``: (k, K), write shard k of K (:func:`run`).
     """
     from ..io.datasets import load_coco, read_index
     from ..io.dumps import atomic_path, create_file
@@ -676,4 +693,4 @@ def extract_dump(
             spec.image_size, geometry(net).grid, coco["annotations"],
         )
     with atomic_path(output) as tmp, create_file(tmp) as handle:
-        return run(net, entries, transform, handle, options, target, meta, progress, objects)
+        return run(net, entries, transform, handle, options, target, meta, progress, objects, shard)

@@ -1,0 +1,266 @@
+"""Sharded extraction: one dataset split over K independent jobs, merged into one dump
+bit-identical to the unsharded one (docs/dumps.md#sharding).
+
+- :func:`shard_range`: shard k of K extracts a contiguous range of the *fed order*
+  (:func:`vitscope.extract.run.image_order`: the index order, or the seeded permutation
+  when Gram matrices are recorded), cut at whole batches of ``extract.batch_size``. Each
+  shard's batches are then exactly the unsharded run's batches (same images, same shapes:
+  the same floats per image), and the CKA minibatches (consecutive runs of the fed order,
+  ``cka_batch_size`` divides ``batch_size``) are the whole dataset's partition.
+- :class:`TreeSum`: every float64 sum over images is kept per batch (a *group*: the batch's
+  images added in order) and the groups are added in a fixed binary tree over the group
+  index (a node is the sum of an aligned run of 2^l groups). A shard keeps the complete
+  nodes of its range; the merge pushes every shard's nodes in order and gets the very tree,
+  so the very additions, of the unsharded run, whatever the shard boundaries (at batches).
+- :func:`merge`: the shard files -> the dump. Per-image rows are written at their dataset
+  positions, per-minibatch and per-object rows concatenated in the fed order, the exemplars
+  sorted by position, the sums folded from the shards' tree nodes and finished by the code
+  the unsharded run finishes them with (:func:`vitscope.extract.hooks.attention_sum_datasets`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from ..errors import ConfigError, DumpError
+from ..io import dumps
+from ..io.dumps import Dims, DumpWriter
+
+#: root attributes of a shard file that the merged dump does not carry
+SHARD_ATTRS = ("shard", "shards", "shard_start", "shard_stop")
+#: root attributes measured on the first batch of each shard; the merged dump has shard 1's, the
+#: first batch of the fed order: the unsharded run's (other attributes must agree between shards)
+FIRST_BATCH_ATTRS = ("parity_max_abs_diff", *dumps.PRECISION_ERRORS, "precision_error_images")
+#: where a shard file keeps the fed-order positions of its images and its sums' tree nodes
+POSITIONS = "shard/positions"
+SUMS = "shard/sums"
+
+
+def shard_range(n: int, batch: int, shard: int, shards: int) -> tuple[int, int]:
+    """Fed-order positions [start, stop) of shard ``shard`` (1-indexed) of ``shards`` over
+    ``n`` images: whole batches of ``batch`` images, as even as batches allow (the last shard
+    ends with the short batch)."""
+    batches = -(-n // batch)
+    if not 1 <= shard <= shards:
+        raise ConfigError(f"shard {shard} of {shards}: shards are numbered 1 to {shards}")
+    if shards > batches:
+        raise ConfigError(
+            f"{shards} shards of {n} images: a shard holds whole batches of extract.batch_size = {batch} "
+            f"images, so at most {batches} shards; lower datasets.<name>.shards"
+        )
+    first, last = (shard - 1) * batches // shards, shard * batches // shards
+    return first * batch, min(last * batch, n)
+
+
+class TreeSum:
+    """A sum over groups (batches) in a fixed order, independent of where shards cut.
+
+    Group g's value is pushed as the leaf (level 0, start g); two adjacent nodes of level
+    l whose left one starts at a multiple of 2^(l+1) become their sum (level l + 1): a
+    binary tree over the group index. :meth:`total` adds the nodes left standing left to
+    right. The nodes a shard keeps, pushed in order into another TreeSum, give the tree
+    of all the groups together: the same additions in the same order.
+    """
+
+    def __init__(self) -> None:
+        #: (level, first group, value), left to right
+        self.nodes: list[tuple[int, int, torch.Tensor]] = []
+
+    def push(self, start: int, value: torch.Tensor, level: int = 0) -> None:
+        """Add the node of ``2**level`` groups from group ``start`` (after every node before it)."""
+        if self.nodes:
+            last_level, last_start, _ = self.nodes[-1]
+            if last_start + (1 << last_level) != start:
+                raise ValueError(f"node at group {start} does not follow the node at groups {last_start}+")
+        self.nodes.append((level, start, value))
+        while len(self.nodes) >= 2:
+            (la, sa, a), (lb, sb, b) = self.nodes[-2:]
+            if la != lb or sa % (2 << la):
+                break
+            self.nodes[-2:] = [(la + 1, sa, a + b)]
+
+    def copy(self) -> TreeSum:
+        other = TreeSum()
+        other.nodes = list(self.nodes)
+        return other
+
+    def total(self, empty: torch.Tensor) -> torch.Tensor:
+        """The sum: the standing nodes added left to right (``empty`` when there is none)."""
+        if not self.nodes:
+            return empty
+        total = self.nodes[0][2]
+        for _, _, value in self.nodes[1:]:
+            total = total + value
+        return total
+
+    def write(self, handle: h5py.File, name: str) -> None:
+        """Store the nodes under ``{SUMS}/{name}``: ``levels``, ``starts`` and ``values`` (nodes, ...)."""
+        group = f"{SUMS}/{name}"
+        levels = np.array([n[0] for n in self.nodes], dtype=np.int64)
+        starts = np.array([n[1] for n in self.nodes], dtype=np.int64)
+        values = torch.stack([n[2] for n in self.nodes]).cpu().numpy()
+        for key, array in (("levels", levels), ("starts", starts), ("values", values)):
+            dumps.create_dataset(handle, f"{group}/{key}", array.shape, array.dtype, data=array)
+
+    def read(self, handle: h5py.File, name: str) -> None:
+        """Push the nodes a shard stored with :meth:`write` (after those pushed before)."""
+        group = handle[f"{SUMS}/{name}"]
+        values = torch.from_numpy(group["values"][...])
+        for level, start, value in zip(group["levels"][...].tolist(), group["starts"][...].tolist(), values, strict=True):
+            self.push(int(start), value, int(level))
+
+
+def copy_attrs(source: h5py.AttributeManager, target: h5py.AttributeManager, skip: Sequence[str] = ()) -> None:
+    """Copy attributes with their HDF5 types unchanged (strings stay the strings they were)."""
+    for key in source:
+        if key not in skip:
+            target.create(key, source[key], dtype=source.get_id(key).dtype)
+
+
+def _check(handles: Sequence[h5py.File], paths: Sequence[str]) -> int:
+    """The image count of a complete, consistent set of shard files (else a DumpError naming one)."""
+    shards = len(handles)
+    stop = 0
+    skip = (*SHARD_ATTRS, *FIRST_BATCH_ATTRS, dumps.DIGEST)
+    first = {k: v for k, v in handles[0].attrs.items() if k not in skip}
+    for k, (handle, path) in enumerate(zip(handles, paths, strict=True), start=1):
+        a = handle.attrs
+        if int(a.get("shard", 0)) != k or int(a.get("shards", 0)) != shards:
+            raise DumpError(
+                f"shard file '{path}' is shard {a.get('shard')!r} of {a.get('shards')!r}, expected {k} of {shards}; "
+                f"{dumps.REBUILD}"
+            )
+        if int(a["shard_start"]) != stop:
+            raise DumpError(f"shard file '{path}' starts at image {int(a['shard_start'])}, expected {stop}; {dumps.REBUILD}")
+        stop = int(a["shard_stop"])
+        mine = {key: v for key, v in a.items() if key not in skip}
+        differ = sorted(key for key in set(first) | set(mine) if _show(first.get(key)) != _show(mine.get(key)))
+        if differ:
+            raise DumpError(
+                f"shard file '{path}' was extracted with other settings than '{paths[0]}' (attributes "
+                f"{', '.join(differ[:5])}); {dumps.REBUILD}"
+            )
+    return stop
+
+
+def _show(value: Any) -> Any:
+    return repr(np.asarray(value).tolist()) if value is not None else None
+
+
+def merge(
+    shard_paths: Sequence[str | Path],
+    output: str | Path,
+    paths: Sequence[str],
+    labels: Sequence[int],
+    classes: Sequence[str],
+) -> None:
+    """Merge the shard files (in shard order) of one model and dataset into the dump ``output``,
+    written atomically; ``paths``, ``labels``, ``classes``: the dataset's index (``images/*``)."""
+    from .hooks import attention_sum_datasets
+    from .run import dataset_shapes
+
+    names = [str(p) for p in shard_paths]
+    handles = [h5py.File(p, "r") for p in names]
+    try:
+        n = _check(handles, names)
+        if n != len(paths):
+            raise DumpError(f"shard files cover {n} images, the index has {len(paths)}; {dumps.REBUILD}")
+        root = {k: v for k, v in handles[0].attrs.items() if k not in (*SHARD_ATTRS, dumps.DIGEST)}
+        products = frozenset(str(p) for p in np.asarray(root["products"]).tolist())
+        with dumps.atomic_path(output) as tmp, dumps.create_file(tmp) as out:
+            _merge(handles, out, n, root, products, paths, labels, classes, dataset_shapes, attention_sum_datasets)
+    finally:
+        for handle in handles:
+            handle.close()
+
+
+def _merge(
+    handles: Sequence[h5py.File],
+    out: h5py.File,
+    n: int,
+    root: dict[str, Any],
+    products: frozenset[str],
+    paths: Sequence[str],
+    labels: Sequence[int],
+    classes: Sequence[str],
+    dataset_shapes: Any,
+    attention_sum_datasets: Any,
+) -> None:
+    gh, gw = (int(v) for v in root["grid"])
+    exemplars = sum(len(h["exemplars/position"]) for h in handles) if "exemplars" in products else None
+    minibatches = sum(len(h["cka/index"]) for h in handles) if "gram" in products else None
+    minibatch = int(handles[0]["cka"].attrs["batch_size"]) if "gram" in products else None
+    dims = Dims(
+        images=n, grid=(gh, gw), prefix=int(root["num_prefix_tokens"]), blocks=int(root["num_blocks"]),
+        heads=int(root["num_heads"]), width=int(root["width"]), exemplars=exemplars, minibatches=minibatches,
+        minibatch=minibatch,
+    )
+    dumps.write_images(out, paths, labels, classes)
+    shapes = dataset_shapes(dims, products)
+    writer = DumpWriter(out, n, shapes)
+    kinds = {d.name: d.rows for p in dumps.LAYOUTS.values() if p.name in products for d in p.datasets}
+    for name, (shape, _) in shapes.items():
+        rows = kinds[name]
+        if rows == "image":
+            for handle in handles:
+                positions = handle[POSITIONS][...]
+                source = handle[name]
+                for start in range(0, len(positions), 256):  # bounded memory
+                    part = positions[start : start + 256]
+                    writer.write(part, {name: source[start : start + len(part)]})
+        elif shape[0] is None:  # growable (objects/features): appended in the fed order
+            for handle in handles:
+                writer.append(name, handle[name][...])
+        elif rows == "exemplar":
+            continue  # with exemplars/position, below
+        else:  # per-minibatch rows, in the fed order
+            at = 0
+            for handle in handles:
+                values = handle[name][...]
+                writer.write_rows(name, at, values)
+                at += len(values)
+    # what the parts write after the pass, in the order of the file (vitscope.io.dumps.LAYOUTS)
+    if "distance" in products or "attention_sums" in products:
+        trees: dict[str, TreeSum] = {}
+        for key in handles[0][SUMS]:
+            trees[key] = TreeSum()
+            for handle in handles:
+                trees[key].read(handle, key)
+        totals = {key: tree.total(torch.zeros(0)) for key, tree in trees.items()}
+        for name, value in attention_sum_datasets(totals, (gh, gw), "attention_sums" in products).items():
+            writer.put(name, value.numpy())
+        if "attention_sums" in products:
+            writer.attrs({"count": n, "queries": gh * gw}, group="attention")
+    if "exemplars" in products:
+        position = np.concatenate([h["exemplars/position"][...] for h in handles])
+        maps = np.concatenate([h["exemplars/attention"][...] for h in handles])
+        order = np.argsort(position, kind="stable")
+        writer.put("exemplars/position", position[order])
+        for e, row in enumerate(order.tolist()):
+            out["exemplars/attention"][e] = maps[row]
+    if "gram" in products:
+        writer.put("cka/index", np.concatenate([h["cka/index"][...] for h in handles]))
+        copy_attrs(handles[0]["cka"].attrs, out["cka"].attrs)
+    if "objects" in products:
+        for name in ("objects/image", "objects/category", "objects/annotation"):
+            writer.put(name, np.concatenate([h[name][...] for h in handles]))
+        text = [v for h in handles for v in h["objects/category_name"].asstr()[...].tolist()]
+        writer.put("objects/category_name", np.array(text, dtype=object))
+        attrs = [h["objects"].attrs for h in handles]
+        writer.attrs(
+            {
+                **{key: int(sum(int(a[key]) for a in attrs)) for key in ("objects", "annotations", "skipped_empty",
+                                                                         "skipped_crowd")},
+                "categories": len(np.unique(out["objects/category"][...])),
+            },
+            group="objects",
+        )
+        copy_attrs(attrs[0], out["objects"].attrs, skip=("objects", "annotations", "skipped_empty", "skipped_crowd",
+                                                          "categories"))
+    copy_attrs(handles[0].attrs, out.attrs, skip=(*SHARD_ATTRS, dumps.DIGEST))
