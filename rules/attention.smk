@@ -241,7 +241,7 @@ rule saliency_iou:
     conda:
         "../envs/vitscope.yaml"
     params:
-        entry=dataset_entry,
+        entry=index_entry,
         files=annotation_stamp,
         mass=config["analyses"]["saliency"]["mass"],
         threshold=config["analyses"]["saliency"]["mask_threshold"],

@@ -5,6 +5,7 @@
 
 import functools
 import os
+import re
 from pathlib import Path
 
 # Torch-free (the Snakefile put the workflow's own src/ first on sys.path).
@@ -51,6 +52,7 @@ def _of_dataset(lookup):
 
 
 products = _of_dataset(lookups.products)
+index_entry = _of_dataset(lookups.index_entry)  # the entry without the extraction keys (shards)
 synthetic_input = _of_dataset(lookups.index_inputs)  # what the index is made from
 coco_annotations_input = _of_dataset(lookups.coco_annotations_input)
 gnd_input = _of_dataset(lookups.gnd_input)
@@ -81,6 +83,16 @@ def require(needs):
     paths = {need.path for need in needs}
     if any(need.path in paths for need in missing_inputs()):
         raise WorkflowError(lookups.missing_message(missing_inputs(), Path.cwd()))
+
+
+# The datasets extracted in shards: the only dumps rule merge_shards makes (a regex that matches
+# no name when there is none).
+SHARDED = "|".join(re.escape(name) for name in lookups.sharded_datasets(config)) or "(?!)"
+
+
+def shard_files(wildcards):
+    """The shard files of the job's dump (datasets.<name>.shards of them)."""
+    return lookups.shard_files(config, wildcards.model, wildcards.dataset)
 
 
 def checkpoint_input(wildcards):
@@ -219,12 +231,23 @@ def model_gpus(wildcards):
 
 
 def model_runtime(wildcards, input, attempt):
-    """Wall time in minutes of a pass over the dataset, doubled per retry (its input `index` counts the images)."""
-    return resources.model_runtime(config, wildcards.dataset, input.get("index"), attempt)
+    """Wall time in minutes of a pass over the dataset (a shard's share of it), doubled per retry (its
+    input `index` counts the images)."""
+    shards = int(wildcards.get("shards", 1))
+    return resources.model_runtime(config, wildcards.dataset, input.get("index"), attempt, shards)
 
 
 def model_mem_mb(wildcards, attempt):
     return resources.model_mem_mb(config, attempt)
+
+
+# Sharded extraction (rules/extract.smk, docs/dumps.md#sharding): the merge is light.
+def merge_runtime(wildcards, input, attempt):
+    return resources.merge_runtime(input.size_mb, attempt)
+
+
+def merge_mem_mb(wildcards, attempt):
+    return resources.merge_mem_mb(attempt)
 
 
 def run_summary():

@@ -27,7 +27,7 @@ checkpoint index_dataset:
     conda:
         "../envs/vitscope.yaml"
     params:
-        entry=dataset_entry,
+        entry=index_entry,
         files=dataset_fingerprint,
         code=code_of("index_dataset"),
     script:

@@ -1,15 +1,17 @@
-"""Extract one dump: one forward pass per image, every block recorded."""
+"""Extract one dump (rule extract), or one shard of it (rule extract_shard): one forward pass
+per image, every block recorded."""
 
 from vitscope import logs
 from vitscope.extract import run
 
 progress = logs.to_file(snakemake.log[0])
+shard = snakemake.wildcards.get("shard")
 run.extract_dump(
     model=snakemake.wildcards.model,
     dataset=snakemake.wildcards.dataset,
     model_entry=snakemake.params.model,
     index=snakemake.input.index,
-    output=snakemake.output.dump,
+    output=snakemake.output[0],
     options=run.ExtractOptions(
         products=tuple(snakemake.params.products),
         batch_size=snakemake.params.batch_size,
@@ -25,4 +27,5 @@ run.extract_dump(
     threads=snakemake.threads,
     progress=progress,
     coco=snakemake.params.coco,
+    shard=(int(shard), int(snakemake.wildcards.shards)) if shard else None,
 )

@@ -264,3 +264,20 @@ def _merge(
         copy_attrs(attrs[0], out["objects"].attrs, skip=("objects", "annotations", "skipped_empty", "skipped_crowd",
                                                           "categories"))
     copy_attrs(handles[0].attrs, out.attrs, skip=(*SHARD_ATTRS, dumps.DIGEST))
+
+
+def merge_index(shard_paths: Sequence[str | Path], output: str | Path, index: str | Path) -> None:
+    """:func:`merge` with the image list of the index CSV ``index`` (the merge_shards rule)."""
+    import logging
+    import time
+
+    from ..io.datasets import read_index
+
+    entries = read_index(index)
+    start = time.perf_counter()
+    merge(shard_paths, output, [e.path for e in entries], [e.label for e in entries], [e.cls for e in entries])
+    size = sum(Path(p).stat().st_size for p in shard_paths) / 1e6
+    seconds = time.perf_counter() - start
+    logging.getLogger(__name__).info(
+        "merged %d shards (%.1f MB) of %d images into %s in %.1f s", len(shard_paths), size, len(entries), output, seconds
+    )

@@ -34,6 +34,32 @@ def dataset_entry(config: Config, name: str) -> Mapping[str, Any]:
     return _entry(config, "datasets", "dataset", name)
 
 
+#: keys of a dataset entry that say how its dumps are extracted, not which images it holds:
+#: left out of the entry the index (and its readers) get, so changing them re-indexes nothing
+EXTRACTION_KEYS = ("shards",)
+
+
+def index_entry(config: Config, name: str) -> dict[str, Any]:
+    """datasets.<name> without :data:`EXTRACTION_KEYS` (the ``entry`` param of the rules that read the images)."""
+    return {k: v for k, v in dataset_entry(config, name).items() if k not in EXTRACTION_KEYS}
+
+
+def shards(config: Config, name: str) -> int:
+    """datasets.<name>.shards: the extraction jobs of each of its dumps (1: the plain extract rule)."""
+    return int(dataset_entry(config, name).get("shards", 1))
+
+
+def sharded_datasets(config: Config) -> list[str]:
+    """The datasets whose dumps are extracted in shards and merged (shards > 1), in config order."""
+    return [name for name in config.get("datasets") or {} if shards(config, name) > 1]
+
+
+def shard_files(config: Config, model: str, dataset: str) -> list[str]:
+    """The shard files of the dump of ``model`` on ``dataset``: results/shards/{model}/{dataset}/{k}-of-{K}.h5."""
+    k = shards(config, dataset)
+    return [f"results/shards/{model}/{dataset}/{i}-of-{k}.h5" for i in range(1, k + 1)]
+
+
 def _entry(config: Config, key: str, what: str, name: str) -> Mapping[str, Any]:
     entries = config.get(key) or {}
     if name not in entries:

@@ -344,7 +344,10 @@ def _table_entry(analysis: Analysis, table: ReportTable, path: str) -> dict[str,
 
 # --------------------------------------------------------------------------- the workflow's analyses
 
-register_rules({"synthetic_dataset": INPUTS, "index_dataset": INPUTS, "extract": MODEL})
+register_rules(
+    {"synthetic_dataset": INPUTS, "index_dataset": INPUTS, "extract": MODEL, "extract_shard": MODEL,
+     "merge_shards": JOB}
+)
 
 
 def _trains(config: Config) -> bool:

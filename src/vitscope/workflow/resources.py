@@ -1,4 +1,5 @@
-"""Resource requests of the rules that run a model over a dataset (extract, spair, davis_sequence).
+"""Resource requests of the rules that run a model over a dataset (extract, extract_shard, spair,
+davis_sequence), and of the merge of shards (merge_shards).
 
 Used by the Slurm profile (profiles/slurm); a local run only counts ``gpu`` (profiles/default).
 Such a rule declares ``resources: gpu=model_gpus, mem_mb=model_mem_mb, runtime=model_runtime``
@@ -53,10 +54,27 @@ def model_gpus(config: Config) -> int:
     return 1 if config["extract"]["device"].startswith(("auto", "cuda")) else 0
 
 
-def model_runtime(config: Config, dataset: str, index: str | Path | None, attempt: int) -> int:
-    """Wall time in minutes of a pass over the dataset: 10 + images at IMAGES_PER_S, doubled per retry."""
+def model_runtime(config: Config, dataset: str, index: str | Path | None, attempt: int, shards: int = 1) -> int:
+    """Wall time in minutes of a pass over the dataset (over one of its ``shards``: datasets.<name>.shards):
+    10 + images at IMAGES_PER_S, doubled per retry."""
     rate = IMAGES_PER_S["gpu" if model_gpus(config) else "cpu"]
-    return (10 + math.ceil(dataset_images(config, dataset, index) / rate / 60)) * attempt
+    images = math.ceil(dataset_images(config, dataset, index) / max(1, shards))
+    return (10 + math.ceil(images / rate / 60)) * attempt
+
+
+#: Conservative rate of the merge of shard files into a dump, MB of shards per second
+#: (docs/performance.md#sharded-extraction measured it on this project's 2-core machine)
+MERGE_MB_PER_S = 20.0
+
+
+def merge_runtime(size_mb: float, attempt: int) -> int:
+    """Wall time in minutes of the merge of shard files of ``size_mb`` MB: 10 + MERGE_MB_PER_S, doubled per retry."""
+    return (10 + math.ceil(size_mb / MERGE_MB_PER_S / 60)) * attempt
+
+
+def merge_mem_mb(attempt: int) -> int:
+    """Host memory in MB of a merge: rows are copied 256 at a time, the sums and exemplar maps held whole."""
+    return 4000 * attempt
 
 
 def model_mem_mb(config: Config, attempt: int) -> int:
