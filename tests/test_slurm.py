@@ -31,11 +31,13 @@ SBIN = os.pathsep.join(["/usr/sbin", "/sbin", os.environ.get("PATH", "")])
 CLIENTS = ("sbatch", "srun", "squeue", "scontrol", "scancel", "sinfo", "sacct")
 SNAKEMAKE_TIMEOUT = 600
 
-# The tiny models on one dataset: extraction (a GPU job), tables of the `tables` group
-# and figures (local rules). device auto asks Slurm for a GPU and falls back to the CPU.
+# The tiny models on one dataset: extraction in SHARDS shard jobs per model (GPU jobs) and their
+# merge (docs/dumps.md#sharding), tables of the `tables` group and figures (local rules).
+# device auto asks Slurm for a GPU and falls back to the CPU.
+SHARDS = 2
 CONFIG = {
     "models": TINY["models"],
-    "datasets": {"toy": TINY["datasets"]["toy"]},
+    "datasets": {"toy": {**TINY["datasets"]["toy"], "shards": SHARDS}},
     "extract": {**TINY["extract"], "device": "auto"},
     "analyses": {
         "attention_distance": {"datasets": ["toy"]},
@@ -243,29 +245,37 @@ def h5_items(path: Path) -> dict[str, tuple]:
 
 @pytest.mark.slurm
 @pytest.mark.workflow
-def test_slurm_run_submits_gpu_extraction_groups_tables_and_keeps_figures_local(runs) -> None:
+def test_slurm_run_submits_gpu_extraction_shards_groups_tables_and_keeps_figures_local(runs) -> None:
     _, cluster, log = runs
     # the SLURM log folder of each submitted job: rule_<rule> or group_<group>_<rules>
     submitted = re.findall(r"submitted with SLURM jobid \d+ \(log: .*/slurm_logs/([^/]+)/", log)
-    assert submitted.count("rule_extract") == len(CONFIG["models"]), log
+    # the sharded dataset: SHARDS extraction jobs per model, then one merge job each
+    assert submitted.count("rule_extract_shard") == SHARDS * len(CONFIG["models"]), log
+    assert submitted.count("rule_merge_shards") == len(CONFIG["models"]), submitted
+    assert "rule_extract" not in submitted, submitted
     # models the workflow trains (TINY's tiny_a) are one sbatch job each, like extraction
     trained = [m for m, entry in CONFIG["models"].items() if "train" in entry]
     assert submitted.count("rule_train") == len(trained), submitted
-    groups = [s for s in submitted if s not in ("rule_extract", "rule_train")]
+    jobs = ("rule_extract_shard", "rule_merge_shards", "rule_train")
+    groups = [s for s in submitted if s not in jobs]
     assert groups and all(s.startswith(("group_inputs_", "group_tables_")) for s in groups), submitted
     assert any(s.startswith("group_tables_") for s in groups), submitted
     assert not any("plot_" in s for s in submitted), submitted  # figures are local rules
     for model in CONFIG["models"]:
-        extract_log = (cluster / f"logs/extract/{model}/toy.log").read_text()
-        # the job was given a (pretend) GPU that torch cannot use: the fallback is a warning
-        assert re.search(r"WARNING .*CUDA_VISIBLE_DEVICES=0 .*falling back to the CPU", extract_log), extract_log
+        for shard in range(1, SHARDS + 1):
+            extract_log = (cluster / f"logs/extract_shard/{model}/toy/{shard}-of-{SHARDS}.log").read_text()
+            # the job was given a (pretend) GPU that torch cannot use: the fallback is a warning
+            assert re.search(r"WARNING .*CUDA_VISIBLE_DEVICES=0 .*falling back to the CPU", extract_log), extract_log
+        assert f"merged {SHARDS} shards" in (cluster / f"logs/merge_shards/{model}/toy.log").read_text()
+    # the shard files are temporary: removed once merged
+    assert not list((cluster / "results/shards").rglob("*.h5"))
 
 
 @pytest.mark.slurm
 @pytest.mark.workflow
 def test_slurm_outputs_equal_local_outputs(runs) -> None:
     """Every output of the Slurm run equals the same file of the local TINY run (TINY makes
-    more: its other datasets and analyses)."""
+    more: its other datasets and analyses): the dumps merged from shards equal TINY's unsharded ones."""
     local, cluster, _ = runs
     assert files(cluster) <= files(local), sorted(files(cluster) - files(local))
     assert any(name.endswith(".h5") for name in files(cluster))

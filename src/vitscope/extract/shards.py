@@ -112,7 +112,8 @@ class TreeSum:
         """Push the nodes a shard stored with :meth:`write` (after those pushed before)."""
         group = handle[f"{SUMS}/{name}"]
         values = torch.from_numpy(group["values"][...])
-        for level, start, value in zip(group["levels"][...].tolist(), group["starts"][...].tolist(), values, strict=True):
+        levels, starts = group["levels"][...].tolist(), group["starts"][...].tolist()
+        for level, start, value in zip(levels, starts, values, strict=True):
             self.push(int(start), value, int(level))
 
 
@@ -137,7 +138,9 @@ def _check(handles: Sequence[h5py.File], paths: Sequence[str]) -> int:
                 f"{dumps.REBUILD}"
             )
         if int(a["shard_start"]) != stop:
-            raise DumpError(f"shard file '{path}' starts at image {int(a['shard_start'])}, expected {stop}; {dumps.REBUILD}")
+            raise DumpError(
+                f"shard file '{path}' starts at image {int(a['shard_start'])}, expected {stop}; {dumps.REBUILD}"
+            )
         stop = int(a["shard_stop"])
         mine = {key: v for key, v in a.items() if key not in skip}
         differ = sorted(key for key in set(first) | set(mine) if _show(first.get(key)) != _show(mine.get(key)))
@@ -272,6 +275,7 @@ def merge_index(shard_paths: Sequence[str | Path], output: str | Path, index: st
     import time
 
     from ..io.datasets import read_index
+    from . import hooks, run  # noqa: F401  (torch and timm imported before the clock starts)
 
     entries = read_index(index)
     start = time.perf_counter()
@@ -279,5 +283,6 @@ def merge_index(shard_paths: Sequence[str | Path], output: str | Path, index: st
     size = sum(Path(p).stat().st_size for p in shard_paths) / 1e6
     seconds = time.perf_counter() - start
     logging.getLogger(__name__).info(
-        "merged %d shards (%.1f MB) of %d images into %s in %.1f s", len(shard_paths), size, len(entries), output, seconds
+        "merged %d shards (%.1f MB) of %d images into %s in %.1f s",
+        len(shard_paths), size, len(entries), output, seconds,
     )
