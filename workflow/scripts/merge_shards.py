@@ -1,7 +1,7 @@
 """Merge the shard files of one dump into it (docs/dumps.md#sharding)."""
 
 from vitscope import logs
-from vitscope.extract import shards
+from vitscope.extract import merge
 
 logs.to_file(snakemake.log[0])
-shards.merge_index(snakemake.input.shards, snakemake.output.dump, snakemake.input.index)
+merge.merge_index(snakemake.input.shards, snakemake.output.dump, snakemake.input.index)
