@@ -192,3 +192,14 @@ def test_settings_of_single_rules() -> None:
     assert lookups.offset_thresholds(config) == {"radius": 2, "min_mass": 0.5, "min_shift": 1.0, "min_lift": 2.0}
     config["models"] = {"t": {"train": {"objective": "fs", "dataset": "toy"}}, "r": {"train": {"objective": "random"}}}
     assert lookups.train_index(config, "t") == ["results/index/toy.csv"] and lookups.train_index(config, "r") == []
+
+
+def test_shards_and_their_files() -> None:
+    config = {"datasets": {"a": {"kind": "imagefolder", "root": "x", "shards": 3},
+                           "b": {"kind": "imagefolder", "root": "y"}}}
+    assert lookups.shards(config, "a") == 3 and lookups.shards(config, "b") == 1
+    assert lookups.sharded_datasets(config) == ["a"]
+    assert lookups.shard_files(config, "m", "a") == [f"results/shards/m/a/{k}-of-3.h5" for k in (1, 2, 3)]
+    # the index (and its readers) never see how the dumps are extracted
+    assert lookups.index_entry(config, "a") == {"kind": "imagefolder", "root": "x"}
+    assert lookups.index_entry(config, "b") == config["datasets"]["b"]

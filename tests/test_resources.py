@@ -44,3 +44,15 @@ def test_gpus_runtime_and_memory() -> None:
     assert resources.model_runtime(CONFIG, "folder_all", None, 1) == 10 + 7
     assert resources.model_runtime(cpu, "folder_all", None, 2) == 2 * (10 + 334)
     assert resources.model_mem_mb(CONFIG, 1) == 8000 and resources.model_mem_mb(cpu, 2) == 12000
+
+
+def test_a_shard_asks_for_its_share_of_the_time_and_the_merge_for_little() -> None:
+    whole = resources.model_runtime(CONFIG, "coco", None, 1)
+    config = {**CONFIG, "extract": {**CONFIG["extract"], "device": "cpu"}}
+    # 33 images at 0.5/s: 2 min of images in one job, 1 min in each of 3 shards (11 images)
+    assert resources.model_runtime(config, "coco", None, 1) == 10 + 2
+    assert resources.model_runtime(config, "coco", None, 1, shards=3) == 10 + 1
+    assert resources.model_runtime(CONFIG, "coco", None, 2, shards=1) == 2 * whole
+    assert resources.merge_runtime(0.0, 1) == 10
+    assert resources.merge_runtime(resources.MERGE_MB_PER_S * 60 * 5, 2) == 2 * (10 + 5)
+    assert resources.merge_mem_mb(1) < resources.model_mem_mb(CONFIG, 1)
