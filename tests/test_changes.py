@@ -184,3 +184,22 @@ def test_a_changed_precision_reextracts_every_dump(run: Path) -> None:
         assert planned(run) == set()
     finally:
         config.write_text(original)
+
+
+def test_sharding_a_dataset_reextracts_its_dumps_but_does_not_reindex(run: Path) -> None:
+    """``datasets.<name>.shards`` says how the dumps are extracted (docs/dumps.md#sharding): the
+    sharded dataset's dumps are made by shard jobs and a merge, its index is not rebuilt."""
+    config = run / "config.yaml"
+    original = config.read_text()
+    changed = yaml.safe_load(original)
+    changed["datasets"]["imgs"]["shards"] = 2  # 6 images, batches of 4: 2 batches
+    config.write_text(yaml.safe_dump(changed))
+    try:
+        assert planned(run) == jobs_of({
+            "extract_shard": [f"dataset=imgs, model={m}, shard={k}, shards=2" for m in ("ma", "mb") for k in (1, 2)],
+            "merge_shards": ["dataset=imgs, model=ma", "dataset=imgs, model=mb"],
+            "attention_distance": ["dataset=imgs, model=ma", "dataset=imgs, model=mb"],
+        })
+    finally:
+        config.write_text(original)
+    assert planned(run) == set()
