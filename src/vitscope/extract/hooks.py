@@ -219,7 +219,7 @@ class SpatialAttention(PartRecorder):
     def finish(self, writer: dumps.DumpWriter) -> None:
         geom = self.setting.geom
         self._close()
-        if self.setting.shard:  # the merge folds every shard's nodes (vitscope.extract.shards.merge)
+        if self.setting.shard:  # the merge folds every shard's nodes (vitscope.extract.merge.merge)
             for key, tree in self.trees.items():
                 tree.write(writer.handle, key)
             return
@@ -241,7 +241,7 @@ def attention_sum_datasets(
     """The dump datasets of :class:`SpatialAttention`'s sums over images (:data:`SUMS`:
     cls_sum (L, H, T), spatial_sum (L, H, G, G), sink_sum (L, H, P + 1), zero_rows (L, H)),
     by dataset name; ``sums``: the product ``attention_sums`` is recorded. The unsharded run
-    and the merge of shards (:func:`.shards.merge`) both write these."""
+    and the merge of shards (:func:`.merge.merge`) both write these."""
     out = {}
     if sums:
         out["attention/cls_sum"] = totals["cls_sum"]

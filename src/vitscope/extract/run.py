@@ -206,7 +206,7 @@ def run(
     """Extract every product of ``options`` for the images of ``entries`` into ``handle``.
 
     ``shard``: (k, K), write shard k (1-indexed) of K instead of the dump: the images of
-    :func:`.shards.shard_range` of the fed order, for :func:`.shards.merge` (docs/dumps.md#sharding).
+    :func:`.shards.shard_range` of the fed order, for :func:`.merge.merge` (docs/dumps.md#sharding).
 
     ``meta`` holds provenance attributes (model, dataset, weights file and its
     SHA-256, normalisation, ...) stored on the file's root. Returns a summary
