@@ -62,6 +62,7 @@ include: "rules/attention.smk"
 include: "rules/features.smk"
 include: "rules/downstream.smk"
 include: "rules/davis.smk"
+include: "rules/estimate.smk"
 include: "rules/targets.smk"
 
 

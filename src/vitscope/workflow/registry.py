@@ -344,7 +344,8 @@ def _table_entry(analysis: Analysis, table: ReportTable, path: str) -> dict[str,
 
 # --------------------------------------------------------------------------- the workflow's analyses
 
-register_rules({"synthetic_dataset": INPUTS, "index_dataset": INPUTS, "extract": MODEL})
+# estimate: a local rule (rules/estimate.smk), never submitted
+register_rules({"synthetic_dataset": INPUTS, "index_dataset": INPUTS, "extract": MODEL, "estimate": JOB})
 
 
 def _trains(config: Config) -> bool:
