@@ -12,7 +12,8 @@ model is built.
 
 The image count of a dataset is, in this order: the rows of its index (results/index/<name>.csv)
 when it is built already; ``datasets.<name>.estimate.images``; the size the entry declares
-(synthetic classes x per_class, an imagefolder's classes x per_class, a coco max_images).
+(synthetic classes x per_class, an imagefolder's classes x per_class, a coco max_images, the
+split of a synthetic dataset's folder it reads).
 Otherwise the estimate stops, naming the key to set. Each row says which one it used.
 
 Job-hours: images / rate, the rate in images/s of a full extraction measured on the device the
@@ -195,13 +196,31 @@ def count_images(config: Config, dataset: str, index: str | Path | None = None) 
     paths = len(root.encode("utf-8")) + PATH_TAIL_BYTES
     if "images" in hint:
         return Count(int(hint["images"]), f"datasets.{dataset}.estimate.images", paths, classes, objects)
-    declared = _declared(entry)
+    declared = _generated(config, entry) or _declared(entry)
     if declared is not None:
         return Count(declared[0], declared[1], paths, classes, objects)
     raise ConfigError(
         f"datasets.{dataset}: the estimate needs its image count before the index is built; "
         f"set datasets.{dataset}.estimate.images (e.g. 1281167 for ImageNet-1k train)"
     )
+
+
+def _generated(config: Config, entry: Mapping[str, Any]) -> tuple[int, str] | None:
+    """Images of a dataset read from a synthetic dataset's folder (the demo's val, revisited, scenes and images)."""
+    folder = lookups.generated(config, entry.get("root", ""))
+    if not folder:
+        return None
+    name = Path(folder).name
+    spec = config["datasets"][name].get("synthetic", {})
+    classes = spec.get("classes", 6)
+    part = Path(entry["root"]).relative_to(folder).as_posix()
+    counts = {
+        "images": classes * spec.get("per_class", 12),
+        "val": classes * spec.get("val_per_class", 0),
+        "revisited": classes * (spec.get("retrieval_per_class", 0) + spec.get("retrieval_queries_per_class", 2)),
+        "scenes/images": spec.get("scene_images", 0),
+    }
+    return (counts[part], f"declared (synthetic {name}, {part})") if part in counts else None
 
 
 def _declared(entry: Mapping[str, Any]) -> tuple[int, str] | None:
