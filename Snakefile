@@ -72,6 +72,9 @@ rule all:
         registry.targets(config),
 
 
+cache_signatures(workflow.rules, list(globals().values()))
+
+
 # Where the figures, the best-layer table and the report are, and the table (rules/common.smk).
 onsuccess:
     print(run_summary(), end="")

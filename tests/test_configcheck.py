@@ -430,8 +430,8 @@ def test_bad_overrides_are_still_refused() -> None:
     [
         (lambda c: c["extract"].update(batch_size=0), "extract.batch_size = 0: must be >= 1 (minimum)"),
         (lambda c: c.update(figure={"dpi": 100}),
-         "the config: unknown key 'figure' (did you mean 'figures'?); known keys: analyses, datasets, extract, "
-         "figures, models (additionalProperties)"),
+         "the config: unknown key 'figure' (did you mean 'figures'?); known keys: analyses, datasets, estimate, "
+         "extract, figures, models (additionalProperties)"),
         (lambda c: c["extract"].update(batchsize=3), "extract: unknown key 'batchsize' (did you mean 'batch_size'?)"),
         (lambda c: c["models"]["fs"].update(weights="pretrained"),
          "models.fs.weights = 'pretrained': must be one of timm, checkpoint, random (enum)"),
