@@ -240,15 +240,19 @@ def cache_signatures(rules, functions):
     at every call of every such function (37,500 times in the study's dry run, 11 % of its time
     under cProfile; docs/performance.md, "Planning the study's DAG")."""
     import inspect
+    import types
 
     from snakemake.common import FUNC_OVERWRITE_PARAMS_ATTR, overwrite_function_params
 
     base = str(workflow.basedir)
     items = [item for rule in rules for item in (*rule.input, *rule.log, *rule.params)] + list(functions)
     for item in items:
-        func = getattr(getattr(item, "_file", None), "callable", None) or item
-        code = getattr(func, "__code__", None)
-        if code is None or not code.co_filename.startswith(base) or hasattr(func, FUNC_OVERWRITE_PARAMS_ATTR):
+        func = item
+        if isinstance(item, str):  # an input or log file given as a function
+            func = getattr(getattr(item, "_file", None), "callable", None)
+        if not isinstance(func, types.FunctionType) or not func.__code__.co_filename.startswith(base):
+            continue
+        if hasattr(func, FUNC_OVERWRITE_PARAMS_ATTR):
             continue
         overwrite_function_params(func, inspect.signature(func).parameters)
 
