@@ -72,7 +72,7 @@ def bare_snakefile(counts: dict[str, int]) -> str:
     lines = ["rule all:", "    input:"]
     lines += [f'        expand("bare/{r}/{{i}}.txt", i=range({n})),' for n, r in rules]
     previous = None
-    for n, r in rules:
+    for _, r in rules:
         lines += ["", "", f"rule {r}:"]
         if previous:
             lines += ["    input:", f'        "bare/{previous}/{{i}}.txt",']

@@ -30,10 +30,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import platform
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -166,16 +164,6 @@ def fake_study_tree(config_file: Path, workdir: Path) -> tuple[Path, int]:
     out = workdir / "study.yaml"
     out.write_text(yaml.safe_dump(config))
     return out, len(files)
-
-
-def _snakemake(workdir: Path, *args: str) -> tuple[float, str]:
-    exe = str(Path(sys.executable).with_name("snakemake"))
-    start = time.perf_counter()
-    proc = subprocess.run([exe, *args], cwd=workdir, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return seconds, proc.stdout + proc.stderr
 
 
 def dag_part(args: argparse.Namespace) -> list[Row]:
