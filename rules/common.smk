@@ -257,6 +257,16 @@ def cache_signatures(rules, functions):
         overwrite_function_params(func, inspect.signature(func).parameters)
 
 
+# `snakemake estimate` (rules/estimate.smk): the dumps' bytes and job-hours before any job runs.
+def estimate_rows(wildcards):
+    """results/estimate.tsv's rows and the summary it prints (h5py is imported only here)."""
+    from vitscope.workflow import estimate
+
+    indexes = {name: f"results/index/{name}.csv" for name in config["datasets"]}
+    rows = _workflow_error(estimate.estimate, config, indexes)
+    return {"table": estimate.table(rows), "summary": estimate.summary(rows)}
+
+
 def run_summary():
     """What a successful run prints (the Snakefile's onsuccess; vitscope.workflow.summary): the
     outputs of its jobs that exist, the best-layer table, the report command for its targets."""

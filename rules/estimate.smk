@@ -3,15 +3,6 @@
 # the config, and from the indexes already built.
 
 
-def estimate_rows(wildcards):
-    """results/estimate.tsv's rows and the summary it prints (h5py is imported only here)."""
-    from vitscope.workflow import estimate
-
-    indexes = {name: f"results/index/{name}.csv" for name in config["datasets"]}
-    rows = _workflow_error(estimate.estimate, config, indexes)
-    return {"table": estimate.table(rows), "summary": estimate.summary(rows)}
-
-
 rule estimate:
     output:
         "results/estimate.tsv",
