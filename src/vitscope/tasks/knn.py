@@ -21,6 +21,12 @@ the final top-k. Both the query and the bank are processed in chunks, so memory
 is O(query_chunk x (bank_chunk + k)) whatever the bank size; the neighbours and
 their similarities are bit for bit the same whatever the chunk sizes and the BLAS.
 
+Every block at once (:func:`nearest_blocks`, what :func:`block_rows` uses): the bank is
+streamed in runs of images x all blocks (one contiguous read of the (N, L, D) dump layout,
+so the bank is read once, not once per block), each block of a run normalised once, the
+screening product and top-k in torch on the caller's device, and a running candidate set
+per block kept by the same rule; the result is :func:`nearest` of each block, bit for bit.
+
 A k larger than the bank is clipped to the bank size (every bank image votes);
 the result rows keep the requested k.
 
@@ -42,6 +48,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import torch
 
 from .. import cosine
 from ..errors import DumpError
@@ -146,6 +153,123 @@ def nearest(
     return out_vals, out_idx
 
 
+# --------------------------------------------------------------------------- every block, the bank read once
+
+_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+#: elements of one operand of :func:`vitscope.cosine.cosine64` rescored at a time (32 MiB of float32)
+RESCORE_ELEMENTS = 1 << 23
+
+
+def _screen_torch(values: torch.Tensor, k: int, width_margin: float) -> torch.Tensor:
+    """:func:`_screen` in torch (``torch.topk``): the same candidates, NaN counted as the largest value
+    as ``np.partition`` counts it. values: (q, c); returns (q, w) int64 columns, w >= min(k, c)."""
+    q, c = values.shape
+    if c <= k:
+        return torch.arange(c, device=values.device).expand(q, c)
+    kth = torch.topk(values, k, dim=1).values[:, -1]  # the k-th largest of each row (sorted, NaN first)
+    dtype = np.dtype(str(values.dtype).removeprefix("torch."))
+    threshold = cosine.floor_to(kth.cpu().numpy().astype(np.float64) - width_margin, dtype)
+    above = values >= torch.from_numpy(threshold).to(values.device)[:, None]
+    width = max(k, int(above.sum(dim=1).max()))  # k: a NaN row counts nothing
+    if width >= c:
+        return torch.arange(c, device=values.device).expand(q, c)
+    return torch.topk(values, width, dim=1, sorted=False).indices
+
+
+def _cosine_pairs(a: np.ndarray, rows_a: np.ndarray, norms_a: np.ndarray, b: np.ndarray, rows_b: np.ndarray,
+                  norms_b: np.ndarray) -> np.ndarray:
+    """(P,) :func:`vitscope.cosine.cosine64` of the row pairs (a[rows_a[p]], b[rows_b[p]]); a: (n, D), b: (n', D),
+    their :func:`vitscope.cosine.norms64` norms_a, norms_b. Gathered in steps of :data:`RESCORE_ELEMENTS`
+    (the bits of each pair depend on its two rows alone)."""
+    out = np.empty(rows_a.shape[0], dtype=np.float64)
+    step = max(1, RESCORE_ELEMENTS // max(1, a.shape[1]))
+    for s0 in range(0, rows_a.shape[0], step):
+        ia, ib = rows_a[s0 : s0 + step], rows_b[s0 : s0 + step]
+        out[s0 : s0 + step] = cosine.cosine64(a[ia], b[ib], norms_a[ia], norms_b[ib])
+    return out
+
+
+def nearest_blocks(
+    bank: Any,
+    queries: Any,
+    k: int,
+    query_chunk: int = 1024,
+    bank_chunk: int = 65536,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`nearest` of every block at once, the bank read once: (L, M, min(k, N)) similarities and indices.
+
+    bank: (N, L, D), queries: (M, L, D) (arrays or h5py datasets, e.g. a dump's ``tokens/cls``; float16
+    rows are screened in float32). The bank is read in runs of ``bank_chunk`` images x all L blocks
+    (``bank[b0:b1]``: one contiguous read of the (N, L, D) layout), so every byte of it is read once
+    whatever L; the query set (small) is read once. Per block, each bank chunk is normalised once and
+    screened against every query chunk with a float32 (float64 for float64 input) product and
+    ``torch.topk`` on ``device`` (the caller's choice, default the CPU), and a running candidate set is
+    kept per block and query: the candidates of :func:`nearest` (the margin rule of
+    :func:`vitscope.cosine.margin`, the same chunking, so the same candidates), rescored with
+    :func:`vitscope.cosine.cosine64` while their bank chunk is in memory. The result is bit for bit
+    :func:`nearest` of each block (its ties included).
+
+    Memory, whatever N: one bank chunk (bank_chunk x L x D) and its normalised block, one screening
+    product (query_chunk x bank_chunk) and the candidates, O(M x L x (k + a few)), besides the query set.
+    """
+    n, blocks, dim = bank.shape
+    if queries.shape[1:] != (blocks, dim):
+        raise ValueError(f"knn.nearest_blocks: bank (N, L, D) = {bank.shape} and queries {queries.shape} differ")
+    k = min(k, n)
+    query_raw = np.asarray(queries[...])  # (M, L, D): read once
+    m = query_raw.shape[0]
+    dtype = np.result_type(bank.dtype, query_raw.dtype, np.float32)
+    if np.dtype(dtype) not in _TORCH_DTYPES:
+        raise ValueError(f"knn.nearest_blocks: cannot screen dtype {dtype} (float16/32/64 rows)")
+    width_margin = cosine.margin(dim, dtype)
+    device = torch.device(device)
+    query_chunks = list(_chunks(m, query_chunk))
+    query_rows = [np.ascontiguousarray(query_raw[:, b]) for b in range(blocks)]
+    del query_raw
+    query_unit = [torch.from_numpy(normalize(q.astype(dtype))).to(device) for q in query_rows]
+    query_norms = [cosine.norms64(q) for q in query_rows]
+    # per block and query chunk: screened values (q, w) on device, bank indices (q, w), cosine64 (q, w)
+    state: list[list[tuple[torch.Tensor, torch.Tensor, np.ndarray] | None]] = [
+        [None] * len(query_chunks) for _ in range(blocks)
+    ]
+    for b0, b1 in _chunks(n, bank_chunk):
+        chunk = np.asarray(bank[b0:b1])  # (b, L, D)
+        for block in range(blocks):
+            raw = np.ascontiguousarray(chunk[:, block])
+            unit = torch.from_numpy(normalize(raw.astype(dtype, copy=False))).to(device)
+            norms = cosine.norms64(raw)
+            for qi, (q0, q1) in enumerate(query_chunks):
+                sim = query_unit[block][q0:q1] @ unit.T  # (q, b)
+                cols = _screen_torch(sim, k, width_margin)
+                vals, idx = torch.take_along_dim(sim, cols, 1), cols + b0
+                cos = np.full(tuple(cols.shape), np.nan)
+                if (prev := state[block][qi]) is not None:
+                    vals, idx = torch.cat([prev[0], vals], 1), torch.cat([prev[1], idx], 1)
+                    cos = np.concatenate([prev[2], cos], 1)
+                keep = _screen_torch(vals, k, width_margin)
+                vals, idx = torch.take_along_dim(vals, keep, 1), torch.take_along_dim(idx, keep, 1)
+                idx_np = idx.cpu().numpy()
+                cos = np.take_along_axis(cos, keep.cpu().numpy(), 1)
+                rows, cols_new = np.nonzero(idx_np >= b0)  # the candidates of this chunk: rescored now
+                local = idx_np[rows, cols_new] - b0
+                cos[rows, cols_new] = _cosine_pairs(
+                    query_rows[block], q0 + rows, query_norms[block], raw, local, norms
+                )
+                state[block][qi] = (vals, idx, cos)
+    out_vals = np.empty((blocks, m, k), dtype=np.float64)
+    out_idx = np.empty((blocks, m, k), dtype=np.int64)
+    for block in range(blocks):
+        for qi, (q0, q1) in enumerate(query_chunks):
+            entry = state[block][qi]
+            assert entry is not None
+            idx_np = entry[1].cpu().numpy()
+            order = np.lexsort((idx_np, -entry[2]), axis=1)[:, :k]
+            out_vals[block, q0:q1] = np.take_along_axis(entry[2], order, 1)
+            out_idx[block, q0:q1] = np.take_along_axis(idx_np, order, 1)
+    return out_vals, out_idx
+
+
 def vote(
     similarities: np.ndarray, labels: np.ndarray, k: int, num_classes: int, temperature: float = TEMPERATURE
 ) -> np.ndarray:
@@ -199,14 +323,24 @@ def classify(
     """
     train_labels = np.asarray(train_labels, dtype=np.int64)
     test_labels = np.asarray(test_labels, dtype=np.int64)
-    if train_features.shape[0] != train_labels.shape[0] or test_features.shape[0] != test_labels.shape[0]:
-        raise ValueError("knn.classify: features and labels differ in length")
-    if train_labels.size == 0 or test_labels.size == 0:
-        raise ValueError("knn.classify: empty memory bank or query set")
-    for name, lab in (("train", train_labels), ("test", test_labels)):
-        if lab.min() < 0 or lab.max() >= num_classes:
-            raise ValueError(f"knn.classify: {name} labels must lie in [0, {num_classes}) (-1 = unlabelled?)")
+    _check_labels(train_features.shape[0], train_labels, test_features.shape[0], test_labels, num_classes)
     sims, idx = nearest(train_features, test_features, max(ks), query_chunk, bank_chunk)
+    return accuracy(sims, idx, train_labels, test_labels, num_classes, ks, temperature)
+
+
+def accuracy(
+    sims: np.ndarray,
+    idx: np.ndarray,
+    train_labels: np.ndarray,
+    test_labels: np.ndarray,
+    num_classes: int,
+    ks: Sequence[int] = KS,
+    temperature: float = TEMPERATURE,
+) -> dict[int, dict[str, float]]:
+    """:func:`classify` from the neighbours: sims, idx (M, K) of :func:`nearest` (K = min(max(ks), N)),
+    train_labels (N,), test_labels (M,) in [0, C)."""
+    train_labels = np.asarray(train_labels, dtype=np.int64)
+    test_labels = np.asarray(test_labels, dtype=np.int64)
     neighbour_labels = train_labels[idx]
     results = {}
     for k in ks:
@@ -221,6 +355,16 @@ def classify(
     return results
 
 
+def _check_labels(n: int, train_labels: np.ndarray, m: int, test_labels: np.ndarray, num_classes: int) -> None:
+    if n != train_labels.shape[0] or m != test_labels.shape[0]:
+        raise ValueError("knn.classify: features and labels differ in length")
+    if train_labels.size == 0 or test_labels.size == 0:
+        raise ValueError("knn.classify: empty memory bank or query set")
+    for name, lab in (("train", train_labels), ("test", test_labels)):
+        if lab.min() < 0 or lab.max() >= num_classes:
+            raise ValueError(f"knn.classify: {name} labels must lie in [0, {num_classes}) (-1 = unlabelled?)")
+
+
 def block_rows(
     train_tokens: Any,
     train_labels: np.ndarray,
@@ -232,12 +376,14 @@ def block_rows(
     temperature: float = TEMPERATURE,
     query_chunk: int = 1024,
     bank_chunk: int = 65536,
+    device: str | torch.device = "cpu",
 ) -> list[dict[str, Any]]:
     """Tidy rows (COLUMNS) of every block: k-NN of the CLS tokens of one model.
 
     train_tokens: (N, L, D), test_tokens: (M, L, D) (arrays or h5py datasets, e.g. a dump's
-    ``tokens/cls``; one block is read at a time). Blocks are 1-indexed in the rows; values
-    are fractions. ``num_classes`` defaults to 1 + the largest label.
+    ``tokens/cls``; float16 is read as float32): every block's neighbours come from one pass over the
+    bank (:func:`nearest_blocks`, on ``device``), the same as :func:`classify` block by block. Blocks are
+    1-indexed in the rows; values are fractions. ``num_classes`` defaults to 1 + the largest label.
 
     A memory bank of a single class makes every vote right (top-1 = top-5 = 1.0 whatever
     the features): the values are NaN with ``note`` "undefined: 1 class in the memory
@@ -262,12 +408,13 @@ def block_rows(
     if num_classes <= 5 and max(ks) >= num_classes:
         log.warning("k-NN of %s: %d classes; top-5 counts every class and is 1.0 for k >= %d", model, num_classes,
                     num_classes)
+    train_labels = train_labels.astype(np.int64)
+    test_labels = test_labels.astype(np.int64)
+    _check_labels(train_tokens.shape[0], train_labels, test_tokens.shape[0], test_labels, num_classes)
+    sims, idx = nearest_blocks(train_tokens, test_tokens, max(ks), query_chunk, bank_chunk, device)
     rows = []
     for block in range(train_tokens.shape[1]):
-        result = classify(
-            np.asarray(train_tokens[:, block]), train_labels, np.asarray(test_tokens[:, block]), test_labels,
-            num_classes, ks, temperature, query_chunk, bank_chunk,
-        )
+        result = accuracy(sims[block], idx[block], train_labels, test_labels, num_classes, ks, temperature)
         rows += [
             {"model": model, "block": block + 1, "metric": metric, "k": k, "value": scores[metric], "note": ""}
             for k, scores in result.items()
