@@ -160,33 +160,90 @@ _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torc
 RESCORE_ELEMENTS = 1 << 23
 
 
-def _screen_torch(values: torch.Tensor, k: int, width_margin: float) -> torch.Tensor:
-    """:func:`_screen` in torch (``torch.topk``): the same candidates, NaN counted as the largest value
-    as ``np.partition`` counts it. values: (q, c); returns (q, w) int64 columns, w >= min(k, c)."""
+def _screen_torch(values: torch.Tensor, k: int, width_margin: float, extra: int = 64) -> torch.Tensor:
+    """:func:`_screen` in torch: the same candidates, NaN counted as the largest value as
+    ``np.partition`` counts it. values: (q, c); returns (q, w) int64 columns, w >= min(k, c).
+
+    One sorted ``torch.topk`` of k + ``extra`` values gives the k-th value, each row's count of values
+    at or above the threshold (from the sorted values alone when the last one is below it; the full row
+    otherwise) and the w best columns; a second top-k only when w exceeds k + extra.
+    """
     q, c = values.shape
     if c <= k:
         return torch.arange(c, device=values.device).expand(q, c)
-    kth = torch.topk(values, k, dim=1).values[:, -1]  # the k-th largest of each row (sorted, NaN first)
+    top = min(c, k + extra)
+    best, cols = torch.topk(values, top, dim=1)  # sorted, NaN first (as the largest)
     dtype = np.dtype(str(values.dtype).removeprefix("torch."))
-    threshold = cosine.floor_to(kth.cpu().numpy().astype(np.float64) - width_margin, dtype)
-    above = values >= torch.from_numpy(threshold).to(values.device)[:, None]
-    width = max(k, int(above.sum(dim=1).max()))  # k: a NaN row counts nothing
+    threshold = cosine.floor_to(best[:, k - 1].cpu().numpy().astype(np.float64) - width_margin, dtype)
+    limit = torch.from_numpy(threshold).to(values.device)[:, None]
+    count = (best >= limit).sum(dim=1)
+    if top < c:
+        full = torch.nonzero(best[:, -1] >= limit[:, 0]).flatten()  # rows that may have more above it
+        if full.numel():
+            count[full] = (values[full] >= limit[full]).sum(dim=1)
+    width = max(k, int(count.max()))  # k: a NaN row counts nothing
     if width >= c:
         return torch.arange(c, device=values.device).expand(q, c)
+    if width <= top:
+        return cols[:, :width]
     return torch.topk(values, width, dim=1, sorted=False).indices
 
 
-def _cosine_pairs(a: np.ndarray, rows_a: np.ndarray, norms_a: np.ndarray, b: np.ndarray, rows_b: np.ndarray,
+def _threshold(values: torch.Tensor, k: int, width_margin: float) -> torch.Tensor:
+    """(q,) floor(k-th largest - margin) of each row of the finite running candidates values: (q, w >= k)."""
+    kth = torch.topk(values, k, dim=1).values[:, -1]
+    dtype = np.dtype(str(values.dtype).removeprefix("torch."))
+    return torch.from_numpy(cosine.floor_to(kth.cpu().numpy().astype(np.float64) - width_margin, dtype)).to(
+        values.device
+    )
+
+
+def _above(values: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The entries of values: (q, c) at or above each row's threshold (q,): (q, w) values and columns,
+    rows padded with -inf and column -1 (w = the largest count, 0 when none)."""
+    hits = torch.nonzero(values >= threshold[:, None])  # (P, 2), by row then column
+    q = values.shape[0]
+    counts = torch.bincount(hits[:, 0], minlength=q)
+    width = int(counts.max()) if hits.shape[0] else 0
+    vals = torch.full((q, width), -torch.inf, dtype=values.dtype, device=values.device)
+    cols = torch.full((q, width), -1, dtype=torch.int64, device=values.device)
+    if width:
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(hits.shape[0], device=values.device) - starts[hits[:, 0]]
+        vals[hits[:, 0], slot] = values[hits[:, 0], hits[:, 1]]
+        cols[hits[:, 0], slot] = hits[:, 1]
+    return vals, cols
+
+
+def _cosine_pairs(a_t: np.ndarray, rows_a: np.ndarray, norms_a: np.ndarray, b_t: np.ndarray, rows_b: np.ndarray,
                   norms_b: np.ndarray) -> np.ndarray:
-    """(P,) :func:`vitscope.cosine.cosine64` of the row pairs (a[rows_a[p]], b[rows_b[p]]); a: (n, D), b: (n', D),
-    their :func:`vitscope.cosine.norms64` norms_a, norms_b. Gathered in steps of :data:`RESCORE_ELEMENTS`
-    (the bits of each pair depend on its two rows alone)."""
+    """(P,) :func:`vitscope.cosine.cosine64` of the row pairs (a[rows_a[p]], b[rows_b[p]]), bit for bit.
+
+    a_t: (D, n) and b_t: (D, n') the rows transposed (so a pair's terms are gathered without a transpose),
+    norms_a, norms_b their :func:`vitscope.cosine.norms64`. The same operations as ``cosine64``: the D
+    products formed in float64 and added in d order, then divided by the clamped norms; in steps of
+    :data:`RESCORE_ELEMENTS`.
+    """
+    dim = a_t.shape[0]
     out = np.empty(rows_a.shape[0], dtype=np.float64)
-    step = max(1, RESCORE_ELEMENTS // max(1, a.shape[1]))
+    order = np.argsort(rows_b, kind="stable")  # gathered in bank order: near columns, few cache misses
+    step = max(1, RESCORE_ELEMENTS // max(1, dim))
     for s0 in range(0, rows_a.shape[0], step):
-        ia, ib = rows_a[s0 : s0 + step], rows_b[s0 : s0 + step]
-        out[s0 : s0 + step] = cosine.cosine64(a[ia], b[ib], norms_a[ia], norms_b[ib])
+        at = order[s0 : s0 + step]
+        ia, ib = rows_a[at], rows_b[at]
+        x, y = np.take(a_t, ia, axis=1), np.take(b_t, ib, axis=1)  # (D, s), C order
+        out[at] = _dot_t(x, y) / (np.maximum(norms_a[ia], cosine.EPS) * np.maximum(norms_b[ib], cosine.EPS))
     return out
+
+
+def _dot_t(x_t: np.ndarray, y_t: np.ndarray) -> np.ndarray:
+    """:func:`vitscope.cosine.dot64` of the columns of x_t, y_t (D, s): the same float64 terms added in d order."""
+    acc = np.zeros(x_t.shape[1], dtype=np.float64)
+    term = np.empty_like(acc)
+    for d in range(x_t.shape[0]):
+        np.multiply(x_t[d], y_t[d], out=term, dtype=np.float64)
+        acc += term
+    return acc
 
 
 def nearest_blocks(
@@ -225,26 +282,35 @@ def nearest_blocks(
     width_margin = cosine.margin(dim, dtype)
     device = torch.device(device)
     query_chunks = list(_chunks(m, query_chunk))
-    query_rows = [np.ascontiguousarray(query_raw[:, b]) for b in range(blocks)]
+    query_unit = [torch.from_numpy(normalize(query_raw[:, b].astype(dtype))).to(device) for b in range(blocks)]
+    query_norms = [cosine.norms64(query_raw[:, b]) for b in range(blocks)]
+    query_t = [np.ascontiguousarray(query_raw[:, b].T) for b in range(blocks)]  # (D, M) for the rescoring
     del query_raw
-    query_unit = [torch.from_numpy(normalize(q.astype(dtype))).to(device) for q in query_rows]
-    query_norms = [cosine.norms64(q) for q in query_rows]
     # per block and query chunk: screened values (q, w) on device, bank indices (q, w), cosine64 (q, w)
     state: list[list[tuple[torch.Tensor, torch.Tensor, np.ndarray] | None]] = [
         [None] * len(query_chunks) for _ in range(blocks)
     ]
+    # blocks screened by the rule of nearest alone (a non-finite query or bank row seen: NaN ranks first there)
+    exact_rule = [not bool(np.isfinite(q.numpy(force=True)).all()) for q in query_unit]
     for b0, b1 in _chunks(n, bank_chunk):
         chunk = np.asarray(bank[b0:b1])  # (b, L, D)
         for block in range(blocks):
-            raw = np.ascontiguousarray(chunk[:, block])
-            unit = torch.from_numpy(normalize(raw.astype(dtype, copy=False))).to(device)
-            norms = cosine.norms64(raw)
+            raw = chunk[:, block]
+            unit = torch.from_numpy(normalize(raw.astype(dtype))).to(device)
+            raw_t = np.ascontiguousarray(raw.T)  # (D, b), for the rescoring
+            norms = np.sqrt(_dot_t(raw_t, raw_t))  # cosine.norms64(raw), bit for bit
+            exact_rule[block] |= not bool(np.isfinite(raw).all())
             for qi, (q0, q1) in enumerate(query_chunks):
                 sim = query_unit[block][q0:q1] @ unit.T  # (q, b)
-                cols = _screen_torch(sim, k, width_margin)
-                vals, idx = torch.take_along_dim(sim, cols, 1), cols + b0
-                cos = np.full(tuple(cols.shape), np.nan)
-                if (prev := state[block][qi]) is not None:
+                prev = state[block][qi]
+                if prev is not None and not exact_rule[block] and prev[0].shape[1] >= k:
+                    vals, cols = _above(sim, _threshold(prev[0], k, width_margin))
+                    idx = torch.where(cols >= 0, cols + b0, cols)
+                else:
+                    cols = _screen_torch(sim, k, width_margin)
+                    vals, idx = torch.take_along_dim(sim, cols, 1), cols + b0
+                cos = np.full(tuple(cols.shape), -np.inf)
+                if prev is not None:
                     vals, idx = torch.cat([prev[0], vals], 1), torch.cat([prev[1], idx], 1)
                     cos = np.concatenate([prev[2], cos], 1)
                 keep = _screen_torch(vals, k, width_margin)
@@ -254,7 +320,7 @@ def nearest_blocks(
                 rows, cols_new = np.nonzero(idx_np >= b0)  # the candidates of this chunk: rescored now
                 local = idx_np[rows, cols_new] - b0
                 cos[rows, cols_new] = _cosine_pairs(
-                    query_rows[block], q0 + rows, query_norms[block], raw, local, norms
+                    query_t[block], q0 + rows, query_norms[block], raw_t, local, norms
                 )
                 state[block][qi] = (vals, idx, cos)
     out_vals = np.empty((blocks, m, k), dtype=np.float64)
