@@ -160,7 +160,8 @@ def main() -> None:
             r = results[code]
             print(f"{code:>15}: {r['wall_s']:8.2f} s wall {r['cpu_s']:8.2f} s CPU  read {r['rchar'] / 2**20:9.1f} MiB "
                   f"({r['rchar'] / bank_bytes:5.2f} x bank; disk {r['read_bytes'] / 2**20:.1f} MiB; asked "
-                  f"{r['asked_bytes'] / 2**20:.1f} MiB)  peak RSS {r['peak_rss_mib']:8.1f} MiB (before {r['rss_before_mib']:.0f})  load "
+                  f"{r['asked_bytes'] / 2**20:.1f} MiB)  peak RSS {r['peak_rss_mib']:8.1f} MiB "
+                  f"(before {r['rss_before_mib']:.0f})  load "
                   f"{r['load_before']} -> {r['load_after']}", flush=True)
         codes = list(results)
         if len(codes) == 2:

@@ -1,6 +1,12 @@
 # One forward pass per image: every block's products into one HDF5 dump.
 
 
+def token_storage(wildcards):
+    """datasets.<name>.tokens and token_dtype: what the dump keeps of tokens/cls and tokens/spatial_mean."""
+    entry = config["datasets"][wildcards.dataset]
+    return {"tokens": entry.get("tokens", "both"), "dtype": entry.get("token_dtype", "float32")}
+
+
 rule extract:
     input:
         index="results/index/{dataset}.csv",
@@ -24,6 +30,7 @@ rule extract:
         weights=checkpoint_stamp,
         images=indexed_images,
         products=products,
+        token_storage=token_storage,
         device=config["extract"]["device"],
         batch_size=config["extract"]["batch_size"],
         cka_batch_size=config["extract"]["cka_batch_size"],
