@@ -240,6 +240,29 @@ def _cosine_pairs(a_t: np.ndarray, rows_a: np.ndarray, norms_a: np.ndarray, b_t:
     return out
 
 
+def _cosine_grid(a_t: np.ndarray, norms_a: np.ndarray, b_t: np.ndarray, cols: np.ndarray,
+                 norms_b: np.ndarray) -> np.ndarray:
+    """(q, w) :func:`vitscope.cosine.cosine64` of query r (column r of a_t: (D, q)) and bank row cols[r, j]
+    (a column of b_t: (D, n)), bit for bit: the same float64 terms added in d order."""
+    q, w = cols.shape
+    dim = a_t.shape[0]
+    out = np.empty((q, w), dtype=np.float64)
+    step = max(1, RESCORE_ELEMENTS // max(1, dim * w))
+    for r0 in range(0, q, step):
+        c = cols[r0 : r0 + step]
+        y = np.take(b_t, c.ravel(), axis=1).reshape(dim, *c.shape)  # (D, r, w)
+        x = a_t[:, r0 : r0 + step]
+        acc = np.zeros(c.shape, dtype=np.float64)
+        term = np.empty_like(acc)
+        for d in range(dim):
+            np.multiply(x[d][:, None], y[d], out=term, dtype=np.float64)
+            acc += term
+        out[r0 : r0 + step] = acc / (
+            np.maximum(norms_a[r0 : r0 + step, None], cosine.EPS) * np.maximum(norms_b[c], cosine.EPS)
+        )
+    return out
+
+
 def _dot_t(x_t: np.ndarray, y_t: np.ndarray) -> np.ndarray:
     """:func:`vitscope.cosine.dot64` of the columns of x_t, y_t (D, s): the same float64 terms added in d order."""
     acc = np.zeros(x_t.shape[1], dtype=np.float64)
@@ -325,11 +348,15 @@ def nearest_blocks(
                 vals, idx = torch.take_along_dim(vals, keep, 1), torch.take_along_dim(idx, keep, 1)
                 idx_np = idx.cpu().numpy()
                 cos = np.take_along_axis(cos, keep.cpu().numpy(), 1)
-                rows, cols_new = np.nonzero(idx_np >= b0)  # the candidates of this chunk: rescored now
-                local = idx_np[rows, cols_new] - b0
-                cos[rows, cols_new] = _cosine_pairs(
-                    query_t[block], q0 + rows, query_norms[block], raw_t, local, norms
-                )
+                new = idx_np >= b0  # the candidates of this chunk: rescored now
+                if new.all():  # every candidate (the first chunk): no query gather
+                    cos = _cosine_grid(query_t[block][:, q0:q1], query_norms[block][q0:q1], raw_t, idx_np - b0, norms)
+                else:
+                    rows, cols_new = np.nonzero(new)
+                    local = idx_np[rows, cols_new] - b0
+                    cos[rows, cols_new] = _cosine_pairs(
+                        query_t[block], q0 + rows, query_norms[block], raw_t, local, norms
+                    )
                 state[block][qi] = (vals, idx, cos)
     out_vals = np.empty((blocks, m, k), dtype=np.float64)
     out_idx = np.empty((blocks, m, k), dtype=np.int64)
