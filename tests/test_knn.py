@@ -5,6 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from vitscope.errors import DumpError
 from vitscope.tasks import knn
@@ -310,3 +311,15 @@ def test_block_rows_equal_classify_block_by_block() -> None:
         result = knn.classify(train[:, block], labels, test[:, block], qlabels, 4, (1, 5, 20))
         got = {(r["k"], r["metric"]): r["value"] for r in rows if r["block"] == block + 1}
         assert got == {(k, metric): v[metric] for k, v in result.items() for metric in ("top1", "top5")}
+
+
+def test_nearest_blocks_refuses_tf32_on_cuda() -> None:
+    """TF32 products (u = 2^-11) are outside the float32 bound of the margin: refused, not silently wrong."""
+    bank = np.zeros((3, 1, 4), np.float32)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        with pytest.raises(ValueError, match="TF32"):
+            knn.nearest_blocks(bank, bank, 1, device="cuda")
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -308,6 +308,11 @@ def nearest_blocks(
         raise ValueError(f"knn.nearest_blocks: cannot screen dtype {dtype} (float16/32/64 rows)")
     width_margin = cosine.margin(dim, dtype)
     device = torch.device(device)
+    tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
+    if device.type == "cuda" and tf32:
+        # TF32 (u = 2^-11) would break the float32 bound that the margin rests on
+        raise ValueError("knn.nearest_blocks: TF32 matrix products are enabled (torch.backends.cuda.matmul."
+                         "allow_tf32 / set_float32_matmul_precision); the k-NN screening needs full float32")
     query_chunks = list(_chunks(m, query_chunk))
     query_unit = [torch.from_numpy(normalize(query_raw[:, b].astype(dtype))).to(device) for b in range(blocks)]
     query_norms = [cosine.norms64(query_raw[:, b]) for b in range(blocks)]
