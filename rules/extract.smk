@@ -1,12 +1,6 @@
 # One forward pass per image: every block's products into one HDF5 dump.
 
 
-def token_storage(wildcards):
-    """datasets.<name>.tokens and token_dtype: what the dump keeps of tokens/cls and tokens/spatial_mean."""
-    entry = config["datasets"][wildcards.dataset]
-    return {"tokens": entry.get("tokens", "both"), "dtype": entry.get("token_dtype", "float32")}
-
-
 rule extract:
     input:
         index="results/index/{dataset}.csv",
