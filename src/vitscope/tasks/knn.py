@@ -288,11 +288,15 @@ def nearest_blocks(
     (``bank[b0:b1]``: one contiguous read of the (N, L, D) layout), so every byte of it is read once
     whatever L; the query set (small) is read once. Per block, each bank chunk is normalised once and
     screened against every query chunk with a float32 (float64 for float64 input) product and
-    ``torch.topk`` on ``device`` (the caller's choice, default the CPU), and a running candidate set is
-    kept per block and query: the candidates of :func:`nearest` (the margin rule of
-    :func:`vitscope.cosine.margin`, the same chunking, so the same candidates), rescored with
-    :func:`vitscope.cosine.cosine64` while their bank chunk is in memory. The result is bit for bit
-    :func:`nearest` of each block (its ties included).
+    ``torch.topk`` on ``device`` (the caller's choice, default the CPU; TF32 products are refused),
+    and a running candidate set is kept per block and query by the margin rule of
+    :func:`vitscope.cosine.margin` (:func:`_screen_torch`, the rule of :func:`nearest`), rescored with
+    :func:`vitscope.cosine.cosine64` while their bank chunk is in memory. Once a block holds k finite
+    candidates, a chunk's entries below the running k-th value minus the margin are dropped at once
+    (:func:`_above`: they cannot reach the top-k, by the same bound); a non-finite query or bank row
+    makes its block keep :func:`nearest`'s rule and chunking alone (NaN ranks first there). The result is
+    bit for bit :func:`nearest` of each block (its ties included): every candidate set holds the exact
+    top-k with its ties, and the final order is by cosine64 then bank index.
 
     Memory, whatever N: one bank chunk (bank_chunk x L x D) and its normalised block, one screening
     product (query_chunk x bank_chunk) and the candidates, O(M x L x (k + a few)), besides the query set.
