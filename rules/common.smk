@@ -45,6 +45,12 @@ def dataset_entry(wildcards):
     return lookups.dataset_entry(config, wildcards.dataset)
 
 
+def token_storage(wildcards):
+    """datasets.<name>.tokens and token_dtype: what the dump keeps of tokens/cls and tokens/spatial_mean."""
+    entry = config["datasets"][wildcards.dataset]
+    return {"tokens": entry.get("tokens", "both"), "dtype": entry.get("token_dtype", "float32")}
+
+
 def _of_dataset(lookup):
     """An input or param function: ``lookup(config, wildcards.dataset)`` (vitscope.workflow.lookups)."""
     return lambda wildcards: lookup(config, wildcards.dataset)

@@ -24,6 +24,7 @@ rule extract:
         weights=checkpoint_stamp,
         images=indexed_images,
         products=products,
+        token_storage=token_storage,
         device=config["extract"]["device"],
         batch_size=config["extract"]["batch_size"],
         cka_batch_size=config["extract"]["cka_batch_size"],
