@@ -22,8 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 RATES = {"cuda": {"B/16": 972.0}, "cpu": {"S/16": 13.6}}
 
 
-def config_of(entry: dict[str, Any], root: Path, products: list[str] | None = None, **extract: Any) -> dict[str, Any]:
-    dataset = {"kind": "imagefolder", "root": str(root), **({"products": products} if products else {})}
+def config_of(entry: dict[str, Any], root: Path, products: list[str] | None = None,
+              storage: dict[str, str] | None = None, **extract: Any) -> dict[str, Any]:
+    dataset = {"kind": "imagefolder", "root": str(root), **({"products": products} if products else {}),
+               **(storage or {})}
     return {
         "models": {"m": entry},
         "datasets": {"d": dataset},
@@ -45,15 +47,16 @@ def images(tmp_path_factory) -> tuple[Path, Path, list[data.Entry]]:
 
 
 @pytest.mark.parametrize(
-    ("entry", "products"),
+    ("entry", "products", "storage"),
     [
-        ({"arch": "test_vit", "image_size": 64}, None),
-        ({"arch": "test_vit", "image_size": [48, 80], "model_kwargs": {"reg_tokens": 2}}, None),
-        ({"arch": "test_vit", "image_size": 64}, ["tokens"]),
+        ({"arch": "test_vit", "image_size": 64}, None, None),
+        ({"arch": "test_vit", "image_size": [48, 80], "model_kwargs": {"reg_tokens": 2}}, None, None),
+        ({"arch": "test_vit", "image_size": 64}, ["tokens"], None),
+        ({"arch": "test_vit", "image_size": 64}, ["tokens"], {"tokens": "cls", "token_dtype": "float16"}),
     ],
-    ids=["every-default-product", "registers-wide", "tokens-only"],
+    ids=["every-default-product", "registers-wide", "tokens-only", "cls-float16"],
 )
-def test_the_estimate_is_the_real_dump_size_within_a_few_percent(tmp_path, images, entry, products) -> None:
+def test_the_estimate_is_the_real_dump_size_within_a_few_percent(tmp_path, images, entry, products, storage) -> None:
     """Real extractions of test_vit (40 images): every dataset's bytes exactly, the file within 3 % (10 % asked)."""
     import h5py
     from test_extract import build, extract_to
@@ -63,17 +66,24 @@ def test_the_estimate_is_the_real_dump_size_within_a_few_percent(tmp_path, image
     options = {"batch_size": 8, "cka_batch_size": 8, "exemplars": 4}
     if products:
         options["products"] = tuple(products)
+    if storage:
+        options.update(tokens=storage["tokens"], token_dtype=storage["token_dtype"])
     path = tmp_path / "m.h5"
     extract_to(path, model, spec, entries, **options)
-    (row,) = estimate.estimate(config_of(entry, root, products), {"d": str(index)})
+    (row,) = estimate.estimate(config_of(entry, root, products, storage), {"d": str(index)})
+    if storage:  # what the dump keeps, at float16's 2 bytes (the equality below checks the bytes)
+        assert "tokens/spatial_mean" not in row.datasets
     assert row.images == 40 and row.images_from == "index"
     with h5py.File(path) as handle:
         real: dict[str, int] = {}
         handle.visititems(lambda name, obj: real.__setitem__(name, obj.size * obj.dtype.itemsize)
                           if isinstance(obj, h5py.Dataset) else None)
+        if storage:
+            assert handle["tokens/cls"].dtype.itemsize == 2
     assert row.datasets == real
     size = os.path.getsize(path)
-    assert abs(row.bytes / size - 1) < 0.03, (row.bytes, size)
+    # 3 %, or the issue's 10 % for the 55 kB cls-only float16 file, where HDF5's own bytes are most of it
+    assert abs(row.bytes / size - 1) < (0.10 if storage else 0.03), (row.bytes, size)
 
 
 def test_the_image_count_comes_from_the_index_then_the_config(tmp_path, images) -> None:

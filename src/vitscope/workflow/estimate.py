@@ -245,8 +245,13 @@ def coco_objects(annotations: str | Path) -> int | None:
 
 
 def dump_datasets(geom: Geometry, count: Count, products: list[str], exemplars: int, cka_batch: int,
-                  objects: int = 0) -> dict[str, tuple[tuple[int, ...], int]]:
-    """Every dataset of the dump: name -> (shape, itemsize), in the order of docs/dumps.md."""
+                  objects: int = 0, tokens: str = "both",
+                  token_dtype: str = "float32") -> dict[str, tuple[tuple[int, ...], int]]:
+    """Every dataset of the dump: name -> (shape, itemsize), in the order of docs/dumps.md.
+
+    ``tokens`` / ``token_dtype``: the dataset's token storage (``datasets.<name>.tokens`` and
+    ``token_dtype``, :func:`vitscope.io.dumps.token_storage`): the token datasets it does not keep are
+    left out, the kept ones take that dtype's itemsize."""
     n = count.images
     dims = dumps.Dims(
         images=n, grid=geom.grid, prefix=geom.prefix, blocks=geom.depth, heads=geom.heads, width=geom.width,
@@ -271,7 +276,8 @@ def dump_datasets(geom: Geometry, count: Count, products: list[str], exemplars: 
             if shape_of is None or dtype is None:
                 raise ConfigError(f"the estimate does not know the shape or dtype of dump dataset {ds.name}")
             out[ds.name] = (tuple(int(v) for v in shape_of(dims)), np.dtype(dtype).itemsize)
-    return out
+    kept = dumps.token_storage({name: (shape, f"V{size}") for name, (shape, size) in out.items()}, tokens, token_dtype)
+    return {name: (shape, np.dtype(kind).itemsize) for name, (shape, kind) in kept.items()}
 
 
 def _chunks(shape: tuple[int, ...], itemsize: int, per_image: bool) -> int:
@@ -345,7 +351,11 @@ def estimate(config: Config, indexes: Mapping[str, str] | None = None) -> list[R
                 )
                 if objects is None:
                     objects = round(OBJECTS_PER_IMAGE * count.images)
-            shapes = dump_datasets(geom, count, products, extract["exemplars"], extract["cka_batch_size"], objects)
+            entry = lookups.dataset_entry(config, dataset)
+            shapes = dump_datasets(
+                geom, count, products, extract["exemplars"], extract["cka_batch_size"], objects,
+                entry.get("tokens", "both"), entry.get("token_dtype", "float32"),
+            )
             data, total = file_bytes(shapes)
             rows.append(Row(
                 alias, dataset, count.images, count.source, tuple(products),
