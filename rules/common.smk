@@ -47,7 +47,7 @@ def dataset_entry(wildcards):
 
 def token_storage(wildcards):
     """datasets.<name>.tokens and token_dtype: what the dump keeps of tokens/cls and tokens/spatial_mean."""
-    entry = config["datasets"][wildcards.dataset]
+    entry = lookups.dataset_entry(config, wildcards.dataset)
     return {"tokens": entry.get("tokens", "both"), "dtype": entry.get("token_dtype", "float32")}
 
 
