@@ -62,6 +62,7 @@ include: "rules/attention.smk"
 include: "rules/features.smk"
 include: "rules/downstream.smk"
 include: "rules/davis.smk"
+include: "rules/estimate.smk"
 include: "rules/targets.smk"
 
 
@@ -69,6 +70,9 @@ rule all:
     default_target: True
     input:
         registry.targets(config),
+
+
+cache_signatures(workflow.rules, list(globals().values()))
 
 
 # Where the figures, the best-layer table and the report are, and the table (rules/common.smk).

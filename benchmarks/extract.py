@@ -236,26 +236,31 @@ def precision_cost(args: argparse.Namespace, root: str, n: int) -> None:
                 runs[p, kind].append(measure(args, root, mode, n, products, precision=p, attention=attention))
     rate = {k: statistics.median(r["images_per_second"] for r in v) for k, v in runs.items()}
     cpu = {k: statistics.median(r["cpu_seconds"] / n for r in v) for k, v in runs.items()}
+    steady = {k: _median_steady(v, args.batch_size) for k, v in runs.items()}
     print(f"machine: {platform.processor() or platform.machine()}, device {args.device}, {args.threads} threads, "
           f"CPU flags: {' '.join(_cpu_flags()) or 'no bf16/fp16 units'}; load average before: {load}, after: {_load()}")
     print(f"model: {args.arch} at {args.image_size}px, batch {args.batch_size}, {args.workers} loader workers, "
           f"N={n}, median of {args.rounds} interleaved round(s)")
     base = "fp32" if "fp32" in precisions else precisions[0]
     print(f"{'precision':10s}{'bare img/s':>12s}{'full img/s':>12s}{'full/bare':>11s}{'(CPU time)':>11s}"
-          f"{'bare/bare ' + base:>17s}{'full/full ' + base:>17s}  largest recorded relative error (dataset)")
+          f"{'(steady)':>10s}{'bare/bare ' + base:>17s}{'full/full ' + base:>17s}"
+          "  largest recorded relative error (dataset)")
     for p in precisions:
         errors = runs[p, "full"][0]["precision_errors"]
         worst = max(errors, key=lambda k: errors[k][1], default=None)
         said = f"{errors[worst][1]:.2g} ({worst})" if worst else "- (fp32 is the reference)"
         print(f"{p:10s}{rate[p, 'bare']:12.2f}{rate[p, 'full']:12.2f}{rate[p, 'full'] / rate[p, 'bare']:11.3f}"
-              f"{cpu[p, 'bare'] / cpu[p, 'full']:11.3f}"
+              f"{cpu[p, 'bare'] / cpu[p, 'full']:11.3f}{_ratio(steady[p, 'full'], steady[p, 'bare']):>10s}"
               f"{rate[p, 'bare'] / rate[base, 'bare']:17.3f}{rate[p, 'full'] / rate[base, 'full']:17.3f}  {said}")
     if len(kinds) > 2:
-        print("against the bare forward of the same precision (images/s, its ratio, the CPU-time ratio):")
+        print("against the bare forward of the same precision (images/s, its ratio, the CPU-time ratio, "
+              "the ratio of the steady rates):")
         for p in precisions:
             for kind in list(kinds)[2:]:
                 print(f"  {p:6s} {kind:32s} {rate[p, kind]:8.2f} img/s  {rate[p, kind] / rate[p, 'bare']:.3f}  "
-                      f"{cpu[p, 'bare'] / cpu[p, kind]:.3f}")
+                      f"{cpu[p, 'bare'] / cpu[p, kind]:.3f}  {_ratio(steady[p, kind], steady[p, 'bare'])}")
+    print("(steady: images/s over the last 3/4 of the batches, without the start-up: loading, the first batch's "
+          "fp32 reference forward and parity check; '-' below 8 batches)")
     for p in precisions:
         for kind in kinds:
             print(f"  {p} {kind}: " + ", ".join(f"{r['images_per_second']:.2f}" for r in runs[p, kind]) + " images/s")
@@ -264,6 +269,16 @@ def precision_cost(args: argparse.Namespace, root: str, n: int) -> None:
         if errors:
             print(f"  {p} recorded errors (max abs / relative to max |fp32|): " + "; ".join(
                 f"{k} {a:.2g} / {r:.2g}" for k, (a, r) in sorted(errors.items())))
+
+
+def _median_steady(runs: list[dict], batch_size: int) -> float | None:
+    """The median steady rate (:func:`steady_rate`) of ``runs``, None when a run is too short."""
+    rates = [steady_rate(r["batch_done_seconds"], batch_size) for r in runs]
+    return statistics.median(rates) if rates and all(rates) else None
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.3f}" if a and b else "-"
 
 
 def _load() -> str:

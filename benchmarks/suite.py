@@ -12,8 +12,8 @@ Parts (each can be chosen with ``--parts``):
   pointed at a temporary tree holding empty stand-ins for the files Snakemake
   checks as inputs (checkpoints, COCO annotations, revisited ground truth); no
   job is run, so their content is never read. ``snakemake --list-rules`` with
-  the same config (everything but the DAG) is timed too; the difference is the
-  DAG's own share.
+  the same config (everything but the DAG) is timed too, and a bare Snakefile
+  with the same jobs (Snakemake's floor); ``benchmarks/dag.py`` does the work.
 - ``attention``: the vectorised aligned attention map (``attention.align``, one
   scatter-add) and offset (``attention.offset``) against straightforward loop
   versions over queries and heads, on one block of a batch, and their ratio.
@@ -30,10 +30,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import platform
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -168,36 +166,12 @@ def fake_study_tree(config_file: Path, workdir: Path) -> tuple[Path, int]:
     return out, len(files)
 
 
-def _snakemake(workdir: Path, *args: str) -> tuple[float, str]:
-    exe = str(Path(sys.executable).with_name("snakemake"))
-    start = time.perf_counter()
-    proc = subprocess.run([exe, *args], cwd=workdir, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return seconds, proc.stdout + proc.stderr
-
-
 def dag_part(args: argparse.Namespace) -> list[Row]:
-    config = REPO / args.dag_config
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        study, stand_ins = fake_study_tree(config, workdir)
-        common = ["--configfile", str(study), "--cores", "1"]
-        parse = [_snakemake(workdir, *common, "--list-rules")[0] for _ in range(args.repeat)]
-        dry = []
-        for _ in range(args.repeat):
-            seconds, text = _snakemake(workdir, *common, "--dry-run", "--quiet", "rules")
-            dry.append(seconds)
-        match = re.search(r"^total\s+(\d+)$", text, flags=re.M)
-        jobs = int(match.group(1)) if match else -1
-    dry_s, parse_s = statistics.median(dry), statistics.median(parse)
-    note = f"{args.dag_config}, {jobs} jobs, {stand_ins} empty stand-in files; median of {args.repeat}"
-    return [
-        Row("dag", "snakemake --dry-run (start + parse + DAG)", dry_s, "s", note),
-        Row("dag", "snakemake --list-rules (start + parse)", parse_s, "s"),
-        Row("dag", "DAG build and listing (difference)", dry_s - parse_s, "s"),
-    ]
+    """benchmarks/dag.py: the study's dry run, its parse alone and a bare Snakefile of the same jobs."""
+    dag = _module("dag")
+    result = dag.measure(args.dag_config, args.repeat)
+    return [Row("dag", name, value, "x" if name.startswith("bare /") else "s", note)
+            for name, value, note in dag.rows(result)]
 
 
 # --------------------------------------------------------------------------- attention kernel

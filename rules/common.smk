@@ -46,6 +46,12 @@ def dataset_entry(wildcards):
     return lookups.dataset_entry(config, wildcards.dataset)
 
 
+def token_storage(wildcards):
+    """datasets.<name>.tokens and token_dtype: what the dump keeps of tokens/cls and tokens/spatial_mean."""
+    entry = lookups.dataset_entry(config, wildcards.dataset)
+    return {"tokens": entry.get("tokens", "both"), "dtype": entry.get("token_dtype", "float32")}
+
+
 def _of_dataset(lookup):
     """An input or param function: ``lookup(config, wildcards.dataset)`` (vitscope.workflow.lookups)."""
     return lambda wildcards: lookup(config, wildcards.dataset)
@@ -102,12 +108,18 @@ def checkpoint_input(wildcards):
     job needs it: the error names the config key, the file and where the release
     is published, with every other missing input of the config.
     """
-    path = lookups.checkpoint_file(config, wildcards.model)
+    path = _checkpoint_file(wildcards.model)
     if path is None:
         return []
     if wildcards.model not in TRAINED:
-        require(lookups.checkpoint_needs(config, wildcards.model))
+        require(_checkpoint_needs(wildcards.model))
     return [path]
+
+
+# Pure look-ups of the config keyed by a wildcard, asked by every job of the model or dataset: once each.
+_checkpoint_file = functools.cache(functools.partial(lookups.checkpoint_file, config))
+_checkpoint_needs = functools.cache(functools.partial(lookups.checkpoint_needs, config))
+_davis_sequence_input = functools.cache(functools.partial(lookups.davis_sequence_input, config))
 
 
 # Fingerprints of what a job reads that Snakemake cannot see into (vitscope.workflow.stamps;
@@ -167,7 +179,7 @@ def davis_sequences(dataset):
 
 
 def davis_sequence_input(wildcards):
-    return lookups.davis_sequence_input(config, wildcards.dataset, wildcards.sequence)
+    return _davis_sequence_input(wildcards.dataset, wildcards.sequence)
 
 
 def davis_sequence_outputs(suffix):
@@ -225,9 +237,9 @@ resource_scopes:
 # Rules that run a model over a dataset (registry class MODEL: extract, spair, davis_sequence)
 # declare `resources: gpu=model_gpus, mem_mb=model_mem_mb, runtime=model_runtime`
 # (vitscope.workflow.resources); every other rule gets the Slurm profile's default-resources.
-def model_gpus(wildcards):
-    """1 when extract.device may use CUDA (auto, cuda, cuda:N), else 0."""
-    return resources.model_gpus(config)
+#: 1 when extract.device may use CUDA (auto, cuda, cuda:N), else 0: a number, not a function (one
+#: call fewer per job when the DAG is built)
+model_gpus = resources.model_gpus(config)
 
 
 def model_runtime(wildcards, input, attempt):
@@ -248,6 +260,40 @@ def merge_runtime(wildcards, input, attempt):
 
 def merge_mem_mb(wildcards, attempt):
     return resources.merge_mem_mb(attempt)
+
+
+def cache_signatures(rules, functions):
+    """Each input, param and resource function of ours (defined in the workflow's own files: those
+    the ``rules`` hold and ``functions``, the Snakefile's globals) gets its parameters once, through
+    Snakemake's own ``overwrite_function_params``; Snakemake otherwise calls ``inspect.signature``
+    at every call of every such function (37,500 times in the study's dry run, 11 % of its time
+    under cProfile; docs/performance.md, "Planning the study's DAG")."""
+    import inspect
+    import types
+
+    from snakemake.common import FUNC_OVERWRITE_PARAMS_ATTR, overwrite_function_params
+
+    base = str(workflow.basedir)
+    items = [item for rule in rules for item in (*rule.input, *rule.log, *rule.params)] + list(functions)
+    for item in items:
+        func = item
+        if isinstance(item, str):  # an input or log file given as a function
+            func = getattr(getattr(item, "_file", None), "callable", None)
+        if not isinstance(func, types.FunctionType) or not func.__code__.co_filename.startswith(base):
+            continue
+        if hasattr(func, FUNC_OVERWRITE_PARAMS_ATTR):
+            continue
+        overwrite_function_params(func, inspect.signature(func).parameters)
+
+
+# `snakemake estimate` (rules/estimate.smk): the dumps' bytes and job-hours before any job runs.
+def estimate_rows(wildcards):
+    """results/estimate.tsv's rows and the summary it prints (h5py is imported only here)."""
+    from vitscope.workflow import estimate
+
+    indexes = {name: f"results/index/{name}.csv" for name in config["datasets"]}
+    rows = _workflow_error(estimate.estimate, config, indexes)
+    return {"table": estimate.table(rows), "summary": estimate.summary(rows)}
 
 
 def run_summary():

@@ -16,11 +16,14 @@ rule knn:
     conda:
         "../envs/vitscope.yaml"
     threads: 2
+    resources:
+        gpu=int(config["analyses"]["knn"]["device"] != "cpu"),
     params:
         ks=config["analyses"]["knn"]["ks"],
         temperature=config["analyses"]["knn"]["temperature"],
         query_chunk=config["analyses"]["knn"]["query_chunk"],
         bank_chunk=config["analyses"]["knn"]["bank_chunk"],
+        device=config["analyses"]["knn"]["device"],
         code=code_of("knn"),
     script:
         "../workflow/scripts/knn.py"

@@ -151,3 +151,27 @@ def test_coco_products_are_those_of_the_dumps() -> None:
     from vitscope.io import dumps
 
     assert checks.COCO_PRODUCTS == dumps.COCO_PRODUCTS
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda c: c["datasets"]["demo"].update(tokens="cls"),
+     "analyses.clustering reads tokens/spatial_mean of dataset 'demo', whose dump keeps only tokens/cls "
+     "(datasets.demo.tokens = 'cls'"),
+    (lambda c: c["datasets"]["demo_val"].update(tokens="spatial_mean"),
+     "analyses.knn reads tokens/cls of dataset 'demo_val', whose dump keeps only tokens/spatial_mean"),
+    (lambda c: (c["analyses"]["clustering"].update(datasets=[]), c["datasets"]["demo"].update(tokens="spatial_mean")),
+     "analyses.knn reads tokens/cls of dataset 'demo'"),  # the memory bank
+    (lambda c: c["datasets"]["demo_retrieval"].update(tokens="spatial_mean"),
+     "analyses.retrieval reads tokens/cls of dataset 'demo_retrieval'"),
+])
+def test_token_storage(change, expected: str) -> None:
+    assert expected in message(checks.check_token_storage, change)
+
+
+def test_token_storage_kept_by_the_analyses_passes() -> None:
+    config = copy.deepcopy(DEMO)
+    config["datasets"]["demo_val"]["tokens"] = "cls"
+    config["datasets"]["demo_val"]["token_dtype"] = "float16"
+    checks.check(config)
+    configcheck.prepare(config, SCHEMA)
+    assert DEMO["datasets"]["demo"]["tokens"] == "both" and DEMO["datasets"]["demo"]["token_dtype"] == "float32"

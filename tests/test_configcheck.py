@@ -284,7 +284,7 @@ def test_dpi_up_to_1200_passes() -> None:
 def test_every_schema_pattern_refuses_a_trailing_line_break() -> None:
     patterns = [node["pattern"] for _, node in _schema_nodes(SCHEMA) if "pattern" in node]
     patterns += [node["propertyNames"]["pattern"] for _, node in _schema_nodes(SCHEMA) if "propertyNames" in node]
-    assert len(patterns) == 9  # every name that becomes a path component, and extract.device
+    assert len(patterns) == 10  # every name that becomes a path component, extract.device and analyses.knn.device
     for pattern in patterns:
         sample = "cuda:1" if "cuda" in pattern else "a1"
         assert re.search(pattern, sample), pattern
@@ -430,8 +430,8 @@ def test_bad_overrides_are_still_refused() -> None:
     [
         (lambda c: c["extract"].update(batch_size=0), "extract.batch_size = 0: must be >= 1 (minimum)"),
         (lambda c: c.update(figure={"dpi": 100}),
-         "the config: unknown key 'figure' (did you mean 'figures'?); known keys: analyses, datasets, extract, "
-         "figures, models (additionalProperties)"),
+         "the config: unknown key 'figure' (did you mean 'figures'?); known keys: analyses, datasets, estimate, "
+         "extract, figures, models (additionalProperties)"),
         (lambda c: c["extract"].update(batchsize=3), "extract: unknown key 'batchsize' (did you mean 'batch_size'?)"),
         (lambda c: c["models"]["fs"].update(weights="pretrained"),
          "models.fs.weights = 'pretrained': must be one of timm, checkpoint, random (enum)"),

@@ -26,9 +26,10 @@ import torch
 from PIL import Image
 
 from vitscope.attention import metrics as attention
-from vitscope.errors import ModelError
+from vitscope.errors import ConfigError, ModelError, OutputError
 from vitscope.extract import run as extract
 from vitscope.io import datasets as data
+from vitscope.io import dumps
 from vitscope.io import preprocess as loading
 from vitscope.models import registry as models
 
@@ -419,6 +420,38 @@ def test_tokens_only_uses_fused_path(tmp_path, entries):
     np.testing.assert_allclose(
         arrays["tokens/spatial_mean"], ref[:, :, 1:].mean(2), rtol=1e-5, atol=1e-6
     )
+
+
+@pytest.mark.parametrize(("tokens", "dtype"), [("cls", "float16"), ("spatial_mean", "float32"), ("both", "float16")])
+def test_token_storage_keeps_what_is_asked_in_its_dtype(tmp_path, entries, tokens, dtype):
+    """datasets.<name>.tokens / token_dtype: only the kept token datasets, stored as asked (float16 the
+    float32 values rounded once), with every other product as before."""
+    spec, model = build(ENTRIES["square"])
+    options = {"products": ("tokens", "distance"), "batch_size": 8, "order_seed": 3}
+    extract_to(tmp_path / "ref.h5", model, spec, entries, **options)
+    extract_to(tmp_path / "t.h5", model, spec, entries, **options, tokens=tokens, token_dtype=dtype)
+    ref, _ = read_all(tmp_path / "ref.h5")
+    got, _ = read_all(tmp_path / "t.h5")
+    kept = {"tokens/cls", "tokens/spatial_mean"} if tokens == "both" else {f"tokens/{tokens}"}
+    assert set(got) == set(ref) - ({"tokens/cls", "tokens/spatial_mean"} - kept)
+    for name in kept:
+        assert got[name].dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(got[name], ref[name].astype(dtype))
+    np.testing.assert_array_equal(got["attention/distance"], ref["attention/distance"])
+
+
+def test_token_storage_is_checked():
+    with pytest.raises(ConfigError, match="token_dtype"):
+        extract.ExtractOptions(token_dtype="bfloat16")
+    with pytest.raises(ConfigError, match="tokens"):
+        extract.ExtractOptions(tokens="registers")
+
+
+def test_float16_tokens_beyond_its_range_fail_with_the_dataset(tmp_path):
+    with h5py.File(tmp_path / "d.h5", "w") as handle:
+        writer = dumps.DumpWriter(handle, 2, {"tokens/cls": ((2, 1, 3), np.float16)})
+        with pytest.raises(OutputError, match=r"tokens/cls .*float16 range"):
+            writer.write(np.arange(2), {"tokens/cls": np.array([[[1.0, 7e4, 0.0]]] * 2, np.float32)})
 
 
 @pytest.mark.parametrize("name", ["wide", "registers"])

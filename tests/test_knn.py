@@ -5,6 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from vitscope.errors import DumpError
 from vitscope.tasks import knn
@@ -228,3 +229,97 @@ def test_rows_carry_counts_and_chance() -> None:
     assert {(r["metric"], r["counted"], r["chance"]) for r in small} == {("top1", 1, 1 / 3), ("top5", 3, 1.0)}
     one = knn.block_rows(train, np.zeros(12, np.int64), test, np.zeros(6, np.int64), "m", ks=(1,))
     assert all(np.isnan(r["chance"]) and r["classes"] == 1 for r in one)
+
+
+def _per_block(bank, queries, k, query_chunk=1024, bank_chunk=65536):
+    """The reference: today's :func:`knn.nearest`, one block at a time."""
+    out = [knn.nearest(np.asarray(bank[:, b]), np.asarray(queries[:, b]), k, query_chunk, bank_chunk)
+           for b in range(bank.shape[1])]
+    return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
+
+
+@pytest.mark.parametrize("bank_chunk", [1, 7, 1000])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_nearest_blocks_is_nearest_of_every_block(bank_chunk: int, dtype) -> None:
+    """One pass over the bank for all blocks gives, bit for bit, the per-block neighbours and similarities
+    (ties included: rows duplicated all over the bank, and a query equal to bank rows), any chunking."""
+    rng = np.random.default_rng(7)
+    n = 60 if bank_chunk == 1 else 333  # chunks of one image: a smaller bank, the test stays fast
+    bank = rng.normal(size=(n, 3, 12)).astype(dtype)
+    bank[rng.integers(0, n, n // 3)] = bank[rng.integers(0, n, n // 3)]  # duplicates at any position
+    bank[40:50] = bank[5]
+    queries = np.concatenate([rng.normal(size=(20, 3, 12)), bank[5:6], bank[30:32]]).astype(dtype)
+    for k, query_chunk in ((1, 1024), (20, 7), (50, 23 if bank_chunk == 1 else 1)):
+        got = knn.nearest_blocks(bank, queries, k, query_chunk, bank_chunk)
+        assert got[0].shape == got[1].shape == (3, 23, k)
+        for a, b in zip(got, _per_block(bank, queries, k, query_chunk, bank_chunk), strict=True):
+            np.testing.assert_array_equal(a, b)
+        for block in range(3):
+            _assert_tie_rule(bank[:, block], got[0][block], got[1][block])
+
+
+def test_nearest_blocks_k_beyond_the_bank_and_nan_rows() -> None:
+    """k > N is clipped to N (every bank image, in similarity order); NaN bank rows (e.g. a float16
+    overflow) come out as today's per-block code has them."""
+    rng = np.random.default_rng(8)
+    bank = rng.normal(size=(9, 2, 6)).astype(np.float32)
+    queries = rng.normal(size=(4, 2, 6)).astype(np.float32)
+    sims, idx = knn.nearest_blocks(bank, queries, 200, bank_chunk=4)
+    assert idx.shape == (2, 4, 9)
+    np.testing.assert_array_equal(np.sort(idx, axis=2), np.broadcast_to(np.arange(9), (2, 4, 9)))
+    for a, b in zip((sims, idx), _per_block(bank, queries, 200, bank_chunk=4), strict=True):
+        np.testing.assert_array_equal(a, b)
+    big = rng.normal(size=(200, 2, 6)).astype(np.float32)
+    big[[3, 150], 1] = np.nan
+    queries = rng.normal(size=(5, 2, 6)).astype(np.float32)
+    for bank_chunk in (7, 200):
+        for a, b in zip(knn.nearest_blocks(big, queries, 10, 2, bank_chunk),
+                        _per_block(big, queries, 10, 2, bank_chunk), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_nearest_blocks_reads_the_bank_once_in_row_runs(tmp_path) -> None:
+    """From an HDF5 dataset: every bank row is read once, as runs of consecutive images x all blocks."""
+    rng = np.random.default_rng(9)
+    with h5py.File(tmp_path / "bank.h5", "w") as f:
+        f.create_dataset("cls", data=rng.normal(size=(50, 4, 8)).astype(np.float32), chunks=(1, 4, 8))
+        f.create_dataset("q", data=rng.normal(size=(6, 4, 8)).astype(np.float32))
+    reads = []
+
+    class Counted:
+        def __init__(self, dataset):
+            self.dataset, self.shape, self.dtype = dataset, dataset.shape, dataset.dtype
+
+        def __getitem__(self, key):
+            reads.append(key)
+            return self.dataset[key]
+
+    with h5py.File(tmp_path / "bank.h5") as f:
+        got = knn.nearest_blocks(Counted(f["cls"]), f["q"], 5, bank_chunk=16)
+        expected = _per_block(f["cls"][...], f["q"][...], 5, bank_chunk=16)
+    assert reads == [slice(0, 16), slice(16, 32), slice(32, 48), slice(48, 50)]
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_block_rows_equal_classify_block_by_block() -> None:
+    rng = np.random.default_rng(10)
+    train, test = rng.normal(size=(80, 3, 6)), rng.normal(size=(11, 3, 6))
+    labels, qlabels = rng.integers(0, 4, 80), rng.integers(0, 4, 11)
+    rows = knn.block_rows(train, labels, test, qlabels, "m", 4, ks=(1, 5, 20), bank_chunk=9, query_chunk=4)
+    for block in range(3):
+        result = knn.classify(train[:, block], labels, test[:, block], qlabels, 4, (1, 5, 20))
+        got = {(r["k"], r["metric"]): r["value"] for r in rows if r["block"] == block + 1}
+        assert got == {(k, metric): v[metric] for k, v in result.items() for metric in ("top1", "top5")}
+
+
+def test_nearest_blocks_refuses_tf32_on_cuda() -> None:
+    """TF32 products (u = 2^-11) are outside the float32 bound of the margin: refused, not silently wrong."""
+    bank = np.zeros((3, 1, 4), np.float32)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        with pytest.raises(ValueError, match="TF32"):
+            knn.nearest_blocks(bank, bank, 1, device="cuda")
+    finally:
+        torch.set_float32_matmul_precision(before)

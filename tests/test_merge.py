@@ -69,14 +69,16 @@ def entries(tmp_path_factory) -> list[data.Entry]:
 OPTIONS = {"batch_size": 4, "cka_batch_size": 4, "exemplars": 5, "order_seed": 3}
 
 
-@pytest.mark.parametrize("name", ["square", "registers", "no_cls", "square_bf16"])
+@pytest.mark.parametrize("name", ["square", "registers", "no_cls", "square_bf16", "square_cls16"])
 def test_merged_shards_equal_the_unsharded_dump(tmp_path: Path, entries, name: str):
-    entry = NO_CLS if name == "no_cls" else ENTRIES[name.removesuffix("_bf16")]
+    entry = NO_CLS if name == "no_cls" else ENTRIES[name.split("_")[0]]
     options = dict(OPTIONS)
     if name == "no_cls":
         options["products"] = ("tokens", "distance", "exemplars", "gram")
     if name.endswith("_bf16"):  # the first batch's errors against fp32: shard 1's are the dump's
         options["precision"] = "bf16"
+    if name.endswith("_cls16"):  # the token storage of a k-NN bank: CLS only, float16
+        options.update(tokens="cls", token_dtype="float16")
     whole = tmp_path / "whole.h5"
     extract_file(whole, entry, entries, options)
     want = h5_items(whole)

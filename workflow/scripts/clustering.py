@@ -8,7 +8,10 @@ from vitscope.io import dumps, tables
 
 logs.to_file(snakemake.log[0])
 with dumps.open_dump(snakemake.input.dump) as dump:
-    values = {rep: dumps.require(dump, name)[...] for rep, name in clustering.CLUSTER_FEATURES.items()}
+    # float32 whatever the storage dtype (datasets.<name>.token_dtype)
+    values = {
+        rep: dumps.require(dump, name).astype("float32")[...] for rep, name in clustering.CLUSTER_FEATURES.items()
+    }
     labels = dumps.require(dump, "images/label")[...]
 with threadpool_limits(snakemake.threads):
     rows = clustering.clustering_rows(

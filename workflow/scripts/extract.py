@@ -22,6 +22,8 @@ run.extract_dump(
         precision=snakemake.params.precision,
         attention=snakemake.params.attention,
         num_workers=snakemake.params.num_workers,
+        tokens=snakemake.params.token_storage["tokens"],
+        token_dtype=snakemake.params.token_storage["dtype"],
     ),
     device=snakemake.params.device,
     threads=snakemake.threads,

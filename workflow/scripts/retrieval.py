@@ -11,7 +11,7 @@ entry = snakemake.params.entry
 gnd = datasets.read_gnd(entry["root"], entry["name"], key=f"datasets.{snakemake.wildcards.dataset}")
 with dumps.open_dump(snakemake.input.dump) as dump:
     n = retrieval.check_dump(dump, gnd)
-    tokens = dumps.require(dump, "tokens/cls")[...]
+    tokens = dumps.require(dump, "tokens/cls").astype("float32")[...]  # whatever the storage dtype
 with threadpool_limits(snakemake.threads):
     rows = retrieval.block_rows(
         tokens[:n], tokens[n:], gnd["gnd"], snakemake.wildcards.model,

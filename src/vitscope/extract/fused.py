@@ -34,6 +34,8 @@ import os
 
 import torch
 
+from . import reductions
+
 try:  # Triton ships with CUDA builds of torch; CPU-only installs go without it
     import triton
     import triton.language as tl
@@ -89,11 +91,7 @@ def reduce_reference(
         if total is not None:
             spatial = raw / mass  # one pass
     if total is not None:
-        if spatial.device.type == "cpu":  # torch's float64-dtype reduction of float32 is slow on the CPU
-            for value in spatial:
-                total.add_(value)
-        else:
-            total.add_(spatial.sum(dim=0, dtype=total.dtype))
+        reductions.accumulate(total, spatial)
     if not distance:
         return None
     # sum_k a[q, k] d(q, k) over the raw spatial row, then divided by the row's mass (as the

@@ -113,7 +113,13 @@ def _merge(
         minibatch=minibatch,
     )
     dumps.write_images(out, paths, labels, classes)
-    shapes = dataset_shapes(dims, products)
+    # the datasets the shards hold, with their dtypes (the token storage of the extraction,
+    # vitscope.io.dumps.token_storage, decided which token datasets exist and their dtype)
+    shapes = {
+        name: (shape, handles[0][name].dtype)
+        for name, (shape, _) in dataset_shapes(dims, products).items()
+        if name in handles[0]
+    }
     writer = DumpWriter(out, n, shapes)
     kinds = {d.name: d.rows for p in dumps.LAYOUTS.values() if p.name in products for d in p.datasets}
     for name, (shape, _) in shapes.items():

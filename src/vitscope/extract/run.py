@@ -85,6 +85,10 @@ class ExtractOptions:
     #: the fast path) or ``explicit`` (timm's explicit path for the whole batch, the reference;
     #: :mod:`.blockwise`)
     attention: str = "blockwise"
+    #: what the dump keeps of tokens/cls and tokens/spatial_mean (``datasets.<name>.tokens``):
+    #: cls, spatial_mean or both; and their storage dtype (``token_dtype``): float32 or float16
+    tokens: str = "both"
+    token_dtype: str = "float32"
     #: False only in ``benchmarks/extract.py``, to time the dump layout without checksums
     #: (:func:`vitscope.io.dumps.create_dataset`); not a config key
     checksums: bool = True
@@ -98,6 +102,10 @@ class ExtractOptions:
             raise ConfigError(f"extract.batch_size = {self.batch_size} must be >= 1")
         if self.attention not in ATTENTION_PATHS:
             raise ConfigError(f"extract.attention = {self.attention!r}: must be one of {', '.join(ATTENTION_PATHS)}")
+        if self.tokens not in dumps.TOKEN_KINDS:
+            raise ConfigError(f"tokens = {self.tokens!r}: must be one of {', '.join(dumps.TOKEN_KINDS)}")
+        if self.token_dtype not in dumps.TOKEN_DTYPES:
+            raise ConfigError(f"token_dtype = {self.token_dtype!r}: must be one of {', '.join(dumps.TOKEN_DTYPES)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"extract.precision = {self.precision!r}: must be one of {', '.join(PRECISIONS)}")
         for product in _products.PRODUCTS.values():
@@ -146,6 +154,8 @@ def _write_batch(
     """Write one batch (``writes``: :func:`_row_writes`): rows of images at their dataset
     positions, rows of other kinds (Gram matrices of CKA minibatches) at the next slots
     (``starts``), rows of growable datasets (objects) after the previous batch's."""
+    kept = set(writes) | (set(arrays) - set(dumps.TOKEN_DATASETS.values()))  # the token datasets the dump keeps
+    arrays = {k: v for k, v in arrays.items() if k in kept}
     writer.write(positions, {k: v for k, v in arrays.items() if writes.get(k, "image") == "image"})
     for name, values in arrays.items():
         how = writes.get(name, "image")
@@ -261,7 +271,8 @@ def run(
         dumps.create_dataset(handle, _shards.POSITIONS, fed.shape, np.int64, data=fed.astype(np.int64))
         rows = np.empty(n, dtype=np.int64)
         rows[fed] = np.arange(len(fed))
-    shapes = dataset_shapes(_dims(len(fed), geom, **sizes), products)
+    shapes = dumps.token_storage(dataset_shapes(_dims(len(fed), geom, **sizes), products), options.tokens,
+                                 options.token_dtype)
     writer = DumpWriter(handle, len(fed), shapes, checksums=options.checksums)
     writes = _row_writes(products, shapes)
     starts = dict.fromkeys(sorted(set(writes.values()) - {"image", "append"}), 0)

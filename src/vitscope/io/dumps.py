@@ -42,12 +42,31 @@ REBUILD = "delete it and rerun the workflow to rebuild it"
 
 REPRESENTATIONS = ("cls", "spatial", "all")
 
+#: what a dump may keep of the product tokens (``datasets.<name>.tokens``) and in which dtype
+#: (``datasets.<name>.token_dtype``); docs/dumps.md#token-storage
+TOKEN_DATASETS = {"cls": "tokens/cls", "spatial_mean": "tokens/spatial_mean"}
+TOKEN_KINDS = ("cls", "spatial_mean", "both")
+TOKEN_DTYPES = ("float32", "float16")
+
 #: the precisions of a forward pass (``extract.precision``, :mod:`vitscope.extract.precision`);
 #: a dump records its own in the root attribute ``precision`` (absent: written before, fp32)
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 #: root attributes of a dump not extracted in fp32: per dump dataset, the error of its first
 #: batch against the same batch in fp32 (names, max absolute error, max absolute error / max |fp32|)
 PRECISION_ERRORS = ("precision_error_datasets", "precision_max_abs_error", "precision_max_rel_error")
+
+
+def token_storage(shapes: Mapping[str, tuple[Any, Any]], tokens: str, dtype: str) -> dict[str, tuple[Any, Any]]:
+    """``shapes`` (name -> (shape, dtype) of the datasets to create) with the token datasets that ``tokens``
+    (:data:`TOKEN_KINDS`) does not keep left out and the kept ones stored as ``dtype`` (:data:`TOKEN_DTYPES`)."""
+    if tokens not in TOKEN_KINDS or dtype not in TOKEN_DTYPES:
+        raise ValueError(f"token storage {tokens!r} / {dtype!r}: choose from {TOKEN_KINDS} / {TOKEN_DTYPES}")
+    dropped = {name for kind, name in TOKEN_DATASETS.items() if tokens not in (kind, "both")}
+    return {
+        name: (shape, np.dtype(dtype) if name in TOKEN_DATASETS.values() else kind)
+        for name, (shape, kind) in shapes.items()
+        if name not in dropped
+    }
 
 
 # --------------------------------------------------------------------------- the products' layout
@@ -329,6 +348,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         _remove(tmp)
 
 
+def _to_float16(values: np.ndarray, name: str, path: str) -> np.ndarray:
+    """values cast to float16; a finite value beyond its range (65504) is an :class:`OutputError`."""
+    out = values.astype(np.float16)
+    if not np.isfinite(out).all() and np.isfinite(values).all():
+        big = float(np.abs(values).max())
+        raise OutputError(
+            f"dump '{path}': dataset {name} holds |x| = {big:.4g}, beyond the float16 range (65504); "
+            "store it as float32 (datasets.<name>.token_dtype)"
+        )
+    return out
+
+
 class DumpWriter:
     """Create the datasets of a dump and fill them batch by batch.
 
@@ -384,6 +415,8 @@ class DumpWriter:
         for name, values in arrays.items():
             dataset = self.dataset(name)
             rows = np.ascontiguousarray(values[order])
+            if dataset.dtype == np.float16 and rows.dtype != np.float16:
+                rows = _to_float16(rows, name, self.handle.filename)
             if dataset.chunks is None or len(runs) == 1:
                 dataset.write_direct(rows, dest_sel=whole)
                 continue

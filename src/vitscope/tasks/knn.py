@@ -21,6 +21,12 @@ the final top-k. Both the query and the bank are processed in chunks, so memory
 is O(query_chunk x (bank_chunk + k)) whatever the bank size; the neighbours and
 their similarities are bit for bit the same whatever the chunk sizes and the BLAS.
 
+Every block at once (:func:`nearest_blocks`, what :func:`block_rows` uses): the bank is
+streamed in runs of images x all blocks (one contiguous read of the (N, L, D) dump layout,
+so the bank is read once, not once per block), each block of a run normalised once, the
+screening product and top-k in torch on the caller's device, and a running candidate set
+per block kept by the same rule; the result is :func:`nearest` of each block, bit for bit.
+
 A k larger than the bank is clipped to the bank size (every bank image votes);
 the result rows keep the requested k.
 
@@ -42,6 +48,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import torch
 
 from .. import cosine
 from ..errors import DumpError
@@ -146,6 +153,233 @@ def nearest(
     return out_vals, out_idx
 
 
+# --------------------------------------------------------------------------- every block, the bank read once
+
+_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+#: elements of one operand of :func:`vitscope.cosine.cosine64` rescored at a time (32 MiB of float32)
+RESCORE_ELEMENTS = 1 << 23
+
+
+def _screen_torch(values: torch.Tensor, k: int, width_margin: float, extra: int = 64) -> torch.Tensor:
+    """:func:`_screen` in torch: the same candidates, NaN counted as the largest value as
+    ``np.partition`` counts it. values: (q, c); returns (q, w) int64 columns, w >= min(k, c).
+
+    One sorted ``torch.topk`` of k + ``extra`` values gives the k-th value, each row's count of values
+    at or above the threshold (from the sorted values alone when the last one is below it; the full row
+    otherwise) and the w best columns; a second top-k only when w exceeds k + extra.
+    """
+    q, c = values.shape
+    if c <= k:
+        return torch.arange(c, device=values.device).expand(q, c)
+    top = min(c, k + extra)
+    best, cols = torch.topk(values, top, dim=1)  # sorted, NaN first (as the largest)
+    dtype = np.dtype(str(values.dtype).removeprefix("torch."))
+    threshold = cosine.floor_to(best[:, k - 1].cpu().numpy().astype(np.float64) - width_margin, dtype)
+    limit = torch.from_numpy(threshold).to(values.device)[:, None]
+    count = (best >= limit).sum(dim=1)
+    if top < c:
+        full = torch.nonzero(best[:, -1] >= limit[:, 0]).flatten()  # rows that may have more above it
+        if full.numel():
+            count[full] = (values[full] >= limit[full]).sum(dim=1)
+    width = max(k, int(count.max()))  # k: a NaN row counts nothing
+    if width >= c:
+        return torch.arange(c, device=values.device).expand(q, c)
+    if width <= top:
+        return cols[:, :width]
+    return torch.topk(values, width, dim=1, sorted=False).indices
+
+
+def _threshold(values: torch.Tensor, k: int, width_margin: float) -> torch.Tensor:
+    """(q,) floor(k-th largest - margin) of each row of the finite running candidates values: (q, w >= k)."""
+    kth = torch.topk(values, k, dim=1).values[:, -1]
+    dtype = np.dtype(str(values.dtype).removeprefix("torch."))
+    return torch.from_numpy(cosine.floor_to(kth.cpu().numpy().astype(np.float64) - width_margin, dtype)).to(
+        values.device
+    )
+
+
+def _above(values: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The entries of values: (q, c) at or above each row's threshold (q,): (q, w) values and columns,
+    rows padded with -inf and column -1 (w = the largest count, 0 when none)."""
+    if values.device.type == "cpu":  # numpy's comparison and nonzero are several times faster there
+        rows, cols_hit = np.nonzero(values.numpy() >= threshold.numpy()[:, None])
+        hits = torch.stack([torch.from_numpy(rows), torch.from_numpy(cols_hit)], 1)
+    else:
+        hits = torch.nonzero(values >= threshold[:, None])  # (P, 2), by row then column
+    q = values.shape[0]
+    counts = torch.bincount(hits[:, 0], minlength=q)
+    width = int(counts.max()) if hits.shape[0] else 0
+    vals = torch.full((q, width), -torch.inf, dtype=values.dtype, device=values.device)
+    cols = torch.full((q, width), -1, dtype=torch.int64, device=values.device)
+    if width:
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(hits.shape[0], device=values.device) - starts[hits[:, 0]]
+        vals[hits[:, 0], slot] = values[hits[:, 0], hits[:, 1]]
+        cols[hits[:, 0], slot] = hits[:, 1]
+    return vals, cols
+
+
+def _cosine_pairs(a_t: np.ndarray, rows_a: np.ndarray, norms_a: np.ndarray, b_t: np.ndarray, rows_b: np.ndarray,
+                  norms_b: np.ndarray) -> np.ndarray:
+    """(P,) :func:`vitscope.cosine.cosine64` of the row pairs (a[rows_a[p]], b[rows_b[p]]), bit for bit.
+
+    a_t: (D, n) and b_t: (D, n') the rows transposed (so a pair's terms are gathered without a transpose),
+    norms_a, norms_b their :func:`vitscope.cosine.norms64`. The same operations as ``cosine64``: the D
+    products formed in float64 and added in d order, then divided by the clamped norms; in steps of
+    :data:`RESCORE_ELEMENTS`.
+    """
+    dim = a_t.shape[0]
+    out = np.empty(rows_a.shape[0], dtype=np.float64)
+    order = np.argsort(rows_b, kind="stable")  # gathered in bank order: near columns, few cache misses
+    step = max(1, RESCORE_ELEMENTS // max(1, dim))
+    for s0 in range(0, rows_a.shape[0], step):
+        at = order[s0 : s0 + step]
+        ia, ib = rows_a[at], rows_b[at]
+        x, y = np.take(a_t, ia, axis=1), np.take(b_t, ib, axis=1)  # (D, s), C order
+        out[at] = _dot_t(x, y) / (np.maximum(norms_a[ia], cosine.EPS) * np.maximum(norms_b[ib], cosine.EPS))
+    return out
+
+
+def _cosine_grid(a_t: np.ndarray, norms_a: np.ndarray, b_t: np.ndarray, cols: np.ndarray,
+                 norms_b: np.ndarray) -> np.ndarray:
+    """(q, w) :func:`vitscope.cosine.cosine64` of query r (column r of a_t: (D, q)) and bank row cols[r, j]
+    (a column of b_t: (D, n)), bit for bit: the same float64 terms added in d order."""
+    q, w = cols.shape
+    dim = a_t.shape[0]
+    out = np.empty((q, w), dtype=np.float64)
+    step = max(1, RESCORE_ELEMENTS // max(1, dim * w))
+    for r0 in range(0, q, step):
+        c = cols[r0 : r0 + step]
+        y = np.take(b_t, c.ravel(), axis=1).reshape(dim, *c.shape)  # (D, r, w)
+        x = a_t[:, r0 : r0 + step]
+        acc = np.zeros(c.shape, dtype=np.float64)
+        term = np.empty_like(acc)
+        for d in range(dim):
+            np.multiply(x[d][:, None], y[d], out=term, dtype=np.float64)
+            acc += term
+        out[r0 : r0 + step] = acc / (
+            np.maximum(norms_a[r0 : r0 + step, None], cosine.EPS) * np.maximum(norms_b[c], cosine.EPS)
+        )
+    return out
+
+
+def _dot_t(x_t: np.ndarray, y_t: np.ndarray) -> np.ndarray:
+    """:func:`vitscope.cosine.dot64` of the columns of x_t, y_t (D, s): the same float64 terms added in d order."""
+    acc = np.zeros(x_t.shape[1], dtype=np.float64)
+    term = np.empty_like(acc)
+    for d in range(x_t.shape[0]):
+        np.multiply(x_t[d], y_t[d], out=term, dtype=np.float64)
+        acc += term
+    return acc
+
+
+def nearest_blocks(
+    bank: Any,
+    queries: Any,
+    k: int,
+    query_chunk: int = 1024,
+    bank_chunk: int = 65536,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`nearest` of every block at once, the bank read once: (L, M, min(k, N)) similarities and indices.
+
+    bank: (N, L, D), queries: (M, L, D) (arrays or h5py datasets, e.g. a dump's ``tokens/cls``; float16
+    rows are screened in float32). The bank is read in runs of ``bank_chunk`` images x all L blocks
+    (``bank[b0:b1]``: one contiguous read of the (N, L, D) layout), so every byte of it is read once
+    whatever L; the query set (small) is read once. Per block, each bank chunk is normalised once and
+    screened against every query chunk with a float32 (float64 for float64 input) product and
+    ``torch.topk`` on ``device`` (the caller's choice, default the CPU; TF32 products are refused),
+    and a running candidate set is kept per block and query by the margin rule of
+    :func:`vitscope.cosine.margin` (:func:`_screen_torch`, the rule of :func:`nearest`), rescored with
+    :func:`vitscope.cosine.cosine64` while their bank chunk is in memory. Once a block holds k finite
+    candidates, a chunk's entries below the running k-th value minus the margin are dropped at once
+    (:func:`_above`: they cannot reach the top-k, by the same bound); a non-finite query or bank row
+    makes its block keep :func:`nearest`'s rule and chunking alone (NaN ranks first there). The result is
+    bit for bit :func:`nearest` of each block (its ties included): every candidate set holds the exact
+    top-k with its ties, and the final order is by cosine64 then bank index.
+
+    Memory, whatever N: one bank chunk (bank_chunk x L x D) and its normalised block, one screening
+    product (query_chunk x bank_chunk) and the candidates, O(M x L x (k + a few)), besides the query set.
+    """
+    n, blocks, dim = bank.shape
+    if queries.shape[1:] != (blocks, dim):
+        raise ValueError(f"knn.nearest_blocks: bank (N, L, D) = {bank.shape} and queries {queries.shape} differ")
+    k = min(k, n)
+    query_raw = np.asarray(queries[...])  # (M, L, D): read once
+    m = query_raw.shape[0]
+    dtype = np.result_type(bank.dtype, query_raw.dtype, np.float32)
+    if np.dtype(dtype) not in _TORCH_DTYPES:
+        raise ValueError(f"knn.nearest_blocks: cannot screen dtype {dtype} (float16/32/64 rows)")
+    width_margin = cosine.margin(dim, dtype)
+    device = torch.device(device)
+    tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
+    if device.type == "cuda" and tf32:
+        # TF32 (u = 2^-11) would break the float32 bound that the margin rests on
+        raise ValueError("knn.nearest_blocks: TF32 matrix products are enabled (torch.backends.cuda.matmul."
+                         "allow_tf32 / set_float32_matmul_precision); the k-NN screening needs full float32")
+    query_chunks = list(_chunks(m, query_chunk))
+    query_unit = [torch.from_numpy(normalize(query_raw[:, b].astype(dtype))).to(device) for b in range(blocks)]
+    query_norms = [cosine.norms64(query_raw[:, b]) for b in range(blocks)]
+    query_t = [np.ascontiguousarray(query_raw[:, b].T) for b in range(blocks)]  # (D, M) for the rescoring
+    del query_raw
+    # per block and query chunk: screened values (q, w) on device, bank indices (q, w), cosine64 (q, w)
+    state: list[list[tuple[torch.Tensor, torch.Tensor, np.ndarray] | None]] = [
+        [None] * len(query_chunks) for _ in range(blocks)
+    ]
+    # blocks screened by the rule of nearest alone (a non-finite query or bank row seen: NaN ranks first there)
+    exact_rule = [not bool(np.isfinite(q.numpy(force=True)).all()) for q in query_unit]
+    buffer: torch.Tensor | None = None  # the screening product's memory
+    for b0, b1 in _chunks(n, bank_chunk):
+        chunk = np.asarray(bank[b0:b1])  # (b, L, D)
+        for block in range(blocks):
+            raw = chunk[:, block]
+            unit = torch.from_numpy(normalize(raw.astype(dtype))).to(device)
+            raw_t = torch.from_numpy(np.ascontiguousarray(raw)).t().contiguous().numpy()  # (D, b), for the rescoring
+            norms = np.sqrt(_dot_t(raw_t, raw_t))  # cosine.norms64(raw), bit for bit
+            exact_rule[block] |= not bool(np.isfinite(raw).all())
+            for qi, (q0, q1) in enumerate(query_chunks):
+                if buffer is None or buffer.numel() < (q1 - q0) * (b1 - b0):  # reused: no page faults per chunk
+                    buffer = torch.empty((q1 - q0) * (b1 - b0), dtype=unit.dtype, device=device)
+                sim = torch.matmul(query_unit[block][q0:q1], unit.T, out=buffer[: (q1 - q0) * (b1 - b0)].view(
+                    q1 - q0, b1 - b0))  # (q, b)
+                prev = state[block][qi]
+                if prev is not None and not exact_rule[block] and prev[0].shape[1] >= k:
+                    vals, cols = _above(sim, _threshold(prev[0], k, width_margin))
+                    idx = torch.where(cols >= 0, cols + b0, cols)
+                else:
+                    cols = _screen_torch(sim, k, width_margin)
+                    vals, idx = torch.take_along_dim(sim, cols, 1), cols + b0
+                cos = np.full(tuple(cols.shape), -np.inf)
+                if prev is not None:
+                    vals, idx = torch.cat([prev[0], vals], 1), torch.cat([prev[1], idx], 1)
+                    cos = np.concatenate([prev[2], cos], 1)
+                keep = _screen_torch(vals, k, width_margin)
+                vals, idx = torch.take_along_dim(vals, keep, 1), torch.take_along_dim(idx, keep, 1)
+                idx_np = idx.cpu().numpy()
+                cos = np.take_along_axis(cos, keep.cpu().numpy(), 1)
+                new = idx_np >= b0  # the candidates of this chunk: rescored now
+                if new.all():  # every candidate (the first chunk): no query gather
+                    cos = _cosine_grid(query_t[block][:, q0:q1], query_norms[block][q0:q1], raw_t, idx_np - b0, norms)
+                else:
+                    rows, cols_new = np.nonzero(new)
+                    local = idx_np[rows, cols_new] - b0
+                    cos[rows, cols_new] = _cosine_pairs(
+                        query_t[block], q0 + rows, query_norms[block], raw_t, local, norms
+                    )
+                state[block][qi] = (vals, idx, cos)
+    out_vals = np.empty((blocks, m, k), dtype=np.float64)
+    out_idx = np.empty((blocks, m, k), dtype=np.int64)
+    for block in range(blocks):
+        for qi, (q0, q1) in enumerate(query_chunks):
+            entry = state[block][qi]
+            assert entry is not None
+            idx_np = entry[1].cpu().numpy()
+            order = np.lexsort((idx_np, -entry[2]), axis=1)[:, :k]
+            out_vals[block, q0:q1] = np.take_along_axis(entry[2], order, 1)
+            out_idx[block, q0:q1] = np.take_along_axis(idx_np, order, 1)
+    return out_vals, out_idx
+
+
 def vote(
     similarities: np.ndarray, labels: np.ndarray, k: int, num_classes: int, temperature: float = TEMPERATURE
 ) -> np.ndarray:
@@ -199,14 +433,24 @@ def classify(
     """
     train_labels = np.asarray(train_labels, dtype=np.int64)
     test_labels = np.asarray(test_labels, dtype=np.int64)
-    if train_features.shape[0] != train_labels.shape[0] or test_features.shape[0] != test_labels.shape[0]:
-        raise ValueError("knn.classify: features and labels differ in length")
-    if train_labels.size == 0 or test_labels.size == 0:
-        raise ValueError("knn.classify: empty memory bank or query set")
-    for name, lab in (("train", train_labels), ("test", test_labels)):
-        if lab.min() < 0 or lab.max() >= num_classes:
-            raise ValueError(f"knn.classify: {name} labels must lie in [0, {num_classes}) (-1 = unlabelled?)")
+    _check_labels(train_features.shape[0], train_labels, test_features.shape[0], test_labels, num_classes)
     sims, idx = nearest(train_features, test_features, max(ks), query_chunk, bank_chunk)
+    return accuracy(sims, idx, train_labels, test_labels, num_classes, ks, temperature)
+
+
+def accuracy(
+    sims: np.ndarray,
+    idx: np.ndarray,
+    train_labels: np.ndarray,
+    test_labels: np.ndarray,
+    num_classes: int,
+    ks: Sequence[int] = KS,
+    temperature: float = TEMPERATURE,
+) -> dict[int, dict[str, float]]:
+    """:func:`classify` from the neighbours: sims, idx (M, K) of :func:`nearest` (K = min(max(ks), N)),
+    train_labels (N,), test_labels (M,) in [0, C)."""
+    train_labels = np.asarray(train_labels, dtype=np.int64)
+    test_labels = np.asarray(test_labels, dtype=np.int64)
     neighbour_labels = train_labels[idx]
     results = {}
     for k in ks:
@@ -221,6 +465,16 @@ def classify(
     return results
 
 
+def _check_labels(n: int, train_labels: np.ndarray, m: int, test_labels: np.ndarray, num_classes: int) -> None:
+    if n != train_labels.shape[0] or m != test_labels.shape[0]:
+        raise ValueError("knn.classify: features and labels differ in length")
+    if train_labels.size == 0 or test_labels.size == 0:
+        raise ValueError("knn.classify: empty memory bank or query set")
+    for name, lab in (("train", train_labels), ("test", test_labels)):
+        if lab.min() < 0 or lab.max() >= num_classes:
+            raise ValueError(f"knn.classify: {name} labels must lie in [0, {num_classes}) (-1 = unlabelled?)")
+
+
 def block_rows(
     train_tokens: Any,
     train_labels: np.ndarray,
@@ -232,12 +486,14 @@ def block_rows(
     temperature: float = TEMPERATURE,
     query_chunk: int = 1024,
     bank_chunk: int = 65536,
+    device: str | torch.device = "cpu",
 ) -> list[dict[str, Any]]:
     """Tidy rows (COLUMNS) of every block: k-NN of the CLS tokens of one model.
 
     train_tokens: (N, L, D), test_tokens: (M, L, D) (arrays or h5py datasets, e.g. a dump's
-    ``tokens/cls``; one block is read at a time). Blocks are 1-indexed in the rows; values
-    are fractions. ``num_classes`` defaults to 1 + the largest label.
+    ``tokens/cls``; float16 is read as float32): every block's neighbours come from one pass over the
+    bank (:func:`nearest_blocks`, on ``device``), the same as :func:`classify` block by block. Blocks are
+    1-indexed in the rows; values are fractions. ``num_classes`` defaults to 1 + the largest label.
 
     A memory bank of a single class makes every vote right (top-1 = top-5 = 1.0 whatever
     the features): the values are NaN with ``note`` "undefined: 1 class in the memory
@@ -262,12 +518,13 @@ def block_rows(
     if num_classes <= 5 and max(ks) >= num_classes:
         log.warning("k-NN of %s: %d classes; top-5 counts every class and is 1.0 for k >= %d", model, num_classes,
                     num_classes)
+    train_labels = train_labels.astype(np.int64)
+    test_labels = test_labels.astype(np.int64)
+    _check_labels(train_tokens.shape[0], train_labels, test_tokens.shape[0], test_labels, num_classes)
+    sims, idx = nearest_blocks(train_tokens, test_tokens, max(ks), query_chunk, bank_chunk, device)
     rows = []
     for block in range(train_tokens.shape[1]):
-        result = classify(
-            np.asarray(train_tokens[:, block]), train_labels, np.asarray(test_tokens[:, block]), test_labels,
-            num_classes, ks, temperature, query_chunk, bank_chunk,
-        )
+        result = accuracy(sims[block], idx[block], train_labels, test_labels, num_classes, ks, temperature)
         rows += [
             {"model": model, "block": block + 1, "metric": metric, "k": k, "value": scores[metric], "note": ""}
             for k, scores in result.items()

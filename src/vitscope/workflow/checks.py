@@ -34,6 +34,7 @@ def check(config: Config) -> None:
     check_analysis_datasets(config)
     check_coco_datasets(config)
     check_downstream_datasets(config)
+    check_token_storage(config)
     check_spair_datasets(config)
     check_davis_datasets(config)
     check_trained_models(config)
@@ -95,6 +96,27 @@ def check_downstream_datasets(config: Config) -> None:
         raise ConfigError(
             f"analyses.best_layers.knn.k = {best['knn']['k']} is not one of analyses.knn.ks ({knn.get('ks')})"
         )
+
+
+#: the token kinds each dump-reading analysis needs (datasets.<name>.tokens keeps cls, spatial_mean or both)
+TOKEN_NEEDS = {"knn": ("cls",), "retrieval": ("cls",), "clustering": ("cls", "spatial_mean")}
+
+
+def check_token_storage(config: Config) -> None:
+    """Every dataset an analysis reads tokens from keeps the token kinds it needs (datasets.<name>.tokens)."""
+    for analysis, needs in TOKEN_NEEDS.items():
+        entry = config["analyses"].get(analysis, {})
+        datasets = list(entry.get("datasets", []))
+        if analysis == "knn" and datasets and entry.get("train") in config["datasets"]:
+            datasets.append(entry["train"])
+        for dataset in datasets:
+            kept = config["datasets"][dataset].get("tokens", "both")
+            for kind in needs:
+                if kept not in (kind, "both"):
+                    raise ConfigError(
+                        f"analyses.{analysis} reads tokens/{kind} of dataset '{dataset}', whose dump keeps only "
+                        f"tokens/{kept} (datasets.{dataset}.tokens = {kept!r}; set it to {kind!r} or 'both')"
+                    )
 
 
 def check_spair_datasets(config: Config) -> None:

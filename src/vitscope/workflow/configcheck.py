@@ -108,6 +108,9 @@ def prepare(
     check(config)
 
 
+#: YAML's safe loader, in C (libyaml) where PyYAML has it: the same documents ~10x faster at every start
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 #: schema keywords this module fills in from the package: ``x-vitscope: products`` on a string
 #: node gets ``enum`` = every dump product, ``x-vitscope: default-products`` on an array gets
 #: ``default`` = the products recorded by default (vitscope.io.dumps: a product is added there only)
@@ -117,7 +120,7 @@ SCHEMA_FILL = "x-vitscope"
 def load_schema(path: str | Path) -> dict[str, Any]:
     """The JSON schema in ``path`` (YAML or JSON), with the package's lists filled in (:data:`SCHEMA_FILL`)."""
     with open(path, encoding="utf-8") as handle:
-        schema = yaml.safe_load(handle)
+        schema = yaml.load(handle, Loader=SAFE_LOADER)
     _fill(schema)
     return schema
 
@@ -162,7 +165,7 @@ def check_duplicate_keys(path: str | Path, text: str | None = None) -> None:
     """
     if text is None:
         text = Path(path).read_text(encoding="utf-8")
-    loader = yaml.SafeLoader(text)
+    loader = SAFE_LOADER(text)
     try:
         node = loader.get_single_node()
         if node is not None:

@@ -344,9 +344,10 @@ def _table_entry(analysis: Analysis, table: ReportTable, path: str) -> dict[str,
 
 # --------------------------------------------------------------------------- the workflow's analyses
 
+# estimate: a local rule (rules/estimate.smk), never submitted
 register_rules(
     {"synthetic_dataset": INPUTS, "index_dataset": INPUTS, "extract": MODEL, "extract_shard": MODEL,
-     "merge_shards": JOB}
+     "merge_shards": JOB, "estimate": JOB}
 )
 
 

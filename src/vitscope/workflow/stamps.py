@@ -29,17 +29,24 @@ class Stamps:
         self.require = require
         self.dataset = functools.cache(self._dataset)  # one pass over the folders per planning process
         self._images_of_index = functools.cache(self._images_of_index_uncached)  # every model's dump asks
+        # the same for what every model's job of a dataset asks again (DAVIS: models x sequences)
+        self.annotations = functools.cache(self._annotations)
+        self.spair = functools.cache(self._spair)
+        self.davis_sequence = functools.cache(self._davis_sequence)
+        # pure look-ups of the config, keyed by a path or an alias
+        self._generated = functools.cache(self._generated_uncached)
+        self._checkpoint_file = functools.cache(functools.partial(lookups.checkpoint_file, config))
 
     def mode(self, dataset: str) -> str:
         return lookups.dataset_entry(self.config, dataset).get("fingerprint", "stat")
 
-    def _generated(self, path: str) -> str | None:
+    def _generated_uncached(self, path: str) -> str | None:
         return lookups.generated(self.config, path)
 
     def checkpoint(self, alias: str, trained: bool) -> str:
         """Size and modification time of the model's checkpoint, so a replaced file re-extracts even
         when it is older than the dump (a copy that kept its date); '' for trained or hub weights."""
-        path = lookups.checkpoint_file(self.config, alias)
+        path = self._checkpoint_file(alias)
         if path is None or trained:
             return ""
         self.require(lookups.checkpoint_needs(self.config, alias))
@@ -88,7 +95,7 @@ class Stamps:
             paths = [row[0] for row in csv.reader(handle)][1:]
         return fingerprint.files(paths, self.mode(dataset))
 
-    def annotations(self, dataset: str) -> str:
+    def _annotations(self, dataset: str) -> str:
         """Fingerprint of the annotation file a job reads beside its dump (coco annotations, revisited
         ground truth), so a replaced file reruns it even with an older modification time."""
         entry = lookups.dataset_entry(self.config, dataset)
@@ -98,7 +105,7 @@ class Stamps:
         self.require(lookups.dataset_needs(self.config, dataset))
         return fingerprint.folders([path], self.mode(dataset))
 
-    def spair(self, dataset: str) -> str:
+    def _spair(self, dataset: str) -> str:
         """Fingerprint of the SPair-71k pair annotations of the split and of every image."""
         entry = lookups.dataset_entry(self.config, dataset)
         if self._generated(entry["root"]):
@@ -108,7 +115,7 @@ class Stamps:
         parts = [f"{entry['root']}/PairAnnotation/{split}", f"{entry['root']}/JPEGImages"]
         return fingerprint.folders(parts, self.mode(dataset), recursive=True)
 
-    def davis_sequence(self, dataset: str, sequence: str) -> str:
+    def _davis_sequence(self, dataset: str, sequence: str) -> str:
         """Fingerprint of one DAVIS sequence's frames and annotations."""
         entry = lookups.dataset_entry(self.config, dataset)
         if self._generated(entry["root"]):
