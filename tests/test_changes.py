@@ -186,6 +186,24 @@ def test_a_changed_precision_reextracts_every_dump(run: Path) -> None:
         config.write_text(original)
 
 
+def test_token_storage_reextracts_the_dumps_but_does_not_reindex(run: Path) -> None:
+    """``datasets.<name>.token_dtype`` (and ``tokens``) say what a dump keeps, not which images
+    the dataset holds: its dumps are extracted again, its index is not rebuilt."""
+    config = run / "config.yaml"
+    original = config.read_text()
+    changed = yaml.safe_load(original)
+    changed["datasets"]["imgs"]["token_dtype"] = "float16"
+    config.write_text(yaml.safe_dump(changed))
+    try:
+        assert planned(run) == jobs_of({
+            "extract": ["dataset=imgs, model=ma", "dataset=imgs, model=mb"],
+            "attention_distance": ["dataset=imgs, model=ma", "dataset=imgs, model=mb"],
+        })
+    finally:
+        config.write_text(original)
+    assert planned(run) == set()
+
+
 def test_sharding_a_dataset_reextracts_its_dumps_but_does_not_reindex(run: Path) -> None:
     """``datasets.<name>.shards`` says how the dumps are extracted (docs/dumps.md#sharding): the
     sharded dataset's dumps are made by shard jobs and a merge, its index is not rebuilt."""

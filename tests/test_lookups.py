@@ -195,7 +195,7 @@ def test_settings_of_single_rules() -> None:
 
 
 def test_shards_and_their_files() -> None:
-    config = {"datasets": {"a": {"kind": "imagefolder", "root": "x", "shards": 3},
+    config = {"datasets": {"a": {"kind": "imagefolder", "root": "x", "shards": 3, "token_dtype": "float16"},
                            "b": {"kind": "imagefolder", "root": "y"}}}
     assert lookups.shards(config, "a") == 3 and lookups.shards(config, "b") == 1
     assert lookups.sharded_datasets(config) == ["a"]

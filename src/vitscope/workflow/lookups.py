@@ -36,7 +36,7 @@ def dataset_entry(config: Config, name: str) -> Mapping[str, Any]:
 
 #: keys of a dataset entry that say how its dumps are extracted, not which images it holds:
 #: left out of the entry the index (and its readers) get, so changing them re-indexes nothing
-EXTRACTION_KEYS = ("shards",)
+EXTRACTION_KEYS = ("shards", "tokens", "token_dtype")
 
 
 def index_entry(config: Config, name: str) -> dict[str, Any]:
