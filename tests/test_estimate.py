@@ -162,3 +162,12 @@ def test_snakemake_estimate_on_the_tiny_config(tmp_path) -> None:
     assert sorted(r["dataset"] for r in rows if r["model"] == "tiny_a") == ["toy", "toy_coco", "toy_ret", "toy_val"]
     assert rows[-1]["model"] == "total" and int(rows[-1]["bytes"]) == sum(int(r["bytes"]) for r in rows[:-1])
     assert not (workdir / "results/index").exists()
+
+
+def test_a_sharded_dataset_is_as_many_jobs_as_shards(images) -> None:
+    root, index, _ = images
+    entry = {"arch": "test_vit", "image_size": 64}
+    (plain,) = estimate.estimate(config_of(entry, root), {"d": str(index)})
+    (row,) = estimate.estimate(config_of(entry, root, storage={"shards": 3}), {"d": str(index)})
+    assert (plain.jobs, row.jobs) == (1, 3) and row.bytes == plain.bytes and row.hours == plain.hours
+    assert estimate.table([plain, row])[-1]["jobs"] == 4

@@ -131,6 +131,7 @@ class Row:
     images_per_s: float
     rate_from: str
     hours: float
+    jobs: int = 1  # extraction jobs of the dump: datasets.<name>.shards (each 1 / jobs of the hours)
 
 
 def geometry(alias: str, entry: Mapping[str, Any]) -> Geometry:
@@ -360,13 +361,13 @@ def estimate(config: Config, indexes: Mapping[str, str] | None = None) -> list[R
             rows.append(Row(
                 alias, dataset, count.images, count.source, tuple(products),
                 dict(sorted(data.items(), key=lambda kv: -kv[1])), total, device, per_s, rate_from,
-                count.images / per_s / 3600.0,
+                count.images / per_s / 3600.0, lookups.shards(config, dataset),
             ))
     return rows
 
 
 COLUMNS = ("model", "dataset", "images", "images_from", "products", "bytes", "GB", "largest", "device",
-           "images_per_s", "rate_from", "job_hours")
+           "images_per_s", "rate_from", "job_hours", "jobs")
 
 
 def table(rows: list[Row]) -> list[dict[str, Any]]:
@@ -378,14 +379,14 @@ def table(rows: list[Row]) -> list[dict[str, Any]]:
             "model": r.model, "dataset": r.dataset, "images": r.images, "images_from": r.images_from,
             "products": ",".join(r.products), "bytes": r.bytes, "GB": f"{r.bytes / 1e9:.3f}",
             "largest": f"{name} {size / 1e9:.3f} GB", "device": r.device, "images_per_s": f"{r.images_per_s:.4g}",
-            "rate_from": r.rate_from, "job_hours": f"{r.hours:.4f}",
+            "rate_from": r.rate_from, "job_hours": f"{r.hours:.4f}", "jobs": r.jobs,
         })
     total = sum(r.bytes for r in rows)
     out.append({
         "model": "total", "dataset": f"{len(rows)} dumps", "images": sum(r.images for r in rows), "images_from": "",
         "products": "", "bytes": total, "GB": f"{total / 1e9:.3f}", "largest": "",
         "device": ",".join(sorted({r.device for r in rows})), "images_per_s": "", "rate_from": "",
-        "job_hours": f"{sum(r.hours for r in rows):.4f}",
+        "job_hours": f"{sum(r.hours for r in rows):.4f}", "jobs": sum(r.jobs for r in rows),
     })
     return out
 
