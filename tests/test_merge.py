@@ -4,11 +4,10 @@ into dumps bit-identical to the unsharded one, every dataset and attribute (docs
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import h5py
-import numpy as np
 import pytest
+from h5compare import h5_items
 from test_extract import CPU, ENTRIES, NO_CLS, build, make_folder, transform_of
 
 from vitscope.errors import DumpError
@@ -20,25 +19,6 @@ from vitscope.io import dumps
 # --------------------------------------------------------------------------- sharded extraction
 
 
-def comparable(value: Any) -> tuple:
-    array = np.asarray(value)
-    if array.dtype.kind in "OSU":
-        return ("text", repr(array.tolist()))
-    return (array.dtype.str, array.shape, array.tobytes())
-
-
-def h5_items(path: Path) -> dict[str, tuple]:
-    """Every group's and dataset's attributes, and every dataset's values, comparable bit for bit."""
-    items = {}
-
-    def visit(name, obj):
-        attrs = {key: comparable(value) for key, value in obj.attrs.items()}
-        items[name] = (attrs, comparable(obj[()]) if isinstance(obj, h5py.Dataset) else None)
-
-    with h5py.File(path) as handle:
-        visit("/", handle)
-        handle.visititems(visit)
-    return items
 
 
 def extract_file(path: Path, entry: dict, entries: list[data.Entry], options: dict, shard=None) -> None:

@@ -9,7 +9,7 @@ import copy
 from pathlib import Path
 
 import pytest
-from test_merge import h5_items
+from h5compare import h5_items
 from test_workflow import TINY, copy_workflow, planned_jobs, snakemake
 
 DATASETS = ("toy", "toy_coco")
