@@ -391,6 +391,14 @@ def table(rows: list[Row]) -> list[dict[str, Any]]:
     return out
 
 
+def _grouped(rows: list[Row], field: str) -> dict[str, list[Row]]:
+    """``rows`` by the value of ``field`` (model or dataset), in the order they first appear."""
+    groups: dict[str, list[Row]] = {}
+    for r in rows:
+        groups.setdefault(getattr(r, field), []).append(r)
+    return groups
+
+
 def summary(rows: list[Row]) -> str:
     """What `snakemake estimate` prints: the total, per dataset and per model, and where the image counts come from."""
     total = sum(r.bytes for r in rows)
@@ -398,16 +406,12 @@ def summary(rows: list[Row]) -> str:
     devices = ", ".join(sorted({r.device for r in rows})) or "-"
     lines = [f"Estimate: {len(rows)} dumps, {total / 1e12:.2f} TB ({total / 2**40:.2f} TiB), "
              f"{hours:.1f} job-hours of extraction on {devices} (at the rates of estimate.rates, docs/performance.md)"]
-    by_dataset: dict[str, list[Row]] = {}
-    for r in rows:
-        by_dataset.setdefault(r.dataset, []).append(r)
+    by_dataset = _grouped(rows, "dataset")
     lines.append(f"  {'dataset':<20} {'images':>10}  {'GB, all models':>15} {'job-hours':>10}  images from")
     for name, group in by_dataset.items():
         lines.append(f"  {name:<20} {group[0].images:>10}  {sum(r.bytes for r in group) / 1e9:>15.1f} "
                      f"{sum(r.hours for r in group):>10.2f}  {group[0].images_from}")
-    by_model: dict[str, list[Row]] = {}
-    for r in rows:
-        by_model.setdefault(r.model, []).append(r)
+    by_model = _grouped(rows, "model")
     lines.append(f"  {'model':<20} {'GB':>10} {'job-hours':>10}  images/s")
     for name, group in by_model.items():
         lines.append(f"  {name:<20} {sum(r.bytes for r in group) / 1e9:>10.1f} {sum(r.hours for r in group):>10.2f}"
