@@ -238,7 +238,7 @@ def _per_block(bank, queries, k, query_chunk=1024, bank_chunk=65536):
     return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
 
 
-@pytest.mark.parametrize("bank_chunk", [1, 7, 1000])
+@pytest.mark.parametrize("bank_chunk", [1, 7, 150, 1000])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 def test_nearest_blocks_is_nearest_of_every_block(bank_chunk: int, dtype) -> None:
     """One pass over the bank for all blocks gives, bit for bit, the per-block neighbours and similarities
@@ -276,6 +276,43 @@ def test_nearest_blocks_k_beyond_the_bank_and_nan_rows() -> None:
         for a, b in zip(knn.nearest_blocks(big, queries, 10, 2, bank_chunk),
                         _per_block(big, queries, 10, 2, bank_chunk), strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("columns", [5, 64, 130, 1000])
+def test_hits_equal_the_full_comparison(columns: int) -> None:
+    """The prefiltered hits (per-group maxima, then only the groups that can hold one) are exactly
+    np.nonzero of the whole comparison, by row then column: NaN entries, whole NaN rows, ties with the
+    threshold, rows without a hit and rows where every entry is a hit."""
+    rng = np.random.default_rng(11)
+    values = rng.normal(size=(9, columns)).astype(np.float32)
+    values[1, :: 3] = np.nan
+    values[2] = np.nan
+    threshold = np.quantile(values[~np.isnan(values)], 0.97).astype(np.float32) * np.ones(9, np.float32)
+    values[3, -1] = threshold[3]  # equal: a hit
+    threshold[4] = np.inf  # no hit
+    threshold[5] = -np.inf  # every entry
+    rows, cols = knn._hits_cpu(torch.from_numpy(values), torch.from_numpy(threshold))
+    want = np.nonzero(values >= threshold[:, None])
+    np.testing.assert_array_equal(rows, want[0])
+    np.testing.assert_array_equal(cols, want[1])
+
+
+def test_read_run_reads_each_row_once_in_order(monkeypatch) -> None:
+    """A run is read as consecutive pieces of READ_ROWS images covering it once; a numpy bank is sliced."""
+    bank = np.arange(50 * 2 * 3, dtype=np.float32).reshape(50, 2, 3)
+    reads = []
+
+    class Counted:
+        shape, dtype = bank.shape, bank.dtype
+
+        def __getitem__(self, key):
+            reads.append(key)
+            return bank[key]
+
+    monkeypatch.setattr(knn, "READ_ROWS", 8)
+    np.testing.assert_array_equal(knn._read_run(Counted(), 10, 37), bank[10:37])
+    assert reads == [slice(10, 18), slice(18, 26), slice(26, 34), slice(34, 37)]
+    assert np.shares_memory(knn._read_run(bank, 10, 37), bank)
 
 
 def test_nearest_blocks_reads_the_bank_once_in_row_runs(tmp_path) -> None:

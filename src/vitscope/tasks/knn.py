@@ -272,27 +272,20 @@ def _cosine_pairs(a_t: np.ndarray, rows_a: np.ndarray, norms_a: np.ndarray, b_t:
     return out
 
 
-def _cosine_grid(a_t: np.ndarray, norms_a: np.ndarray, b_t: np.ndarray, cols: np.ndarray,
-                 norms_b: np.ndarray) -> np.ndarray:
-    """(q, w) :func:`vitscope.cosine.cosine64` of query r (column r of a_t: (D, q)) and bank row cols[r, j]
-    (a column of b_t: (D, n)), bit for bit: the same float64 terms added in d order."""
-    q, w = cols.shape
-    dim = a_t.shape[0]
-    out = np.empty((q, w), dtype=np.float64)
-    step = max(1, RESCORE_ELEMENTS // max(1, dim * w))
-    for r0 in range(0, q, step):
-        c = cols[r0 : r0 + step]
-        y = np.take(b_t, c.ravel(), axis=1).reshape(dim, *c.shape)  # (D, r, w)
-        x = a_t[:, r0 : r0 + step]
-        acc = np.zeros(c.shape, dtype=np.float64)
-        term = np.empty_like(acc)
-        for d in range(dim):
-            np.multiply(x[d][:, None], y[d], out=term, dtype=np.float64)
-            acc += term
-        out[r0 : r0 + step] = acc / (
-            np.maximum(norms_a[r0 : r0 + step, None], cosine.EPS) * np.maximum(norms_b[c], cosine.EPS)
-        )
-    return out
+def _rescore_held(
+    entries: list, query_chunks: list[tuple[int, int]], query_t: np.ndarray, query_norms: np.ndarray,
+    raw_t: np.ndarray, norms: np.ndarray, b0: int, b1: int,
+) -> None:
+    """Rescore in place the candidates of bank rows b0 .. b1 (raw_t: (D, b1 - b0), norms: their norms64)
+    held in one block's running sets ``entries`` (one (vals, idx, cos) per query chunk) with
+    :func:`vitscope.cosine.cosine64` (through :func:`_cosine_pairs`, bit for bit)."""
+    for (q0, _), entry in zip(query_chunks, entries, strict=True):
+        if entry is None:
+            continue
+        idx_np, cos = entry[1].cpu().numpy(), entry[2]
+        rows, cols = np.nonzero((idx_np >= b0) & (idx_np < b1))
+        if rows.size:
+            cos[rows, cols] = _cosine_pairs(query_t, q0 + rows, query_norms, raw_t, idx_np[rows, cols] - b0, norms)
 
 
 def _transposed(x: np.ndarray, rows: int = 256) -> np.ndarray:
@@ -352,16 +345,18 @@ def nearest_blocks(
     screened against every query chunk with a float32 (float64 for float64 input) product and
     ``torch.topk`` on ``device`` (the caller's choice, default the CPU; TF32 products are refused),
     and a running candidate set is kept per block and query by the margin rule of
-    :func:`vitscope.cosine.margin` (:func:`_screen_torch`, the rule of :func:`nearest`), rescored with
-    :func:`vitscope.cosine.cosine64` while their bank chunk is in memory. Once a block holds k finite
-    candidates, a chunk's entries below the running k-th value minus the margin are dropped at once
-    (:func:`_above`: they cannot reach the top-k, by the same bound); a non-finite query or bank row
+    :func:`vitscope.cosine.margin` (:func:`_screen_torch`, the rule of :func:`nearest`). A run's
+    candidates are rescored with :func:`vitscope.cosine.cosine64` once the next run has been screened
+    (its rows are kept until then), so the ones the next run displaces are never rescored. Once a block
+    holds k finite candidates, a chunk's entries below the running k-th value minus the margin are dropped
+    at once (:func:`_above`: they cannot reach the top-k, by the same bound); a non-finite query or bank row
     makes its block keep :func:`nearest`'s rule and chunking alone (NaN ranks first there). The result is
     bit for bit :func:`nearest` of each block (its ties included): every candidate set holds the exact
     top-k with its ties, and the final order is by cosine64 then bank index.
 
-    Memory, whatever N: one bank chunk (bank_chunk x L x D) and its normalised block, one screening
-    product (query_chunk x bank_chunk) and the candidates, O(M x L x (k + a few)), besides the query set.
+    Memory, whatever N: two bank runs (bank_chunk x L x D each: the one screened and the previous one,
+    kept for the rescoring) and a normalised block, one screening product (query_chunk x bank_chunk) and
+    the candidates, O(M x L x (k + a few)), besides the query set.
     """
     n, blocks, dim = bank.shape
     if queries.shape[1:] != (blocks, dim):
@@ -391,6 +386,8 @@ def nearest_blocks(
     # blocks screened by the rule of nearest alone (a non-finite query or bank row seen: NaN ranks first there)
     exact_rule = [not bool(np.isfinite(q.numpy(force=True)).all()) for q in query_unit]
     buffer: torch.Tensor | None = None  # the screening product's memory
+    # per block, the rows of the previous run: (D, b) transposed, their norms64, b0, b1
+    held: list[tuple[np.ndarray, np.ndarray, int, int] | None] = [None] * blocks
     for b0, b1 in _chunks(n, bank_chunk):
         chunk = _read_run(bank, b0, b1)  # (b, L, D)
         for block in range(blocks):
@@ -420,19 +417,18 @@ def nearest_blocks(
                     cos = np.concatenate([prev[2], cos], 1)
                 keep = _screen_torch(vals, k, width_margin)
                 vals, idx = torch.take_along_dim(vals, keep, 1), torch.take_along_dim(idx, keep, 1)
-                idx_np = idx.cpu().numpy()
-                cos = np.take_along_axis(cos, keep.cpu().numpy(), 1)
-                new = idx_np >= b0  # the candidates of this chunk: rescored now
-                if new.all():  # every candidate (the first chunk): no query gather
-                    cos = _cosine_grid(query_t[block][:, q0:q1], query_norms[block][q0:q1], raw_t, idx_np - b0,
-                                       norms)
-                else:
-                    rows, cols_new = np.nonzero(new)
-                    local = idx_np[rows, cols_new] - b0
-                    cos[rows, cols_new] = _cosine_pairs(
-                        query_t[block], q0 + rows, query_norms[block], raw_t, local, norms
-                    )
+                cos = np.take_along_axis(cos, keep.cpu().numpy(), 1)  # -inf: not rescored yet
                 state[block][qi] = (vals, idx, cos)
+            # the previous run's candidates that are still held are rescored now, while its rows are kept: a
+            # candidate displaced by the next run is never rescored (about a third fewer pairs than at once)
+            if held[block] is not None:
+                _rescore_held(state[block], query_chunks, query_t[block], query_norms[block], *held[block])
+            held[block] = (raw_t, norms, b0, b1)
+        del chunk
+    for block in range(blocks):  # the last run's
+        if held[block] is not None:
+            _rescore_held(state[block], query_chunks, query_t[block], query_norms[block], *held[block])
+        held[block] = None
     out_vals = np.empty((blocks, m, k), dtype=np.float64)
     out_idx = np.empty((blocks, m, k), dtype=np.int64)
     for block in range(blocks):
