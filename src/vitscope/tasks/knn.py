@@ -308,7 +308,7 @@ def _dot_t(x_t: np.ndarray, y_t: np.ndarray) -> np.ndarray:
 
 
 #: images per read of :func:`_read_run`: HDF5 reads a run of one-image chunks ~1.8x faster in pieces of
-#: 64 than in one selection (benchmarks/knn_scale.py --read-pieces measures it)
+#: 64 than in one selection (measured in docs/performance.md#k-nn-at-imagenet-scale)
 READ_ROWS = 64
 
 
